@@ -1,0 +1,41 @@
+package store
+
+import "strconv"
+
+// Bucket upper bounds of the histograms kept as running totals. Each
+// observation adds 1 to the first bucket whose bound is ≥ the value (stored
+// non-cumulatively under label "le"; "+Inf" past the last bound) and its
+// value to family+"_sum". The metrics endpoint makes them cumulative.
+var (
+	// CollectionSizeBuckets: items per collection.
+	CollectionSizeBuckets = []int64{0, 1, 10, 100, 1000, 10000, 100000}
+	// ArtifactFileCountBuckets: files per artifact.
+	ArtifactFileCountBuckets = []int64{0, 1, 2, 5, 10, 20, 50, 100, 1000}
+	// ArtifactFileSizeBuckets: bytes per file.
+	ArtifactFileSizeBuckets = []int64{1 << 10, 16 << 10, 256 << 10, 1 << 20, 16 << 20, 256 << 20, 1 << 30, 4 << 30}
+	// TaskExecutionBuckets: task run time, in microseconds (exposed in
+	// seconds); integers keep running sums exact.
+	TaskExecutionBuckets = []int64{1e6, 10e6, 30e6, 60e6, 300e6, 900e6, 1800e6, 3600e6, 3 * 3600e6, 6 * 3600e6}
+)
+
+// InfBucket is the "le" label of the bucket past the last bound.
+const InfBucket = "+Inf"
+
+// histo is one observation of value in a histogram kept as running totals.
+func histo(family string, l Labels, value int64, bounds []int64) []contribution {
+	le := InfBucket
+	for _, b := range bounds {
+		if value <= b {
+			le = strconv.FormatInt(b, 10)
+			break
+		}
+	}
+	bucket := Labels{"le": le}
+	for k, v := range l {
+		bucket[k] = v
+	}
+	return []contribution{
+		{key(family, bucket), 1},
+		{key(family+"_sum", l), value},
+	}
+}

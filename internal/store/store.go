@@ -1,0 +1,108 @@
+// Package store keeps kiln's state in SQLite or PostgreSQL behind one
+// interface, and keeps the running totals behind the public metrics in the
+// same transactions as the rows they count.
+//
+// Transaction guarantees (the contract every implementation keeps):
+//   - Every method that writes runs in exactly one transaction: either all of
+//     its rows and all of the running totals they affect are committed, or
+//     nothing is. A returned error means nothing changed.
+//   - Update methods read the row, let the caller's function change it and
+//     write it back in that same transaction, holding the row lock on
+//     PostgreSQL (SQLite has a single writer), so concurrent updates never
+//     lose each other's changes.
+//   - Read methods see committed data only; Snapshot reads all figures of a
+//     scrape from one consistent snapshot.
+//   - All methods are safe for concurrent use, also by several server
+//     processes sharing one PostgreSQL database.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kiln-build/kiln/internal/model"
+)
+
+// ErrNotFound is returned when the object asked for does not exist, or is
+// not visible to the caller (the two are indistinguishable on purpose).
+var ErrNotFound = errors.New("not found")
+
+// ErrUnauthenticated is returned for a token that is unknown, disabled,
+// expired or belongs to an inactive user.
+var ErrUnauthenticated = errors.New("invalid or disabled token")
+
+// FieldError says which input field is wrong and why. Kind separates
+// invalid values from conflicts with existing objects, so the API can pick
+// 400/409/422.
+type FieldError struct {
+	Field   string
+	Message string
+	Kind    ErrorKind
+}
+
+// ErrorKind classifies a FieldError.
+type ErrorKind int
+
+// Kinds of FieldError.
+const (
+	// Invalid input: wrong value, unknown reference.
+	Invalid ErrorKind = iota
+	// Conflict with the stored state: duplicate name, object still in use,
+	// file store full.
+	Conflict
+)
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return e.Field + ": " + e.Message
+}
+
+func invalid(field, format string, args ...any) error {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...), Kind: Invalid}
+}
+
+func conflict(field, format string, args ...any) error {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...), Kind: Conflict}
+}
+
+// Store is everything kiln keeps. *SQL implements it for SQLite and
+// PostgreSQL alike; the guarantees of the package comment hold for every
+// method: one transaction per write, nothing changed on error, running
+// totals committed with the rows they count, safe for concurrent use by
+// several processes.
+type Store interface {
+	Dialect() Dialect
+	Ping(ctx context.Context) error
+	Close() error
+
+	Scopes() Table[model.Scope]
+	Workspaces() Table[model.Workspace]
+	Users() Table[model.User]
+	Identities() Table[model.Identity]
+	Groups() Table[model.Group]
+	WorkspaceMembers() Table[model.WorkspaceMember]
+	Tokens() Table[model.Token]
+	FileStores() Table[model.FileStore]
+	Assets() Table[model.Asset]
+	Collections() Table[model.Collection]
+	Workers() Table[model.Worker]
+
+	// CreateToken makes a token with a fresh secret, returned only here.
+	CreateToken(ctx context.Context, tmpl model.Token) (*model.NewToken, error)
+	// Authenticate resolves a secret to who it speaks for.
+	Authenticate(ctx context.Context, secret string) (*Principal, error)
+	// WorkspaceRole is a user's strongest role in a workspace.
+	WorkspaceRole(ctx context.Context, userID, workspaceID int64) (model.WorkspaceRole, bool, error)
+	// Bootstrap creates the system user, the first admin and the default
+	// file store on an empty database.
+	Bootstrap(ctx context.Context, adminSecret, fileRoot string) (bool, error)
+
+	AddCollectionItem(ctx context.Context, item *model.CollectionItem, v *Viewer) error
+	RemoveCollectionItem(ctx context.Context, collectionID, itemID int64, v *Viewer) error
+	ListCollectionItems(ctx context.Context, collectionID int64, q Query) ([]model.CollectionItem, error)
+}
+
+var _ Store = (*SQL)(nil)

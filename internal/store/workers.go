@@ -1,0 +1,75 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/kiln-build/kiln/internal/model"
+)
+
+func workerDef() *tableDef[model.Worker] {
+	return &tableDef[model.Worker]{
+		name:  "worker",
+		table: "workers",
+		columns: []string{"name", "worker_type", "enabled", "connected_at", "last_seen_at", "metadata",
+			"worker_pool_id", "created_at"},
+		id: func(o *model.Worker) *int64 { return &o.ID },
+		values: func(o *model.Worker) []any {
+			meta, _ := json.Marshal(o.Metadata)
+			return []any{o.Name, string(o.WorkerType), o.Enabled, nullMicros(o.ConnectedAt), nullMicros(o.LastSeenAt),
+				string(meta), nullInt(o.PoolID), toMicros(o.CreatedAt)}
+		},
+		stamp: func(o *model.Worker, now int64) { o.CreatedAt = fromMicros(now) },
+		scan: func(r scanner) (*model.Worker, error) {
+			var o model.Worker
+			var typ string
+			var connected, seen, pool sql.NullInt64
+			var meta []byte
+			var created int64
+			if err := r.Scan(&o.ID, &o.Name, &typ, &o.Enabled, &connected, &seen, &meta, &pool, &created); err != nil {
+				return nil, err
+			}
+			if err := json.Unmarshal(meta, &o.Metadata); err != nil {
+				return nil, fmt.Errorf("worker %d metadata: %w", o.ID, err)
+			}
+			o.WorkerType, o.ConnectedAt, o.LastSeenAt, o.PoolID, o.CreatedAt = model.WorkerType(typ), timePtr(connected), timePtr(seen), int64Ptr(pool), fromMicros(created)
+			return &o, nil
+		},
+		filters:    map[string]string{"name": "name", "worker_type": "worker_type", "enabled": "enabled", "worker_pool": "worker_pool_id"},
+		nameColumn: "name",
+		load: func(ctx context.Context, t *tx, o *model.Worker) error {
+			busy, err := t.exists(ctx, "SELECT 1 FROM work_requests WHERE worker_id = $1 AND status = 'running' LIMIT 1", o.ID)
+			o.Busy = busy
+			return err
+		},
+		check: func(ctx context.Context, t *tx, old, o *model.Worker) error {
+			if err := checkName("name", o.Name); err != nil {
+				return err
+			}
+			if !o.WorkerType.Valid() {
+				return invalid("worker_type", "%q is not a worker type: use external, server or signing", o.WorkerType)
+			}
+			if o.PoolID != nil {
+				if err := t.ref(ctx, "worker_pool", "worker_pools", *o.PoolID); err != nil {
+					return err
+				}
+			}
+			return t.unique(ctx, "workers", "name", o.Name, o.ID, "worker")
+		},
+		inUse: func(ctx context.Context, t *tx, o *model.Worker) error {
+			if ok, err := t.exists(ctx, "SELECT 1 FROM work_requests WHERE worker_id = $1 LIMIT 1", o.ID); err != nil || ok {
+				if err == nil {
+					err = conflict("", "worker %q has run work requests; disable it instead (enabled: false)", o.Name)
+				}
+				return err
+			}
+			return t.deleteTokensWhere(ctx, "worker_id", o.ID)
+		},
+	}
+}
+
+func (s *SQL) getWorker(ctx context.Context, t *tx, id int64) (*model.Worker, error) {
+	return s.workers().get(ctx, t, id, nil, false)
+}

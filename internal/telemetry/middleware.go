@@ -1,0 +1,239 @@
+package telemetry
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// RouteUnmatched is the route label of requests that reached no route
+// registered through HTTPMetrics (404s, 405s, trailing-slash redirects).
+// Sharing one label value is what keeps a scan of random paths from adding a
+// series per path, the failure that gave one Flask exporter 366k series.
+const RouteUnmatched = "unmatched"
+
+// MethodOther is the method label of requests whose method is not one of the
+// standard ones. Methods are client input; without this bucket a client could
+// create series at will.
+const MethodOther = "other"
+
+// HTTPMetrics instruments the API server's handlers with request counts,
+// durations and an in-flight gauge, labelled by method, route pattern and
+// status code:
+//
+//	<ns>_<sub>_requests_total{method,route,code}
+//	<ns>_<sub>_request_duration_seconds{method,route,code}   (histogram)
+//	<ns>_<sub>_requests_in_flight
+//
+// The route label is the net/http.ServeMux pattern that matched
+// ("GET /api/1.0/work-requests/{id}/"), never the path, so /work-requests/1
+// and /work-requests/2 share one series. Labels follow promhttp: the method
+// is lower-case ("get") and the status label is "code".
+//
+// Typical wiring:
+//
+//	mux := http.NewServeMux()
+//	m.Handle(mux, "GET /api/1.0/work-requests/{id}/", showWorkRequest)
+//	m.HandleUninstrumented(mux, "GET /-/healthy", healthy) // probes are noise
+//	server.Handler = m.CountUnmatched(mux)
+//
+// An HTTPMetrics is safe for concurrent use.
+type HTTPMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+}
+
+// HTTPOption adjusts NewHTTPMetrics.
+type HTTPOption func(*httpConfig)
+
+type httpConfig struct {
+	buckets []float64
+}
+
+// WithDurationBuckets replaces the duration histogram's buckets (by default
+// prometheus.DefBuckets, 5ms to 10s), for servers whose latencies fall
+// outside that range.
+func WithDurationBuckets(b []float64) HTTPOption {
+	return func(c *httpConfig) { c.buckets = b }
+}
+
+// NewHTTPMetrics creates the request metrics under namespace and subsystem
+// (for kiln: "kiln", "http") and registers them with reg. It returns the
+// registration error, for instance when two HTTPMetrics share a name in one
+// registry, and then registers nothing.
+func NewHTTPMetrics(reg prometheus.Registerer, namespace, subsystem string, opts ...HTTPOption) (*HTTPMetrics, error) {
+	cfg := httpConfig{buckets: prometheus.DefBuckets}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	labels := []string{"method", "route", "code"}
+	m := &HTTPMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Subsystem: subsystem,
+			Name:      "requests_total",
+			Help:      "HTTP requests answered, by method, route pattern and status code.",
+		}, labels),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Subsystem: subsystem,
+			Name:      "request_duration_seconds",
+			Help:      "Time from receiving an HTTP request to its handler returning, by method, route pattern and status code.",
+			Buckets:   cfg.buckets,
+		}, labels),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Subsystem: subsystem,
+			Name:      "requests_in_flight",
+			Help:      "HTTP requests currently being handled by instrumented routes.",
+		}),
+	}
+	if err := registerAll(reg, m.requests, m.duration, m.inFlight); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// registerAll registers cs, or on error unregisters those it had registered,
+// so a failed constructor leaves the registry as it found it.
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Handle registers h on mux under pattern, instrumented. It is the usual way
+// to add an API route, so that being measured is the default.
+func (m *HTTPMetrics) Handle(mux *http.ServeMux, pattern string, h http.Handler) {
+	mux.Handle(pattern, m.Wrap(h))
+}
+
+// HandleUninstrumented registers h on mux under pattern without metrics, for
+// routes whose requests would only add noise or mislead: health probes
+// scraped every second, long-lived connections (websockets) that would sit in
+// the in-flight gauge and the top duration bucket. It also keeps
+// CountUnmatched from counting them. Using it, rather than mux.Handle, makes
+// the choice visible in the code.
+func (m *HTTPMetrics) HandleUninstrumented(mux *http.ServeMux, pattern string, h http.Handler) {
+	mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markHandled(r)
+		h.ServeHTTP(w, r)
+	}))
+}
+
+// Wrap instruments one route's handler. It must sit between the ServeMux
+// and the handler (as Handle arranges), because the mux records the matched
+// pattern in r.Pattern of the request it passes on. A request that reaches
+// Wrap with no pattern is labelled RouteUnmatched.
+//
+// A handler that panics is counted with code "500", whatever it had
+// written, since its client got a broken response; the panic goes on.
+func (m *HTTPMetrics) Wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markHandled(r)
+		start := time.Now()
+		m.inFlight.Inc()
+		rec := &statusRecorder{ResponseWriter: w}
+		done := false
+		defer func() {
+			m.inFlight.Dec()
+			if !done {
+				m.observe(r.Method, routeOf(r), http.StatusInternalServerError, time.Since(start))
+			}
+		}()
+		h.ServeHTTP(rec, r)
+		done = true
+		m.observe(r.Method, routeOf(r), rec.code(), time.Since(start))
+	})
+}
+
+// CountUnmatched wraps the whole mux (or the top of the handler chain) so
+// that requests no instrumented or opted-out route handled are still
+// counted: those the mux answers itself (404, 405, redirects) are counted
+// under route RouteUnmatched, and those of routes registered with plain
+// mux.Handle under their pattern. Without it, scans and broken clients are
+// invisible. Such requests do not enter the in-flight gauge.
+func (m *HTTPMetrics) CountUnmatched(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		mark := new(routeMark)
+		r = r.WithContext(context.WithValue(r.Context(), routeMarkKey{}, mark))
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		if !mark.handled {
+			// ServeMux sets r.Pattern on the request it was given; when the
+			// mux sits directly below, that is r, and the pattern of a route
+			// registered without Handle is known. Otherwise it stays empty.
+			m.observe(r.Method, routeOf(r), rec.code(), time.Since(start))
+		}
+	})
+}
+
+func (m *HTTPMetrics) observe(method, route string, code int, d time.Duration) {
+	lv := []string{methodLabel(method), route, codeLabel(code)}
+	m.requests.WithLabelValues(lv...).Inc()
+	m.duration.WithLabelValues(lv...).Observe(d.Seconds())
+}
+
+// routeMark lets Wrap and HandleUninstrumented tell CountUnmatched that a
+// route took the request.
+type routeMark struct{ handled bool }
+
+type routeMarkKey struct{}
+
+func markHandled(r *http.Request) {
+	if mark, ok := r.Context().Value(routeMarkKey{}).(*routeMark); ok {
+		mark.handled = true
+	}
+}
+
+func routeOf(r *http.Request) string {
+	if r.Pattern == "" {
+		return RouteUnmatched
+	}
+	return r.Pattern
+}
+
+// methodLabel maps the standard methods to promhttp's lower-case labels and
+// everything else, including lower-case spellings (methods are
+// case-sensitive), to MethodOther.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet:
+		return "get"
+	case http.MethodHead:
+		return "head"
+	case http.MethodPost:
+		return "post"
+	case http.MethodPut:
+		return "put"
+	case http.MethodPatch:
+		return "patch"
+	case http.MethodDelete:
+		return "delete"
+	case http.MethodOptions:
+		return "options"
+	case http.MethodConnect:
+		return "connect"
+	case http.MethodTrace:
+		return "trace"
+	}
+	return MethodOther
+}
+
+func codeLabel(code int) string {
+	if code < 100 || code > 999 {
+		return "other"
+	}
+	return strconv.Itoa(code)
+}
