@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// RouteUnmatched is the route label of requests that reached no route
-// registered through HTTPMetrics (404s, 405s, trailing-slash redirects).
+// RouteUnmatched is the route label of requests that matched no route: the
+// 404s and 405s ServeMux answers itself.
 // Sharing one label value is what keeps a scan of random paths from adding a
 // series per path, the failure that gave one Flask exporter 366k series.
 const RouteUnmatched = "unmatched"
@@ -159,8 +159,9 @@ func (m *HTTPMetrics) Wrap(h http.Handler) http.Handler {
 
 // CountUnmatched wraps the whole mux (or the top of the handler chain) so
 // that requests no instrumented or opted-out route handled are still
-// counted: those the mux answers itself (404, 405, redirects) are counted
-// under route RouteUnmatched, and those of routes registered with plain
+// counted: those the mux answers itself are counted under route
+// RouteUnmatched (404, 405) or, for the redirect to a pattern's trailing
+// slash, under that pattern; those of routes registered with plain
 // mux.Handle under their pattern. Without it, scans and broken clients are
 // invisible. Such requests do not enter the in-flight gauge.
 func (m *HTTPMetrics) CountUnmatched(next http.Handler) http.Handler {
