@@ -122,6 +122,9 @@ type WorkRequest struct {
 	Retries      int                `json:"retries"`
 	MaxRetries   int                `json:"max_retries"`
 	Statistics   *RuntimeStatistics `json:"runtime_statistics"`
+	// ExecutionTime is the run time kiln counts in task_execution_times,
+	// in microseconds, fixed when the request completes.
+	ExecutionTime *int64 `json:"execution_time_us"`
 	// Output holds what the task reported back (e.g. an error message).
 	Output json.RawMessage `json:"output"`
 }

@@ -208,6 +208,9 @@ type tx struct {
 	// itemWrite lets collection item changes update the otherwise
 	// read-only item_count.
 	itemWrite bool
+	// released collects content that left its file store in this
+	// transaction.
+	released []Blob
 }
 
 // inTx runs fn in one transaction and commits it together with the
@@ -359,6 +362,9 @@ func constraintKind(err error) string {
 	}
 	return ""
 }
+
+// errNoRows is database/sql's empty-result error.
+var errNoRows = sql.ErrNoRows
 
 func toMicros(t time.Time) int64 { return t.UnixMicro() }
 

@@ -11,17 +11,21 @@ import (
 
 // defs holds the table definitions of one store.
 type defs struct {
-	scopes           *tableDef[model.Scope]
-	workspaces       *tableDef[model.Workspace]
-	users            *tableDef[model.User]
-	identities       *tableDef[model.Identity]
-	groups           *tableDef[model.Group]
-	workspaceMembers *tableDef[model.WorkspaceMember]
-	tokens           *tableDef[model.Token]
-	fileStores       *tableDef[model.FileStore]
-	assets           *tableDef[model.Asset]
-	collections      *tableDef[model.Collection]
-	workers          *tableDef[model.Worker]
+	scopes            *tableDef[model.Scope]
+	workspaces        *tableDef[model.Workspace]
+	users             *tableDef[model.User]
+	identities        *tableDef[model.Identity]
+	groups            *tableDef[model.Group]
+	workspaceMembers  *tableDef[model.WorkspaceMember]
+	tokens            *tableDef[model.Token]
+	fileStores        *tableDef[model.FileStore]
+	assets            *tableDef[model.Asset]
+	collections       *tableDef[model.Collection]
+	workers           *tableDef[model.Worker]
+	workRequests      *tableDef[model.WorkRequest]
+	artifacts         *tableDef[model.Artifact]
+	workflowTemplates *tableDef[model.WorkflowTemplate]
+	workerPools       *tableDef[model.WorkerPool]
 }
 
 func newDefs() defs {
@@ -29,6 +33,8 @@ func newDefs() defs {
 		scopes: scopeDef(), workspaces: workspaceDef(), users: userDef(), identities: identityDef(),
 		groups: groupDef(), workspaceMembers: workspaceMemberDef(), tokens: tokenDef(),
 		fileStores: fileStoreDef(), assets: assetDef(), collections: collectionDef(), workers: workerDef(),
+		workRequests: workRequestDef(), artifacts: artifactDef(),
+		workflowTemplates: workflowTemplateDef(), workerPools: workerPoolDef(),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/kiln-build/kiln/internal/model"
 )
@@ -103,6 +104,37 @@ type Store interface {
 	AddCollectionItem(ctx context.Context, item *model.CollectionItem, v *Viewer) error
 	RemoveCollectionItem(ctx context.Context, collectionID, itemID int64, v *Viewer) error
 	ListCollectionItems(ctx context.Context, collectionID int64, q Query) ([]model.CollectionItem, error)
+
+	// Work requests and their lifecycle (lifecycle.go).
+	WorkRequests() Table[model.WorkRequest]
+	SubmitWorkRequest(ctx context.Context, wr *model.WorkRequest) error
+	ClaimWorkRequest(ctx context.Context, workerID int64) (*model.WorkRequest, error)
+	CompleteWorkRequest(ctx context.Context, id, workerID int64, c Completion) (*model.WorkRequest, error)
+	AbortWorkRequest(ctx context.Context, id int64, reason string, v *Viewer) (*model.WorkRequest, error)
+	RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model.WorkRequest, error)
+
+	// Workers' connection state.
+	ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata) (*model.Worker, []int64, error)
+	DisconnectWorker(ctx context.Context, id int64) error
+	TouchWorker(ctx context.Context, id int64) error
+	RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int64, error)
+
+	// Artifacts and the content of their files (artifacts.go).
+	Artifacts() Table[model.Artifact]
+	DeleteArtifact(ctx context.Context, id int64, v *Viewer) ([]Blob, error)
+	DefaultFileStore(ctx context.Context) (*model.FileStore, error)
+	CheckCapacity(ctx context.Context, storeID int64, sha string, size int64) error
+	AttachFile(ctx context.Context, artifactID int64, filePath string, storeID int64, v *Viewer) error
+	BlobReferenced(ctx context.Context, storeID int64, sha string) (bool, error)
+	FileLocation(ctx context.Context, artifactID int64, filePath string, v *Viewer) (*model.ArtifactFile, int64, error)
+
+	WorkflowTemplates() Table[model.WorkflowTemplate]
+	WorkerPools() Table[model.WorkerPool]
+	StartPoolInstance(ctx context.Context, workerID int64) error
+	StopPoolInstance(ctx context.Context, workerID int64) error
+
+	// Snapshot reads the public metrics' figures in one snapshot.
+	Snapshot(ctx context.Context) (*Snapshot, error)
 }
 
 var _ Store = (*SQL)(nil)

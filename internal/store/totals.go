@@ -49,8 +49,8 @@ func (t *tx) add(k totalKey, delta int64) {
 
 // flushTotals writes the transaction's accumulated changes. Keys are written
 // in sorted order so that concurrent transactions lock total rows in the
-// same order and cannot deadlock on them. A change of zero still creates the
-// row: a label set that once existed keeps reporting 0.
+// same order and cannot deadlock on them. Rows are never deleted, so a label
+// set that once existed keeps reporting 0.
 func (t *tx) flushTotals(ctx context.Context) error {
 	if len(t.totals) == 0 {
 		return nil
@@ -66,6 +66,11 @@ func (t *tx) flushTotals(ctx context.Context) error {
 		return keys[i].labels < keys[j].labels
 	})
 	for _, k := range keys {
+		if t.totals[k] == 0 {
+			// no net change: the row, if the label set ever existed, is
+			// already there
+			continue
+		}
 		if _, err := t.exec(ctx, `INSERT INTO metric_totals (family, labels, value) VALUES ($1, $2, $3)
 			ON CONFLICT (family, labels) DO UPDATE SET value = metric_totals.value + excluded.value`,
 			k.family, k.labels, t.totals[k]); err != nil {

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/kiln-build/kiln/internal/model"
 )
@@ -58,6 +60,9 @@ func workerDef() *tableDef[model.Worker] {
 			}
 			return t.unique(ctx, "workers", "name", o.Name, o.ID, "worker")
 		},
+		totals: func(ctx context.Context, t *tx, o *model.Worker) ([]contribution, error) {
+			return []contribution{one("workers", workerLabels(o))}, nil
+		},
 		inUse: func(ctx context.Context, t *tx, o *model.Worker) error {
 			if ok, err := t.exists(ctx, "SELECT 1 FROM work_requests WHERE worker_id = $1 LIMIT 1", o.ID); err != nil || ok {
 				if err == nil {
@@ -72,4 +77,22 @@ func workerDef() *tableDef[model.Worker] {
 
 func (s *SQL) getWorker(ctx context.Context, t *tx, id int64) (*model.Worker, error) {
 	return s.workers().get(ctx, t, id, nil, false)
+}
+
+// workerLabels are the labels of the workers family. Pool workers carry
+// their pool; external workers carry their architectures (sorted, joined
+// with commas — the endpoint expands them into architecture_<a> labels) and
+// host architecture.
+func workerLabels(o *model.Worker) Labels {
+	l := Labels{"connected": boolLabel(o.ConnectedAt != nil), "busy": boolLabel(o.Busy), "worker_type": string(o.WorkerType)}
+	if o.PoolID != nil {
+		l["worker_pool_id"] = itoa(*o.PoolID)
+	}
+	if o.WorkerType == model.WorkerExternal {
+		archs := append([]string(nil), o.Metadata.Architectures...)
+		sort.Strings(archs)
+		l["architectures"] = strings.Join(archs, ",")
+		l["host_architecture"] = o.Metadata.HostArchitecture
+	}
+	return l
 }

@@ -164,6 +164,9 @@ CREATE TABLE work_requests (
     retries INTEGER NOT NULL DEFAULT 0,
     max_retries INTEGER NOT NULL DEFAULT 3,
     statistics @JSON@,
+    -- run time in microseconds, fixed at completion: the runner's measured
+    -- duration, else completed_at - started_at; task_execution_times counts it
+    execution_time BIGINT,
     output @JSON@
 );
 -- the scheduler's queue: pending requests by priority, then age

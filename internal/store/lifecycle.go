@@ -1,0 +1,423 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/model"
+)
+
+func (s *SQL) workRequests() *table[model.WorkRequest] {
+	return &table[model.WorkRequest]{s, s.defs.workRequests}
+}
+
+// WorkRequests is the work request table. Create requests with
+// SubmitWorkRequest and move them with the lifecycle methods, which keep
+// dependencies, workers and running totals consistent; Update is for fields
+// outside the lifecycle (priority).
+func (s *SQL) WorkRequests() Table[model.WorkRequest] { return s.workRequests() }
+
+// SubmitWorkRequest creates wr: blocked while a dependency has not completed
+// successfully, pending otherwise. Workflow roots are created running: their
+// children do the work.
+func (s *SQL) SubmitWorkRequest(ctx context.Context, wr *model.WorkRequest) error {
+	return s.inTx(ctx, func(t *tx) error { return s.submit(ctx, t, wr) })
+}
+
+func (s *SQL) submit(ctx context.Context, t *tx, wr *model.WorkRequest) error {
+	wr.Result, wr.WorkerID, wr.StartedAt, wr.CompletedAt, wr.Statistics, wr.ExecutionTime = "", nil, nil, nil, nil, nil
+	wr.Status = model.StatusPending
+	if wr.TaskType == model.TaskWorkflow {
+		now := fromMicros(toMicros(s.now()))
+		wr.Status, wr.StartedAt = model.StatusRunning, &now
+	}
+	for _, d := range wr.Dependencies {
+		var status, result string
+		err := t.queryRow(ctx, "SELECT status, result FROM work_requests WHERE id = $1", d).Scan(&status, &result)
+		if err != nil {
+			break // checkWorkRequest names the missing dependency
+		}
+		if status != string(model.StatusCompleted) || result != string(model.ResultSuccess) {
+			wr.Status = model.StatusBlocked
+		}
+	}
+	if err := s.workRequests().create(ctx, t, wr); err != nil {
+		return err
+	}
+	if wr.TaskType == model.TaskWorkflow && wr.ParentID == nil && wr.CreatedBy != nil {
+		scope, err := t.workspaceScope(ctx, "workspace", wr.WorkspaceID)
+		if err != nil {
+			return err
+		}
+		return t.recordWorkflowActivity(ctx, *wr.CreatedBy, scope, toMicros(wr.CreatedAt))
+	}
+	return nil
+}
+
+// ErrNoWork is returned by ClaimWorkRequest when nothing pending matches.
+var ErrNoWork = errors.New("no matching work request")
+
+// ClaimWorkRequest hands the oldest, highest-priority pending request that
+// the worker can run to it, in one transaction. On PostgreSQL the candidate
+// rows are locked with FOR UPDATE SKIP LOCKED, so several server processes
+// never hand out the same request; SQLite serialises writers.
+//
+// Matching (SPEC §2b): the task type's worker type is the worker's type;
+// for Worker tasks host_architecture is one of the worker's architectures
+// and the backend is "auto" or one the worker has. A disabled or busy
+// worker gets nothing.
+func (s *SQL) ClaimWorkRequest(ctx context.Context, workerID int64) (*model.WorkRequest, error) {
+	var out *model.WorkRequest
+	err := s.inTx(ctx, func(t *tx) error {
+		w, err := s.workers().get(ctx, t, workerID, nil, true)
+		if err != nil {
+			return err
+		}
+		if !w.Enabled {
+			return conflict("worker", "worker %q is not enabled yet: an admin must enable it", w.Name)
+		}
+		if w.Busy {
+			return conflict("worker", "worker %q already runs a work request", w.Name)
+		}
+		var taskTypes []string
+		for _, tt := range model.TaskTypes {
+			if model.WorkerTypeFor(tt) == w.WorkerType {
+				taskTypes = append(taskTypes, string(tt))
+			}
+		}
+		var cond where
+		cond.add("status = 'pending'")
+		cond.add("task_type IN ("+placeholders(len(taskTypes))+")", anys(taskTypes)...)
+		if w.WorkerType == model.WorkerExternal {
+			archs, backends := w.Metadata.Architectures, append([]string{"auto"}, w.Metadata.Backends...)
+			if len(archs) == 0 {
+				return ErrNoWork
+			}
+			cond.add("data->>'host_architecture' IN ("+placeholders(len(archs))+")", anys(archs)...)
+			cond.add("COALESCE(data->>'backend', 'auto') IN ("+placeholders(len(backends))+")", anys(backends)...)
+		}
+		q := "SELECT id FROM work_requests" + cond.sql() + " ORDER BY priority DESC, created_at, id LIMIT 1"
+		if s.dialect == Postgres {
+			q += " FOR UPDATE SKIP LOCKED"
+		}
+		var id int64
+		if err := t.queryRow(ctx, q, cond.args...).Scan(&id); err != nil {
+			if errors.Is(err, errNoRows) {
+				return ErrNoWork
+			}
+			return err
+		}
+		out, err = s.workRequests().update(ctx, t, id, nil, func(wr *model.WorkRequest) error {
+			now := fromMicros(toMicros(s.now()))
+			wr.Status, wr.WorkerID, wr.StartedAt = model.StatusRunning, &w.ID, &now
+			return nil
+		})
+		return err
+	})
+	return out, err
+}
+
+// placeholders returns "?, ?, …" for where.add.
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// Completion is what a worker reports at the end of a task.
+type Completion struct {
+	Result     model.Result
+	Statistics *model.RuntimeStatistics
+	Output     json.RawMessage
+}
+
+// CompleteWorkRequest records the end of a running request. workerID, when
+// non-zero, must be the worker that holds it: a worker that lost its request
+// to a requeue cannot complete it any more. Dependents are unblocked (or
+// aborted when this one did not succeed) in the same transaction.
+func (s *SQL) CompleteWorkRequest(ctx context.Context, id, workerID int64, c Completion) (*model.WorkRequest, error) {
+	var out *model.WorkRequest
+	err := s.inTx(ctx, func(t *tx) error {
+		var err error
+		out, err = s.complete(ctx, t, id, workerID, c)
+		return err
+	})
+	return out, err
+}
+
+func (s *SQL) complete(ctx context.Context, t *tx, id, workerID int64, c Completion) (*model.WorkRequest, error) {
+	if c.Result == model.ResultNone || !c.Result.Valid() {
+		return nil, invalid("result", "%q is not a result: use success, failure, error or skipped", c.Result)
+	}
+	wr, err := s.workRequests().update(ctx, t, id, nil, func(wr *model.WorkRequest) error {
+		if wr.Status != model.StatusRunning && !(wr.Status == model.StatusPending && workerID == 0) {
+			return conflict("status", "work request %d is %s, not running", wr.ID, wr.Status)
+		}
+		if workerID != 0 && (wr.WorkerID == nil || *wr.WorkerID != workerID) {
+			return conflict("worker", "work request %d is not assigned to this worker any more", wr.ID)
+		}
+		now := fromMicros(toMicros(s.now()))
+		if wr.StartedAt == nil {
+			wr.StartedAt = &now
+		}
+		wr.Status, wr.Result, wr.CompletedAt, wr.Statistics = model.StatusCompleted, c.Result, &now, c.Statistics
+		if us, ok := executionTime(wr); ok {
+			wr.ExecutionTime = &us
+		}
+		if len(c.Output) > 0 {
+			wr.Output = c.Output
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return wr, s.settleDependents(ctx, t, wr)
+}
+
+// settleDependents moves the blocked dependents of a finished request:
+// pending once all their dependencies succeeded, aborted as soon as one did
+// not.
+func (s *SQL) settleDependents(ctx context.Context, t *tx, done *model.WorkRequest) error {
+	rows, err := t.query(ctx, `SELECT work_request_id FROM work_request_dependencies d JOIN work_requests w ON w.id = d.work_request_id
+		WHERE d.depends_on_id = $1 AND w.status = 'blocked' ORDER BY work_request_id`, done.ID)
+	if err != nil {
+		return err
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	succeeded := done.Status == model.StatusCompleted && done.Result == model.ResultSuccess
+	for _, id := range ids {
+		if !succeeded {
+			if _, err := s.abort(ctx, t, id, fmt.Sprintf("dependency %d ended %s/%s", done.ID, done.Status, done.Result)); err != nil {
+				return err
+			}
+			continue
+		}
+		waiting, err := t.exists(ctx, `SELECT 1 FROM work_request_dependencies d JOIN work_requests w ON w.id = d.depends_on_id
+			WHERE d.work_request_id = $1 AND NOT (w.status = 'completed' AND w.result = 'success') LIMIT 1`, id)
+		if err != nil {
+			return err
+		}
+		if waiting {
+			continue
+		}
+		if _, err := s.workRequests().update(ctx, t, id, nil, func(wr *model.WorkRequest) error {
+			wr.Status = model.StatusPending
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AbortWorkRequest aborts a request that has not finished, with its
+// children and the requests that depend on it.
+func (s *SQL) AbortWorkRequest(ctx context.Context, id int64, reason string, v *Viewer) (*model.WorkRequest, error) {
+	var out *model.WorkRequest
+	err := s.inTx(ctx, func(t *tx) error {
+		if _, err := s.workRequests().get(ctx, t, id, v, true); err != nil {
+			return err
+		}
+		var err error
+		out, err = s.abort(ctx, t, id, reason)
+		return err
+	})
+	return out, err
+}
+
+func (s *SQL) abort(ctx context.Context, t *tx, id int64, reason string) (*model.WorkRequest, error) {
+	wr, err := s.workRequests().update(ctx, t, id, nil, func(wr *model.WorkRequest) error {
+		if wr.Status.Finished() {
+			return conflict("status", "work request %d is already %s", wr.ID, wr.Status)
+		}
+		now := fromMicros(toMicros(s.now()))
+		wr.Status, wr.CompletedAt = model.StatusAborted, &now
+		if reason != "" {
+			b, _ := json.Marshal(map[string]string{"error": reason})
+			wr.Output = b
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// children of a workflow
+	children, err := t.ids(ctx, "SELECT id FROM work_requests WHERE parent_id = $1 AND status IN ('pending', 'running', 'blocked') ORDER BY id", id)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range children {
+		if _, err := s.abort(ctx, t, c, fmt.Sprintf("parent %d aborted", id)); err != nil {
+			return nil, err
+		}
+	}
+	return wr, s.settleDependents(ctx, t, wr)
+}
+
+// RetryWorkRequest puts a finished request that did not succeed back in the
+// queue (or blocked, if its dependencies are not done), counting a retry.
+func (s *SQL) RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model.WorkRequest, error) {
+	var out *model.WorkRequest
+	err := s.inTx(ctx, func(t *tx) error {
+		cur, err := s.workRequests().get(ctx, t, id, v, true)
+		if err != nil {
+			return err
+		}
+		if !cur.Status.Finished() || cur.Result == model.ResultSuccess {
+			return conflict("status", "only failed or aborted work requests can be retried; %d is %s %s", id, cur.Status, cur.Result)
+		}
+		blocked, err := t.exists(ctx, `SELECT 1 FROM work_request_dependencies d JOIN work_requests w ON w.id = d.depends_on_id
+			WHERE d.work_request_id = $1 AND NOT (w.status = 'completed' AND w.result = 'success') LIMIT 1`, id)
+		if err != nil {
+			return err
+		}
+		out, err = s.workRequests().update(ctx, t, id, nil, func(wr *model.WorkRequest) error {
+			wr.Status = model.StatusPending
+			if blocked {
+				wr.Status = model.StatusBlocked
+			}
+			wr.Result, wr.WorkerID, wr.StartedAt, wr.CompletedAt, wr.Statistics, wr.Output, wr.ExecutionTime = "", nil, nil, nil, nil, nil, nil
+			wr.Retries++
+			return nil
+		})
+		return err
+	})
+	return out, err
+}
+
+// requeue gives a running request of a lost worker back to the queue, or
+// ends it with an error once it has used its retries.
+func (s *SQL) requeue(ctx context.Context, t *tx, id int64, why string) (*model.WorkRequest, error) {
+	cur, err := s.workRequests().get(ctx, t, id, nil, true)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Retries >= cur.MaxRetries {
+		b, _ := json.Marshal(map[string]string{"error": why + fmt.Sprintf("; gave up after %d retries", cur.Retries)})
+		return s.complete(ctx, t, id, 0, Completion{Result: model.ResultError, Output: b})
+	}
+	return s.workRequests().update(ctx, t, id, nil, func(wr *model.WorkRequest) error {
+		wr.Status, wr.WorkerID, wr.StartedAt = model.StatusPending, nil, nil
+		wr.Retries++
+		return nil
+	})
+}
+
+// ConnectWorker marks a worker connected and records its metadata. A worker
+// that connects while the server still thinks it runs something has
+// restarted: that request is requeued, not lost.
+func (s *SQL) ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata) (*model.Worker, []int64, error) {
+	var out *model.Worker
+	var requeued []int64
+	err := s.inTx(ctx, func(t *tx) error {
+		stale, err := t.ids(ctx, "SELECT id FROM work_requests WHERE worker_id = $1 AND status = 'running' ORDER BY id", id)
+		if err != nil {
+			return err
+		}
+		for _, wr := range stale {
+			if _, err := s.requeue(ctx, t, wr, "worker restarted while running it"); err != nil {
+				return err
+			}
+		}
+		requeued = stale
+		out, err = s.workers().update(ctx, t, id, nil, func(w *model.Worker) error {
+			now := fromMicros(toMicros(s.now()))
+			w.ConnectedAt, w.LastSeenAt, w.Metadata = &now, &now, meta
+			return nil
+		})
+		return err
+	})
+	return out, requeued, err
+}
+
+// DisconnectWorker marks a worker disconnected. Its running request stays
+// assigned until the heartbeat timeout (RequeueLostWork), so a runner that
+// reconnects quickly can still report it.
+func (s *SQL) DisconnectWorker(ctx context.Context, id int64) error {
+	return s.inTx(ctx, func(t *tx) error {
+		_, err := s.workers().update(ctx, t, id, nil, func(w *model.Worker) error {
+			w.ConnectedAt = nil
+			return nil
+		})
+		return err
+	})
+}
+
+// TouchWorker records a heartbeat. It changes no counted label, so it is a
+// single-row update outside the running totals.
+func (s *SQL) TouchWorker(ctx context.Context, id int64) error {
+	_, err := s.db.ExecContext(ctx, "UPDATE workers SET last_seen_at = $1 WHERE id = $2", toMicros(s.now()), id)
+	return err
+}
+
+// RequeueLostWork finds workers whose last heartbeat is older than timeout,
+// marks them disconnected and requeues their running requests. It returns
+// the requeued request ids.
+func (s *SQL) RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int64, error) {
+	cutoff := toMicros(s.now().Add(-timeout))
+	var requeued []int64
+	err := s.inTx(ctx, func(t *tx) error {
+		lost, err := t.ids(ctx, `SELECT id FROM workers WHERE worker_type <> 'server' AND (last_seen_at IS NULL OR last_seen_at < $1)
+			AND (connected_at IS NOT NULL OR id IN (SELECT worker_id FROM work_requests WHERE status = 'running' AND worker_id IS NOT NULL))
+			ORDER BY id`, cutoff)
+		if err != nil {
+			return err
+		}
+		for _, w := range lost {
+			wrs, err := t.ids(ctx, "SELECT id FROM work_requests WHERE worker_id = $1 AND status = 'running' ORDER BY id", w)
+			if err != nil {
+				return err
+			}
+			for _, wr := range wrs {
+				if _, err := s.requeue(ctx, t, wr, fmt.Sprintf("worker %d stopped sending heartbeats", w)); err != nil {
+					return err
+				}
+			}
+			requeued = append(requeued, wrs...)
+			if _, err := s.workers().update(ctx, t, w, nil, func(wk *model.Worker) error {
+				wk.ConnectedAt = nil
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return requeued, err
+}
+
+// ids runs a query returning one id column.
+func (t *tx) ids(ctx context.Context, q string, args ...any) ([]int64, error) {
+	rows, err := t.query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
