@@ -29,6 +29,8 @@ func key(family string, l Labels) totalKey {
 	return totalKey{family: family, labels: string(b)}
 }
 
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
 func one(family string, l Labels) contribution { return contribution{key(family, l), 1} }
 
 func boolLabel(b bool) string {
