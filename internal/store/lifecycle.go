@@ -180,7 +180,39 @@ func (s *SQL) complete(ctx context.Context, t *tx, id, workerID int64, c Complet
 	if err != nil {
 		return nil, err
 	}
-	return wr, s.settleDependents(ctx, t, wr)
+	if err := s.settleDependents(ctx, t, wr); err != nil {
+		return nil, err
+	}
+	return wr, s.settleParent(ctx, t, wr)
+}
+
+// settleParent completes a workflow once its last child has finished:
+// success when every child succeeded (or was skipped), failure otherwise.
+func (s *SQL) settleParent(ctx context.Context, t *tx, child *model.WorkRequest) error {
+	if child.ParentID == nil {
+		return nil
+	}
+	var typ, status string
+	if err := t.queryRow(ctx, "SELECT task_type, status FROM work_requests WHERE id = $1", *child.ParentID).Scan(&typ, &status); err != nil {
+		return err
+	}
+	if typ != string(model.TaskWorkflow) || status != string(model.StatusRunning) {
+		return nil
+	}
+	unfinished, err := t.exists(ctx, "SELECT 1 FROM work_requests WHERE parent_id = $1 AND status NOT IN ('completed', 'aborted') LIMIT 1", *child.ParentID)
+	if err != nil || unfinished {
+		return err
+	}
+	failed, err := t.exists(ctx, "SELECT 1 FROM work_requests WHERE parent_id = $1 AND NOT (status = 'completed' AND result IN ('success', 'skipped')) LIMIT 1", *child.ParentID)
+	if err != nil {
+		return err
+	}
+	result := model.ResultSuccess
+	if failed {
+		result = model.ResultFailure
+	}
+	_, err = s.complete(ctx, t, *child.ParentID, 0, Completion{Result: result})
+	return err
 }
 
 // settleDependents moves the blocked dependents of a finished request:
@@ -269,7 +301,10 @@ func (s *SQL) abort(ctx context.Context, t *tx, id int64, reason string) (*model
 			return nil, err
 		}
 	}
-	return wr, s.settleDependents(ctx, t, wr)
+	if err := s.settleDependents(ctx, t, wr); err != nil {
+		return nil, err
+	}
+	return wr, s.settleParent(ctx, t, wr)
 }
 
 // RetryWorkRequest puts a finished request that did not succeed back in the
@@ -420,4 +455,49 @@ func (t *tx) ids(ctx context.Context, q string, args ...any) ([]int64, error) {
 		out = append(out, id)
 	}
 	return out, rows.Err()
+}
+
+// WorkflowStep is one child of a workflow being submitted: a request and
+// the indexes of earlier steps it depends on.
+type WorkflowStep struct {
+	Request *model.WorkRequest
+	After   []int
+}
+
+// SubmitWorkflow creates a workflow root (running) and all its children in
+// one transaction: either the whole workflow exists or none of it. Children
+// run in the root's workspace; the root completes when its last child ends
+// (settleParent). It records the creator's activity in the scope.
+func (s *SQL) SubmitWorkflow(ctx context.Context, root *model.WorkRequest, steps []WorkflowStep) error {
+	return s.inTx(ctx, func(t *tx) error {
+		root.TaskType = model.TaskWorkflow
+		if err := s.submit(ctx, t, root); err != nil {
+			return err
+		}
+		for i, st := range steps {
+			wr := st.Request
+			wr.ParentID, wr.WorkspaceID, wr.Dependencies = &root.ID, root.WorkspaceID, nil
+			if wr.CreatedBy == nil {
+				wr.CreatedBy = root.CreatedBy
+			}
+			for _, j := range st.After {
+				if j < 0 || j >= i {
+					return invalid("steps", "step %d can only depend on earlier steps, not %d", i, j)
+				}
+				wr.Dependencies = append(wr.Dependencies, steps[j].Request.ID)
+			}
+			if err := s.submit(ctx, t, wr); err != nil {
+				var fe *FieldError
+				if errors.As(err, &fe) {
+					return invalid("steps", "step %d (%s): %s", i, wr.StepName, fe.Error())
+				}
+				return err
+			}
+		}
+		if len(steps) == 0 {
+			_, err := s.complete(ctx, t, root.ID, 0, Completion{Result: model.ResultSuccess})
+			return err
+		}
+		return nil
+	})
 }

@@ -112,6 +112,7 @@ type Store interface {
 	CompleteWorkRequest(ctx context.Context, id, workerID int64, c Completion) (*model.WorkRequest, error)
 	AbortWorkRequest(ctx context.Context, id int64, reason string, v *Viewer) (*model.WorkRequest, error)
 	RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model.WorkRequest, error)
+	SubmitWorkflow(ctx context.Context, root *model.WorkRequest, steps []WorkflowStep) error
 
 	// Workers' connection state.
 	ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata) (*model.Worker, []int64, error)
