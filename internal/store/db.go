@@ -39,6 +39,8 @@ type SQL struct {
 	dialect Dialect
 	now     func() time.Time
 	defs    defs
+	// finishHooks hear about finished work requests (OnFinish).
+	finishHooks []FinishHook
 }
 
 // Open connects to dsn — a postgres:// URL, or a SQLite file path (optionally

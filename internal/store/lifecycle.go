@@ -501,3 +501,18 @@ func (s *SQL) SubmitWorkflow(ctx context.Context, root *model.WorkRequest, steps
 		return nil
 	})
 }
+
+// FinishHook is told about every work request that completed or was
+// aborted, after the transaction that finished it committed. Hooks run on
+// the committing goroutine and must not block.
+type FinishHook func(wr model.WorkRequest)
+
+// OnFinish registers a hook; only this process's transitions reach it.
+// Register hooks before the store is shared between goroutines.
+func (s *SQL) OnFinish(h FinishHook) { s.finishHooks = append(s.finishHooks, h) }
+
+func (s *SQL) finished(wr model.WorkRequest) {
+	for _, h := range s.finishHooks {
+		h(wr)
+	}
+}

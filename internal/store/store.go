@@ -113,6 +113,9 @@ type Store interface {
 	AbortWorkRequest(ctx context.Context, id int64, reason string, v *Viewer) (*model.WorkRequest, error)
 	RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model.WorkRequest, error)
 	SubmitWorkflow(ctx context.Context, root *model.WorkRequest, steps []WorkflowStep) error
+	// OnFinish registers a hook called after commit for every work
+	// request this process completes or aborts.
+	OnFinish(h FinishHook)
 
 	// Workers' connection state.
 	ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata) (*model.Worker, []int64, error)

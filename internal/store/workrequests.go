@@ -249,6 +249,10 @@ func executionTime(o *model.WorkRequest) (int64, bool) {
 // afterWorkRequestWrite writes dependencies of new requests and keeps the
 // busy flag of affected workers' running totals exact.
 func afterWorkRequestWrite(ctx context.Context, t *tx, old, o *model.WorkRequest) error {
+	if old != nil && o != nil && !old.Status.Finished() && o.Status.Finished() {
+		done := *o
+		t.after = append(t.after, func() { t.s.finished(done) })
+	}
 	if old == nil && o != nil {
 		deps := append([]int64(nil), o.Dependencies...)
 		sort.Slice(deps, func(i, j int) bool { return deps[i] < deps[j] })
