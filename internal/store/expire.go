@@ -1,0 +1,65 @@
+package store
+
+import (
+	"context"
+	"errors"
+)
+
+// ExpireResult says what one expiry pass removed.
+type ExpireResult struct {
+	Artifacts int
+	// Released is content no artifact uses any more; the caller deletes
+	// it from its file stores.
+	Released []Blob
+	// Kept counts expired artifacts kept because a collection still
+	// holds them.
+	Kept int
+}
+
+// ExpireArtifacts deletes artifacts whose time is up: those with an
+// expire_at in the past, and those older than their workspace's
+// expiration_delay. Artifacts still in a collection are kept (and counted).
+// Each artifact goes in its own transaction with its running totals and
+// file store accounting, so an interrupted pass loses nothing and a second
+// pass finishes the work. At most limit artifacts are deleted (0: no
+// limit).
+func (s *SQL) ExpireArtifacts(ctx context.Context, limit int) (*ExpireResult, error) {
+	now := toMicros(s.now())
+	ids, err := s.expiredArtifacts(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	res := &ExpireResult{}
+	for _, id := range ids {
+		if limit > 0 && res.Artifacts >= limit {
+			break
+		}
+		released, err := s.DeleteArtifact(ctx, id, nil)
+		var fe *FieldError
+		switch {
+		case errors.As(err, &fe) && fe.Kind == Conflict:
+			res.Kept++
+			continue
+		case errors.Is(err, ErrNotFound):
+			continue // deleted meanwhile
+		case err != nil:
+			return res, err
+		}
+		res.Artifacts++
+		res.Released = append(res.Released, released...)
+	}
+	return res, nil
+}
+
+func (s *SQL) expiredArtifacts(ctx context.Context, now int64) ([]int64, error) {
+	var out []int64
+	err := s.readTx(ctx, func(t *tx) error {
+		var err error
+		out, err = t.ids(ctx, `SELECT a.id FROM artifacts a JOIN workspaces w ON w.id = a.workspace_id
+			WHERE (a.expire_at IS NOT NULL AND a.expire_at < $1)
+			   OR (a.expire_at IS NULL AND w.expiration_delay IS NOT NULL AND a.created_at + w.expiration_delay < $1)
+			ORDER BY a.id`, now)
+		return err
+	})
+	return out, err
+}
