@@ -356,23 +356,52 @@ func (s *SQL) requeue(ctx context.Context, t *tx, id int64, why string) (*model.
 	})
 }
 
+// RequeueWorkRequest gives a running request back to the queue on behalf
+// of the worker that holds it (a runner shutting down before the task
+// finished), counting a retry like any other interrupted run; after
+// max_retries it ends with an error instead. workerID must hold it.
+func (s *SQL) RequeueWorkRequest(ctx context.Context, id, workerID int64, why string) (*model.WorkRequest, error) {
+	var out *model.WorkRequest
+	err := s.inTx(ctx, func(t *tx) error {
+		cur, err := s.workRequests().get(ctx, t, id, nil, true)
+		if err != nil {
+			return err
+		}
+		if cur.Status != model.StatusRunning || cur.WorkerID == nil || *cur.WorkerID != workerID {
+			return conflict("worker", "work request %d is not running on this worker", id)
+		}
+		out, err = s.requeue(ctx, t, id, why)
+		return err
+	})
+	return out, err
+}
+
 // ConnectWorker marks a worker connected and records its metadata. A worker
 // that connects while the server still thinks it runs something has
-// restarted: that request is requeued, not lost.
-func (s *SQL) ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata) (*model.Worker, []int64, error) {
+// restarted: that request is requeued, not lost — unless the worker lists
+// it in keep, saying it still runs it across a reconnection.
+func (s *SQL) ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata, keep ...int64) (*model.Worker, []int64, error) {
 	var out *model.Worker
 	var requeued []int64
+	kept := map[int64]bool{}
+	for _, k := range keep {
+		kept[k] = true
+	}
 	err := s.inTx(ctx, func(t *tx) error {
 		stale, err := t.ids(ctx, "SELECT id FROM work_requests WHERE worker_id = $1 AND status = 'running' ORDER BY id", id)
 		if err != nil {
 			return err
 		}
+		requeued = nil
 		for _, wr := range stale {
+			if kept[wr] {
+				continue
+			}
 			if _, err := s.requeue(ctx, t, wr, "worker restarted while running it"); err != nil {
 				return err
 			}
+			requeued = append(requeued, wr)
 		}
-		requeued = stale
 		out, err = s.workers().update(ctx, t, id, nil, func(w *model.Worker) error {
 			now := fromMicros(toMicros(s.now()))
 			w.ConnectedAt, w.LastSeenAt, w.Metadata = &now, &now, meta

@@ -134,8 +134,9 @@ func (s *SQL) Bootstrap(ctx context.Context, adminSecret, fileRoot string) (bool
 		}
 		users := &table[model.User]{s, s.defs.users}
 		if err := users.create(ctx, t, &model.User{Username: SystemUsername, Active: true, System: true}); err != nil {
-			if fe := (*FieldError)(nil); !errors.As(err, &fe) {
-				return err
+			// only "already exists" is expected here
+			if fe := (*FieldError)(nil); !errors.As(err, &fe) || fe.Kind != Conflict {
+				return fmt.Errorf("create system user: %w", err)
 			}
 		}
 		admin := &model.User{Username: AdminUsername, Active: true, IsAdmin: true}

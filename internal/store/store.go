@@ -118,7 +118,8 @@ type Store interface {
 	OnFinish(h FinishHook)
 
 	// Workers' connection state.
-	ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata) (*model.Worker, []int64, error)
+	ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata, keep ...int64) (*model.Worker, []int64, error)
+	RequeueWorkRequest(ctx context.Context, id, workerID int64, why string) (*model.WorkRequest, error)
 	DisconnectWorker(ctx context.Context, id int64) error
 	TouchWorker(ctx context.Context, id int64) error
 	RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int64, error)
@@ -136,6 +137,9 @@ type Store interface {
 	WorkerPools() Table[model.WorkerPool]
 	StartPoolInstance(ctx context.Context, workerID int64) error
 	StopPoolInstance(ctx context.Context, workerID int64) error
+
+	// ExpireArtifacts deletes artifacts whose time is up.
+	ExpireArtifacts(ctx context.Context, limit int) (*ExpireResult, error)
 
 	// Snapshot reads the public metrics' figures in one snapshot.
 	Snapshot(ctx context.Context) (*Snapshot, error)

@@ -39,7 +39,9 @@ func userDef() *tableDef[model.User] {
 			if o.Username == "" {
 				return invalid("username", "is required")
 			}
-			if !usernamePattern.MatchString(o.Username) {
+			// the internal user's name starts with "_" on purpose: no
+			// person can register it
+			if !usernamePattern.MatchString(o.Username) && !(o.System && o.Username == SystemUsername) {
 				return invalid("username", "%q is not a valid user name: use up to 150 letters, digits and . _ @ + -", o.Username)
 			}
 			if o.Email != "" {

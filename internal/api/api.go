@@ -1,0 +1,85 @@
+package api
+
+import (
+	"log/slog"
+	"net/http"
+	"slices"
+
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// Prefix is the path under which every route of the API lives.
+const Prefix = "/api/1.0/"
+
+// DefaultMaxBodyBytes is the request body limit when Options leaves it
+// zero: far above any legitimate object of these resources, far below what
+// would let one client make the server buffer arbitrary amounts of JSON.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Options tunes the API. The zero value is ready to use.
+type Options struct {
+	// MaxBodyBytes bounds request bodies; a larger body is refused with
+	// 413. Zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+// API holds the dependencies of the handlers. It is safe for concurrent
+// use; build it once with New.
+type API struct {
+	st      store.Store
+	log     *slog.Logger
+	opts    Options
+	routes  []Route
+	probe   *http.ServeMux // the real routes only, to tell 404 from 405
+	pattern map[string]bool
+}
+
+// Route is one method and path pattern of the API with its handler. The
+// pattern uses Go 1.22 ServeMux syntax ("GET /api/1.0/scopes/{id}/{$}");
+// it doubles as the route label of request metrics, so it never contains
+// client input. Each Handler is complete on its own, authentication
+// included, so a server may wrap routes one by one.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
+// New builds the API over st. A nil logger discards logs; the logger only
+// receives server-side failures (the details of 500 answers), never
+// secrets or request bodies.
+func New(st store.Store, logger *slog.Logger, opts Options) *API {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	a := &API{st: st, log: logger, opts: opts, probe: http.NewServeMux(), pattern: map[string]bool{}}
+	for _, group := range [][]Route{
+		a.scopeRoutes(), a.workspaceRoutes(), a.memberRoutes(), a.userRoutes(), a.identityRoutes(),
+		a.groupRoutes(), a.tokenRoutes(), a.fileStoreRoutes(), a.assetRoutes(), a.collectionRoutes(),
+		a.itemRoutes(),
+	} {
+		a.routes = append(a.routes, group...)
+	}
+	for _, r := range a.routes {
+		a.probe.Handle(r.Pattern, r.Handler)
+		a.pattern[r.Pattern] = true
+	}
+	a.routes = append(a.routes, Route{Prefix, http.HandlerFunc(a.unmatched)})
+	return a
+}
+
+// Routes lists every route of the API, the catch-all Prefix route (which
+// answers 404 or 405 as a problem) last. The slice is a copy.
+func (a *API) Routes() []Route { return slices.Clone(a.routes) }
+
+// Handler serves all routes on a fresh ServeMux, for tests and for servers
+// that need no per-route instrumentation.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, r := range a.routes {
+		mux.Handle(r.Pattern, r.Handler)
+	}
+	return mux
+}
