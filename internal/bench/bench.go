@@ -55,7 +55,9 @@ type Result struct {
 	GroupBy      time.Duration // median scrape recounting with GROUP BY
 }
 
-// Run seeds (if needed) and measures both farms.
+// Run seeds (if needed) and measures both farms. Scrapes of the two farms
+// alternate, so that load from elsewhere on the machine falls on both
+// alike; the cheap running-totals scrape is repeated 4× as often as asked.
 func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	if cfg.Runs < 1 {
 		cfg.Runs = 5
@@ -65,11 +67,20 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			fmt.Fprintf(cfg.Log, format+"\n", args...)
 		}
 	}
-	var out []Result
-	for _, farm := range []struct {
+	farms := []struct {
 		name string
 		sz   seed.Sizes
-	}{{"small", cfg.Small}, {"large", cfg.Large}} {
+	}{{"small", cfg.Small}, {"large", cfg.Large}}
+	stores := make([]*store.SQL, len(farms))
+	defer func() {
+		for _, st := range stores {
+			if st != nil {
+				st.Close()
+			}
+		}
+	}()
+	out := make([]Result, len(farms))
+	for i, farm := range farms {
 		dbName := fmt.Sprintf("kiln_bench_%d_%d", farm.sz.WorkRequests, farm.sz.Artifacts)
 		dsn, fresh, err := ensureDatabase(ctx, cfg.Server, dbName, cfg.Reseed)
 		if err != nil {
@@ -79,41 +90,55 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
+		stores[i] = st
 		if fresh {
 			logf("seeding %s farm into %s", farm.name, dbName)
 			if _, err := st.Bootstrap(ctx, store.NewSecret(), ""); err != nil {
-				st.Close()
-				return nil, err
-			}
-			if _, err := st.FileStores().List(ctx, store.Query{}); err != nil {
-				st.Close()
 				return nil, err
 			}
 			if err := ensureFileStore(ctx, st); err != nil {
-				st.Close()
 				return nil, err
 			}
 			if err := seed.Fill(ctx, st, farm.sz, rand.New(rand.NewSource(1)), cfg.Progress); err != nil {
-				st.Close()
 				return nil, err
 			}
 		} else {
 			logf("reusing seeded database %s", dbName)
 		}
-		r := Result{Farm: farm.name, WorkRequests: farm.sz.WorkRequests, Artifacts: farm.sz.Artifacts,
+		out[i] = Result{Farm: farm.name, WorkRequests: farm.sz.WorkRequests, Artifacts: farm.sz.Artifacts,
 			Files: farm.sz.Artifacts * farm.sz.FilesPerArtifact}
-		logf("measuring %s farm: %d scrapes each way", farm.name, cfg.Runs)
-		r.Totals, r.Series, err = measure(ctx, st, cfg.Runs)
-		if err == nil {
-			r.GroupBy, _, err = measure(ctx, recounting{st}, cfg.Runs)
+	}
+	totals := make([][]time.Duration, len(farms))
+	groupBy := make([][]time.Duration, len(farms))
+	logf("measuring: %d running-totals and %d GROUP BY scrapes of each farm, alternating", 4*cfg.Runs, cfg.Runs)
+	for run := 0; run < 4*cfg.Runs; run++ {
+		for i, st := range stores {
+			d, series, err := scrape(ctx, st)
+			if err != nil {
+				return nil, err
+			}
+			totals[i] = append(totals[i], d)
+			out[i].Series = series
 		}
-		st.Close()
-		if err != nil {
-			return nil, err
+	}
+	for run := 0; run < cfg.Runs; run++ {
+		for i, st := range stores {
+			d, _, err := scrape(ctx, recounting{st})
+			if err != nil {
+				return nil, err
+			}
+			groupBy[i] = append(groupBy[i], d)
 		}
-		out = append(out, r)
+	}
+	for i := range out {
+		out[i].Totals, out[i].GroupBy = median(totals[i]), median(groupBy[i])
 	}
 	return out, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2]
 }
 
 // recounting is a metrics source that recomputes every total from the
@@ -133,31 +158,25 @@ func (r recounting) Snapshot(ctx context.Context) (*store.Snapshot, error) {
 	return snap, nil
 }
 
-// measure returns the median time of runs full scrapes and the number of
-// series in the answer.
-func measure(ctx context.Context, src openmetrics.Source, runs int) (time.Duration, int, error) {
+// scrape times one full scrape and counts the series in the answer.
+func scrape(ctx context.Context, src openmetrics.Source) (time.Duration, int, error) {
 	h := openmetrics.NewHandler(src, openmetrics.Options{CacheTTL: 0})
-	times := make([]time.Duration, 0, runs)
+	req := httptest.NewRequest(http.MethodGet, "/api/1.0/open-metrics/", nil).WithContext(ctx)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	rec := httptest.NewRecorder()
+	start := time.Now()
+	h.ServeHTTP(rec, req)
+	d := time.Since(start)
+	if rec.Code != http.StatusOK {
+		return 0, 0, fmt.Errorf("scrape answered %d: %s", rec.Code, rec.Body.String())
+	}
 	series := 0
-	for i := 0; i < runs; i++ {
-		req := httptest.NewRequest(http.MethodGet, "/api/1.0/open-metrics/", nil).WithContext(ctx)
-		req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
-		rec := httptest.NewRecorder()
-		start := time.Now()
-		h.ServeHTTP(rec, req)
-		times = append(times, time.Since(start))
-		if rec.Code != http.StatusOK {
-			return 0, 0, fmt.Errorf("scrape answered %d: %s", rec.Code, rec.Body.String())
-		}
-		series = 0
-		for _, line := range strings.Split(rec.Body.String(), "\n") {
-			if line != "" && !strings.HasPrefix(line, "#") {
-				series++
-			}
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			series++
 		}
 	}
-	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	return times[len(times)/2], series, nil
+	return d, series, nil
 }
 
 func ensureFileStore(ctx context.Context, st *store.SQL) error {
