@@ -297,6 +297,14 @@ func (s *SQL) abort(ctx context.Context, t *tx, id int64, reason string) (*model
 		return nil, err
 	}
 	for _, c := range children {
+		// a sibling's abort may have aborted c already, as its dependent
+		var status string
+		if err := t.queryRow(ctx, "SELECT status FROM work_requests WHERE id = $1", c).Scan(&status); err != nil {
+			return nil, err
+		}
+		if model.Status(status).Finished() {
+			continue
+		}
 		if _, err := s.abort(ctx, t, c, fmt.Sprintf("parent %d aborted", id)); err != nil {
 			return nil, err
 		}
@@ -309,6 +317,8 @@ func (s *SQL) abort(ctx context.Context, t *tx, id int64, reason string) (*model
 
 // RetryWorkRequest puts a finished request that did not succeed back in the
 // queue (or blocked, if its dependencies are not done), counting a retry.
+// Inside a running workflow, the steps that were aborted because it failed
+// are retried with it (retryDependents).
 func (s *SQL) RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model.WorkRequest, error) {
 	var out *model.WorkRequest
 	err := s.inTx(ctx, func(t *tx) error {
@@ -333,7 +343,10 @@ func (s *SQL) RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model
 			wr.Retries++
 			return nil
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		return s.retryDependents(ctx, t, out)
 	})
 	return out, err
 }

@@ -145,7 +145,7 @@ func recountQueries() []recountQuery {
 		countQuery("users", `SELECT CASE WHEN active THEN 1 ELSE 0 END, COUNT(*) FROM users WHERE NOT is_system GROUP BY 1`,
 			[]string{"active"}, b("active")),
 		countQuery("user_identities", `SELECT CASE WHEN u.active THEN 1 ELSE 0 END, i.issuer, COUNT(*) FROM identities i
-			JOIN users u ON u.id = i.user_id GROUP BY 1, 2`, []string{"active", "issuer"}, b("active")),
+			JOIN users u ON u.id = i.user_id WHERE NOT u.is_system GROUP BY 1, 2`, []string{"active", "issuer"}, b("active")),
 		countQuery("groups", `SELECT CASE WHEN ephemeral THEN 1 ELSE 0 END, CAST(scope_id AS TEXT), COUNT(*) FROM user_groups GROUP BY 1, 2`,
 			[]string{"ephemeral", "scope_id"}, b("ephemeral")),
 		countQuery("tokens", `SELECT CASE WHEN enabled THEN 1 ELSE 0 END, CASE WHEN user_id IS NULL THEN 0 ELSE 1 END,

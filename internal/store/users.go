@@ -62,7 +62,7 @@ func userDef() *tableDef[model.User] {
 		},
 		afterWrite: func(ctx context.Context, t *tx, old, o *model.User) error {
 			switch {
-			case old != nil && o != nil && old.Active != o.Active:
+			case old != nil && o != nil && old.Active != o.Active && !o.System:
 				// identities are counted by their user's active flag
 				counts, err := t.identityIssuers(ctx, o.ID)
 				if err != nil {
@@ -78,7 +78,9 @@ func userDef() *tableDef[model.User] {
 					return err
 				}
 				for issuer, n := range counts {
-					t.add(identityKey(old.Active, issuer), -n)
+					if !old.System {
+						t.add(identityKey(old.Active, issuer), -n)
+					}
 				}
 				if err := t.deleteTokensWhere(ctx, "user_id", old.ID); err != nil {
 					return err
@@ -138,13 +140,12 @@ func (t *tx) identityIssuers(ctx context.Context, userID int64) (map[string]int6
 	return out, rows.Err()
 }
 
-func (t *tx) userActive(ctx context.Context, userID int64) (bool, error) {
-	var active bool
-	err := t.queryRow(ctx, "SELECT active FROM users WHERE id = $1", userID).Scan(&active)
+func (t *tx) userFlags(ctx context.Context, userID int64) (active, system bool, err error) {
+	err = t.queryRow(ctx, "SELECT active, is_system FROM users WHERE id = $1", userID).Scan(&active, &system)
 	if err == sql.ErrNoRows {
-		return false, invalid("user", "no user with id %d", userID)
+		return false, false, invalid("user", "no user with id %d", userID)
 	}
-	return active, err
+	return active, system, err
 }
 
 func identityDef() *tableDef[model.Identity] {
@@ -190,9 +191,9 @@ func identityDef() *tableDef[model.Identity] {
 			return nil
 		},
 		totals: func(ctx context.Context, t *tx, o *model.Identity) ([]contribution, error) {
-			active, err := t.userActive(ctx, o.UserID)
-			if err != nil {
-				return nil, err
+			active, system, err := t.userFlags(ctx, o.UserID)
+			if err != nil || system {
+				return nil, err // the internal user is never counted
 			}
 			return []contribution{{identityKey(active, o.Issuer), 1}}, nil
 		},

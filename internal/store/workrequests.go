@@ -163,7 +163,10 @@ func checkWorkRequest(ctx context.Context, t *tx, old, o *model.WorkRequest) err
 		if old.TaskType != o.TaskType || old.TaskName != o.TaskName || old.WorkspaceID != o.WorkspaceID {
 			return invalid("task_type", "task type, task name and workspace cannot be changed")
 		}
-		if old.Status.Finished() && o.Status != old.Status {
+		// a finished request moves again only when retried (one more
+		// retry, back to the queue)
+		retried := o.Retries == old.Retries+1 && (o.Status == model.StatusPending || o.Status == model.StatusBlocked)
+		if old.Status.Finished() && o.Status != old.Status && !retried {
 			return conflict("status", "work request %d is already %s", o.ID, old.Status)
 		}
 	}

@@ -1,0 +1,39 @@
+package openmetrics
+
+import (
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+func init() { register("artifact_file_size", artifactFileSize) }
+
+// artifactFileSize is the total declared size of the files of all
+// artifacts, by category and scope: what each kind of artifact costs,
+// counted per artifact (content shared by two artifacts counts twice; the
+// stored size after deduplication is file_store_size).
+//
+// It has a series for exactly the label sets of the artifacts family: the
+// store adds nothing for artifacts without files, so a category whose
+// artifacts have no files would otherwise be missing instead of 0.
+func artifactFileSize(s *store.Snapshot) (*dto.MetricFamily, error) {
+	g := newGauges()
+	for _, family := range []string{"artifacts", "artifact_file_size"} {
+		for _, t := range rows(s, family) {
+			l, ok, err := mapped(s, t, "category", labelScope)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+			v := float64(t.Value)
+			if family == "artifacts" {
+				v = 0
+			}
+			g.add(l, v)
+		}
+	}
+	return g.family("artifact_file_size",
+		"Total size in bytes of the files of artifacts, by category and scope (shared content counted once per artifact)."), nil
+}

@@ -1,0 +1,329 @@
+package openmetrics
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// Source is where the endpoint reads its figures: one consistent snapshot
+// per refresh. *store.SQL satisfies it. Implementations must be safe for
+// concurrent use; the endpoint never calls Snapshot for two refreshes at
+// once while caching is on, but does with caching off.
+type Source interface {
+	Snapshot(ctx context.Context) (*store.Snapshot, error)
+}
+
+// DefaultCacheTTL is the cache lifetime kiln's server configures by default
+// (SPEC §3: "a short, configurable time (default 30 s)"). Options.CacheTTL
+// has no implicit default, so that 0 can mean "off".
+const DefaultCacheTTL = 30 * time.Second
+
+// DefaultRefreshTimeout bounds one refresh when Options.RefreshTimeout is
+// 0.
+const DefaultRefreshTimeout = time.Minute
+
+// Options configure the endpoint. The zero value is valid: no caching, no
+// scope restriction, the default logger and the wall clock.
+type Options struct {
+	// CacheTTL is how long the families built from one snapshot are
+	// served before the next scrape refreshes them; concurrent scrapes
+	// during a refresh wait for that one refresh instead of starting their
+	// own. 0 (or less) turns caching off: every scrape reads its own
+	// snapshot. Use DefaultCacheTTL for the server default.
+	CacheTTL time.Duration
+
+	// ScopeOf tells, for a request, whether its credentials restrict it to
+	// one scope. With a restriction, families with a scope label report
+	// only that scope's series; scope-less families are unchanged. An
+	// error (a bad or disabled token) answers 401 without figures. nil
+	// means every request sees the whole farm (the endpoint is public).
+	ScopeOf func(r *http.Request) (scopeID int64, restricted bool, err error)
+
+	// RefreshTimeout bounds one refresh (snapshot and build). A shared
+	// refresh does not stop when the scrape that started it goes away, so
+	// the scrapes waiting for it still get their answer. Default
+	// DefaultRefreshTimeout.
+	RefreshTimeout time.Duration
+
+	// Logger receives failing families and snapshot errors; the response
+	// never carries them (the endpoint is public). Default slog.Default().
+	Logger *slog.Logger
+
+	// Now is the clock of the cache, for tests. Default time.Now.
+	Now func() time.Time
+}
+
+// Endpoint serves the public metrics and the service status from one cache,
+// so that both answer from the same snapshot. It is safe for concurrent
+// use.
+type Endpoint struct {
+	src     Source
+	ttl     time.Duration
+	timeout time.Duration
+	scopeOf func(*http.Request) (int64, bool, error)
+	log     *slog.Logger
+	now     func() time.Time
+
+	group  singleflight.Group
+	mu     sync.Mutex
+	cached *scrape
+}
+
+// scrape is everything derived from one snapshot; it is read-only once
+// built and shared by every response served from it.
+type scrape struct {
+	fetched  time.Time // Options.Now when the snapshot was read
+	taken    time.Time // the snapshot's own time
+	families []*dto.MetricFamily
+	scopes   map[int64]string
+	archs    map[string][]string // architecture label → architectures
+}
+
+// New returns an Endpoint reading from src. Mount its ServeHTTP at
+// GET /api/1.0/open-metrics/ and ServiceStatus() at
+// GET /api/1.0/service-status/.
+func New(src Source, opts Options) *Endpoint {
+	e := &Endpoint{src: src, ttl: opts.CacheTTL, timeout: opts.RefreshTimeout, scopeOf: opts.ScopeOf,
+		log: opts.Logger, now: opts.Now}
+	if e.timeout <= 0 {
+		e.timeout = DefaultRefreshTimeout
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	return e
+}
+
+// NewHandler returns the handler of GET /api/1.0/open-metrics/: every
+// family of SPEC §3 from one snapshot, in OpenMetrics 1.0.0 when the
+// scraper asks for it (Accept: application/openmetrics-text) and in the
+// Prometheus text format 0.0.4 otherwise. Use New instead to share the
+// cache with the service-status handler.
+func NewHandler(src Source, opts Options) http.Handler { return New(src, opts) }
+
+// NewServiceStatusHandler returns the handler of GET /api/1.0/service-status/
+// on its own cache; see Endpoint.ServiceStatus.
+func NewServiceStatusHandler(src Source, opts Options) http.Handler {
+	return New(src, opts).ServiceStatus()
+}
+
+// ServeHTTP serves the metrics. It answers 405 to methods other than GET
+// and HEAD, 401 when Options.ScopeOf rejects the credentials and 500 when
+// no snapshot can be read; a family that fails to build or encode is
+// logged and left out, never failing the scrape.
+func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sc, scope, ok := e.prepare(w, r)
+	if !ok {
+		return
+	}
+	fams := filterScope(sc.families, scope)
+	format := negotiate(r.Header)
+	var body bytes.Buffer
+	for _, mf := range fams {
+		var one bytes.Buffer
+		if err := expfmt.NewEncoder(&one, format).Encode(mf); err != nil {
+			e.log.Error("open-metrics: cannot encode family, leaving it out", "family", mf.GetName(), "error", err)
+			continue
+		}
+		body.Write(one.Bytes())
+	}
+	if format.FormatType() == expfmt.TypeOpenMetrics {
+		if _, err := expfmt.FinalizeOpenMetrics(&body); err != nil {
+			e.log.Error("open-metrics: finalize", "error", err)
+		}
+	}
+	w.Header().Set("Content-Type", string(format))
+	w.Header().Set("Content-Length", strconv.Itoa(body.Len()))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(body.Bytes())
+	}
+}
+
+// negotiate picks the exposition format: OpenMetrics 1.0.0 when the
+// scraper accepts OpenMetrics (any version: the encoder writes the same
+// 1.0.0 text for all of them), otherwise the text format 0.0.4, also when
+// the scraper would prefer protobuf, which SPEC §3 does not offer on this
+// endpoint. The escaping scheme the scraper asked for is kept.
+func negotiate(h http.Header) expfmt.Format {
+	f := expfmt.NegotiateIncludingOpenMetrics(h)
+	switch f.FormatType() {
+	case expfmt.TypeOpenMetrics:
+		return expfmt.FmtOpenMetrics_1_0_0.WithEscapingScheme(f.ToEscapingScheme())
+	case expfmt.TypeTextPlain:
+		return f
+	}
+	return expfmt.FmtText.WithEscapingScheme(f.ToEscapingScheme())
+}
+
+// restriction is a request's view: all scopes, or one scope by name ("" for
+// a scope that no longer exists, which matches no series).
+type restriction struct {
+	restricted bool
+	name       string
+}
+
+// prepare does what both handlers share: method check, authentication,
+// the (cached) scrape and the cache headers. It has answered the request
+// itself when it returns false.
+func (e *Endpoint) prepare(w http.ResponseWriter, r *http.Request) (*scrape, restriction, bool) {
+	var res restriction
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return nil, res, false
+	}
+	var scopeID int64
+	if e.scopeOf != nil {
+		var err error
+		scopeID, res.restricted, err = e.scopeOf(r)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Token realm="kiln"`)
+			http.Error(w, "invalid or disabled token", http.StatusUnauthorized)
+			return nil, res, false
+		}
+	}
+	sc, err := e.current(r.Context())
+	if err != nil {
+		if r.Context().Err() == nil {
+			e.log.Error("open-metrics: cannot read the metrics snapshot", "error", err)
+		}
+		http.Error(w, "metrics are unavailable, see the server log", http.StatusInternalServerError)
+		return nil, res, false
+	}
+	if res.restricted {
+		res.name = sc.scopes[scopeID]
+	}
+	h := w.Header()
+	h.Set("Vary", "Accept, Authorization")
+	if e.ttl > 0 {
+		// max-age counts from the snapshot, Age says how old it already
+		// is: a cache keeps it for max-age − Age more seconds (RFC 9111).
+		age := max(0, e.now().Sub(sc.fetched))
+		h.Set("Cache-Control", "max-age="+strconv.Itoa(int(e.ttl/time.Second)))
+		h.Set("Age", strconv.Itoa(int(age/time.Second)))
+	} else {
+		h.Set("Cache-Control", "no-store")
+	}
+	return sc, res, true
+}
+
+// current returns the scrape to answer from: the cached one while it is
+// fresh, else a new one; concurrent callers share one refresh.
+func (e *Endpoint) current(ctx context.Context) (*scrape, error) {
+	if e.ttl <= 0 {
+		ctx, cancel := context.WithTimeout(ctx, e.timeout)
+		defer cancel()
+		return e.refresh(ctx)
+	}
+	if sc := e.fresh(); sc != nil {
+		return sc, nil
+	}
+	ch := e.group.DoChan("scrape", func() (any, error) {
+		if sc := e.fresh(); sc != nil {
+			return sc, nil // refreshed while this caller waited for the lock
+		}
+		// The refresh outlives the scrape that started it: others wait
+		// for it.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.timeout)
+		defer cancel()
+		sc, err := e.refresh(rctx)
+		if err != nil {
+			return nil, err
+		}
+		e.mu.Lock()
+		e.cached = sc
+		e.mu.Unlock()
+		return sc, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*scrape), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fresh returns the cached scrape if it is younger than the TTL.
+func (e *Endpoint) fresh() *scrape {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cached != nil && e.now().Sub(e.cached.fetched) < e.ttl {
+		return e.cached
+	}
+	return nil
+}
+
+// refresh reads a snapshot and builds every family from it.
+func (e *Endpoint) refresh(ctx context.Context) (*scrape, error) {
+	fetched := e.now()
+	snap, err := e.src.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if snap == nil {
+		return nil, errors.New("the source returned no snapshot")
+	}
+	fams, err := Gather(snap)
+	if err != nil {
+		e.log.Error("open-metrics: some families failed and are left out", "error", err)
+	}
+	return &scrape{fetched: fetched, taken: snap.Taken, families: fams, scopes: snap.ScopeNames,
+		archs: workerArchitectures(snap)}, nil
+}
+
+// filterScope keeps, with a restriction, only the series of the
+// restricted scope in families with a scope label, and every series of the
+// others; families left without series are dropped. The cached families
+// are not modified.
+func filterScope(fams []*dto.MetricFamily, res restriction) []*dto.MetricFamily {
+	if !res.restricted {
+		return fams
+	}
+	out := make([]*dto.MetricFamily, 0, len(fams))
+	for _, mf := range fams {
+		var keep []*dto.Metric
+		for _, m := range mf.Metric {
+			if scope, ok := labelValue(m, labelScope); !ok || scope == res.name {
+				keep = append(keep, m)
+			}
+		}
+		if len(keep) == 0 {
+			continue
+		}
+		if len(keep) == len(mf.Metric) {
+			out = append(out, mf)
+			continue
+		}
+		out = append(out, &dto.MetricFamily{Name: mf.Name, Help: mf.Help, Type: mf.Type, Unit: mf.Unit, Metric: keep})
+	}
+	return out
+}
+
+// labelValue returns the value of label name of m.
+func labelValue(m *dto.Metric, name string) (string, bool) {
+	for _, lp := range m.Label {
+		if lp.GetName() == name {
+			return lp.GetValue(), true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,36 @@
+package openmetrics
+
+import (
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+func init() { register("user_activity", userActivity) }
+
+// activityBuckets are the upper bounds, in days, of the user-activity
+// histograms (SPEC §3).
+var activityBuckets = []float64{1, 3, 7, 14, 30, 90, 365}
+
+// day is the unit of the activity histograms.
+const day = 24 * time.Hour
+
+// userActivity observes, once per (user, scope) pair, the age in days of
+// the user's most recent root workflow in that scope: how many people are
+// still active where. The store keeps only the latest time per pair, so a
+// user who started many workflows counts once, by the newest; the internal
+// system user is not in the snapshot.
+func userActivity(s *store.Snapshot) (*dto.MetricFamily, error) {
+	h := newHistograms(activityBuckets)
+	for _, a := range s.Activity {
+		scope, ok := s.ScopeNames[a.ScopeID]
+		if !ok {
+			continue // the scope was deleted with its activity
+		}
+		h.observe(labelSet{labelScope: scope}, ageIn(s.Taken, a.LastWorkflowAt, day))
+	}
+	return h.family("user_activity",
+		"Days since each user last created a root workflow in a scope, one observation per (user, scope), by scope.")
+}
