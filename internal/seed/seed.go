@@ -62,7 +62,7 @@ func Bar(w io.Writer) Progress {
 }
 
 var (
-	archs      = []string{"amd64", "arm64", "i386", "armhf", "ppc64el", "s390x", "riscv64", "hurd-i386"}
+	archs = []string{"amd64", "arm64", "i386", "armhf", "ppc64el", "s390x", "riscv64", "hurd-i386"}
 	// the label space is bounded as in a real farm (a few task names,
 	// architectures and one backend per scope), so that a small seeded farm
 	// already has most of the series a large one has
