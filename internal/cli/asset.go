@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"net/url"
+
+	"github.com/spf13/cobra"
+)
+
+var assets = &resource{
+	singular: "asset", plural: "assets",
+	cols: func(n *names) []column {
+		return []column{field("ID", "id"), field("CATEGORY", "category"), n.column("WORKSPACE", "workspace", "workspaces", "name"),
+			n.column("CREATED_BY", "created_by", "users", "username"), field("CREATED_AT", "created_at")}
+	},
+}
+
+// newAssetCommand is `kiln asset`: long-lived typed objects that are not
+// file bundles, such as signing key references.
+func newAssetCommand() *cobra.Command {
+	cmd, o := group("asset", "Manage assets")
+
+	var workspace, category, data string
+	create := &cobra.Command{
+		Use:   "create --workspace WORKSPACE --category CATEGORY [--data JSON]",
+		Short: "Create an asset (contributors and owners of the workspace)",
+		Args:  cobra.NoArgs,
+		RunE: run(o, func(s *session, _ []string) error {
+			ws, err := workspaceRef(s, workspace)
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"workspace": ws, "category": category}
+			if data != "" {
+				d, err := jsonFlag("--data", data)
+				if err != nil {
+					return err
+				}
+				body["data"] = d
+			}
+			_, err = assets.create(s, body)
+			return err
+		}),
+	}
+	cf := create.Flags()
+	cf.StringVar(&workspace, "workspace", "", "workspace, by id, scope/name or a unique name (required)")
+	cf.StringVar(&category, "category", "", "category, e.g. debusine:signing-key (required)")
+	cf.StringVar(&data, "data", "", "data as a JSON object, or @file.json")
+	_ = create.MarkFlagRequired("workspace")
+	_ = create.MarkFlagRequired("category")
+
+	var listWorkspace, listCategory string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the assets you can see",
+		Args:  cobra.NoArgs,
+		RunE: run(o, func(s *session, _ []string) error {
+			q := url.Values{}
+			if listWorkspace != "" {
+				ws, err := workspaceRef(s, listWorkspace)
+				if err != nil {
+					return err
+				}
+				q.Set("workspace", format(ws))
+			}
+			if listCategory != "" {
+				q.Set("category", listCategory)
+			}
+			return assets.list(s, q)
+		}),
+	}
+	list.Flags().StringVar(&listWorkspace, "workspace", "", "only assets of this workspace")
+	list.Flags().StringVar(&listCategory, "category", "", "only assets of this category")
+
+	cmd.AddCommand(create, list, assets.showCommand(o, assets.byName), assets.deleteCommand(o, assets.byName))
+	return cmd
+}

@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/internal/server"
+)
+
+// newServerCommand is `kiln server`, with the flags of SPEC §9. Every flag
+// can also be set as KILN_<FLAG> or as a key of the --config file.
+func newServerCommand() *cobra.Command {
+	var (
+		cfg       server.Config
+		logFormat string
+		logLevel  string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the kiln server (REST API, health probes, metrics listener)",
+		Long: `Run the kiln server.
+
+With no flags it keeps everything in ./kiln-data: an embedded SQLite database
+and a local file store. On first start it creates the admin user; the admin
+token is taken from KILN_BOOTSTRAP_TOKEN when set, otherwise generated and
+written to <data-dir>/admin-token (mode 0600).
+
+Every flag can also be set in the environment as KILN_<FLAG> (--data-dir is
+KILN_DATA_DIR) or in the TOML file given with --config (data_dir = "..."):
+flags win over the environment, which wins over the file.
+
+SIGTERM or SIGINT shut the server down gracefully.`,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{annotationConfig: configServer},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.BootstrapToken = os.Getenv(server.BootstrapTokenEnv)
+			cfg.Out = cmd.OutOrStdout()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			// After the first signal, restore the default handling: a
+			// second Ctrl-C ends a shutdown that takes too long.
+			go func() {
+				<-ctx.Done()
+				stop()
+			}()
+			return server.Run(ctx, cfg, logger)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", server.DefaultListen, "address of the REST API and the health probes, host:port")
+	f.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir, "directory for the SQLite database, the local file store and the admin-token file (created 0750)")
+	f.StringVar(&cfg.Database, "database", "", "postgres://user:password@host/db for PostgreSQL, or a SQLite file path (default <data-dir>/kiln.db)")
+	f.StringVar(&cfg.MetricsServer, "metrics-server", "", "address of the internal /metrics and pprof listener, [host]:port (default port 9252); off when empty. It has no authentication: keep it private")
+	f.IntVar(&cfg.LocalRunners, "local-runners", 0, "number of runners to start inside the server (not implemented yet: only 0 is accepted)")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
+	f.String("config", "", "TOML config file; keys are the flag names with '_' for '-' (env KILN_CONFIG)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// newLogger builds the slog logger of --log-format and --log-level.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

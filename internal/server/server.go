@@ -1,0 +1,469 @@
+// Package server runs `kiln server`: it opens the database, prepares it on
+// first start, serves the REST API with health probes on the public port,
+// optionally serves the internal metrics listener on another, and shuts all
+// of it down cleanly when its context ends.
+//
+// It exists apart from the command-line wiring so that the whole life cycle
+// of a server — bootstrap, serving, readiness, shutdown — can be started and
+// tested in-process, and so that the CLI only turns flags into a Config.
+package server
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kiln-build/kiln/internal/store"
+	"github.com/kiln-build/kiln/internal/telemetry"
+)
+
+// Defaults of `kiln server`, fixed by SPEC §9; the CLI and the README use
+// these so that they cannot drift apart.
+const (
+	DefaultListen  = "127.0.0.1:8420"
+	DefaultDataDir = "./kiln-data"
+)
+
+// BootstrapTokenEnv names the variable that, on first start, sets the admin
+// token's secret instead of a generated one, so that automation (CI,
+// container entrypoints) can know the token without reading a file.
+const BootstrapTokenEnv = "KILN_BOOTSTRAP_TOKEN"
+
+// AdminTokenFile is the name, inside the data directory, of the file that
+// receives a generated admin token. It is written with mode 0600 because it
+// holds a secret that grants everything.
+const AdminTokenFile = "admin-token"
+
+// DefaultShutdownTimeout is how long in-flight requests get to finish after
+// SIGTERM before their connections are closed. It stays below the 30 s
+// that systemd and Kubernetes wait before SIGKILL.
+const DefaultShutdownTimeout = 10 * time.Second
+
+// minBootstrapToken is the shortest KILN_BOOTSTRAP_TOKEN accepted: an admin
+// secret short enough to guess would undo everything else.
+const minBootstrapToken = 16
+
+// Config is everything `kiln server` is told. The zero value of each field
+// means its default.
+type Config struct {
+	// Listen is the public API address, "host:port" (port 0 picks a free
+	// one). Default DefaultListen.
+	Listen string
+	// DataDir holds the SQLite database, the local file store and the
+	// admin-token file. It is created (0750) when missing. Default
+	// DefaultDataDir.
+	DataDir string
+	// Database is a postgres:// URL or a SQLite file path. Default:
+	// <DataDir>/kiln.db.
+	Database string
+	// MetricsServer, when set, is the internal listener's address for
+	// /metrics and pprof (SPEC §5), in the syntax of
+	// telemetry.ParseListenAddress. Off when empty.
+	MetricsServer string
+	// LocalRunners is the number of runners to start in-process. Runners
+	// do not exist yet; anything above 0 is refused at start-up.
+	LocalRunners int
+	// BootstrapToken, when set, is the admin token's secret on first start
+	// (from KILN_BOOTSTRAP_TOKEN); otherwise one is generated and written
+	// to <DataDir>/admin-token.
+	BootstrapToken string
+	// ShutdownTimeout bounds graceful shutdown. Default
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Out receives the few lines meant for the person who started the
+	// server (where it listens, how to use the admin token); logs go to
+	// the logger. Default io.Discard.
+	Out io.Writer
+	// Started, when set, is called once the server accepts connections,
+	// with the URLs it serves. Tests use it to learn the ports.
+	Started func(Addresses)
+}
+
+// Addresses are the base URLs a running server answers on.
+type Addresses struct {
+	// API is the public listener: REST API and health probes.
+	API string
+	// Metrics is the internal listener, "" when --metrics-server is off.
+	Metrics string
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Database == "" {
+		c.Database = filepath.Join(c.DataDir, "kiln.db")
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Out == nil {
+		c.Out = io.Discard
+	}
+}
+
+// Run starts the server and blocks until ctx is cancelled (the CLI cancels
+// it on SIGTERM and SIGINT), then shuts down gracefully: it stops accepting,
+// lets in-flight requests finish within ShutdownTimeout, stops the metrics
+// listener and closes the database. It returns nil after such a shutdown,
+// and an error, with nothing left running, when start-up fails or a listener
+// dies.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	cfg.setDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := checkConfig(&cfg); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+
+	// Bind the ports before touching the database, so that a busy port
+	// fails fast and a first start never bootstraps a server that then
+	// cannot run.
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	reg := telemetry.NewRegistry()
+	var internal *telemetry.Server
+	if cfg.MetricsServer != "" {
+		addr, err := telemetry.ParseListenAddress(cfg.MetricsServer)
+		if err != nil {
+			return fmt.Errorf("--metrics-server: %w", err)
+		}
+		mux := telemetry.NewInternalMux(reg, telemetry.WithMuxLogger(logger),
+			telemetry.WithScrapeTimeout(10*time.Second),
+			telemetry.WithHandler("GET /-/healthy", healthy()))
+		if internal, err = telemetry.Listen(addr, mux, logger); err != nil {
+			return fmt.Errorf("--metrics-server: %w", err)
+		}
+		defer internal.Close()
+	}
+
+	st, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("database %s: %w", redactDSN(cfg.Database), err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			logger.Warn("closing the database", "error", err)
+		}
+	}()
+	logger.Info("database ready", "dialect", string(st.Dialect()), "database", redactDSN(cfg.Database))
+
+	boot, err := bootstrap(ctx, st, cfg)
+	if err != nil {
+		return err
+	}
+
+	if err := registerMetrics(reg, st); err != nil {
+		return err
+	}
+	handler, err := newHandler(st, logger, reg)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	internalDone := make(chan error, 1)
+	if internal != nil {
+		go func() {
+			err := internal.Serve(runCtx)
+			internalDone <- err
+			if err != nil {
+				errc <- err
+			}
+		}()
+	} else {
+		internalDone <- nil
+	}
+
+	addrs := Addresses{API: "http://" + ln.Addr().String()}
+	logger.Info("kiln server listening", "url", addrs.API, "version", telemetry.ReadBuildInfo().Version)
+	if internal != nil {
+		addrs.Metrics = "http://" + internal.Addr().String()
+	}
+	printWelcome(cfg.Out, addrs, boot)
+	if cfg.Started != nil {
+		cfg.Started(addrs)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	case serveErr = <-errc:
+		logger.Error("listener failed, shutting down", "error", serveErr)
+	}
+	stop()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("closing connections still open after the shutdown timeout", "error", err)
+		_ = srv.Close()
+	}
+	<-internalDone
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	logger.Info("kiln server stopped")
+	return nil
+}
+
+// checkConfig refuses what cannot work before anything is started.
+func checkConfig(cfg *Config) error {
+	if cfg.LocalRunners < 0 {
+		return fmt.Errorf("--local-runners: must be 0 or more, got %d", cfg.LocalRunners)
+	}
+	if cfg.LocalRunners > 0 {
+		// Hook for local runners: once internal/runner exists, start
+		// cfg.LocalRunners of them here, registered with a token of their
+		// own, and stop them before the store is closed.
+		return fmt.Errorf("--local-runners %d: local runners are not implemented yet; start the server with --local-runners 0", cfg.LocalRunners)
+	}
+	if t := cfg.BootstrapToken; t != "" {
+		if strings.TrimSpace(t) != t || strings.ContainsAny(t, " \t\r\n") {
+			return fmt.Errorf("%s must not contain spaces or line breaks", BootstrapTokenEnv)
+		}
+		if len(t) < minBootstrapToken {
+			return fmt.Errorf("%s is too short: use at least %d characters (e.g. the output of `openssl rand -hex 32`)", BootstrapTokenEnv, minBootstrapToken)
+		}
+	}
+	return nil
+}
+
+// listen binds the public address. It refuses an empty port ("host:"),
+// which net.Listen would quietly turn into a random one.
+func listen(addr string) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: want host:port, e.g. %s: %w", addr, DefaultListen, err)
+	}
+	if port == "" {
+		return nil, fmt.Errorf("--listen %q: missing port, e.g. %s", addr, net.JoinHostPort(host, "8420"))
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	return ln, nil
+}
+
+// bootInfo tells printWelcome what bootstrap did.
+type bootInfo struct {
+	created   bool
+	tokenFile string // set when a generated token was written
+	fromEnv   bool
+}
+
+// bootstrap prepares an empty database. A generated secret is written to
+// the token file before the database commits it, so that a crash between
+// the two can lose at worst a file nobody needs, never the only copy of the
+// admin secret. The secret itself is never logged or printed.
+func bootstrap(ctx context.Context, st store.Store, cfg Config) (bootInfo, error) {
+	tokenPath := filepath.Join(cfg.DataDir, AdminTokenFile)
+	files, err := filepath.Abs(filepath.Join(cfg.DataDir, "files"))
+	if err != nil {
+		return bootInfo{}, err
+	}
+	if cfg.BootstrapToken != "" {
+		created, err := st.Bootstrap(ctx, cfg.BootstrapToken, files)
+		if err != nil {
+			return bootInfo{}, fmt.Errorf("first-start setup: %w", err)
+		}
+		info := bootInfo{created: created, fromEnv: true}
+		if _, err := os.Stat(tokenPath); err == nil && !created {
+			info.tokenFile = tokenPath
+		}
+		return info, nil
+	}
+	secret := store.NewSecret()
+	tmp := tokenPath + ".new"
+	if err := writeSecret(tmp, secret); err != nil {
+		return bootInfo{}, err
+	}
+	created, err := st.Bootstrap(ctx, secret, files)
+	if err != nil || !created {
+		os.Remove(tmp)
+		if err != nil {
+			return bootInfo{}, fmt.Errorf("first-start setup: %w", err)
+		}
+		info := bootInfo{}
+		if _, err := os.Stat(tokenPath); err == nil {
+			info.tokenFile = tokenPath
+		}
+		return info, nil
+	}
+	if err := os.Rename(tmp, tokenPath); err != nil {
+		return bootInfo{}, fmt.Errorf("admin token: the database was set up but the token is in %s: %w", tmp, err)
+	}
+	return bootInfo{created: true, tokenFile: tokenPath}, nil
+}
+
+// writeSecret writes a secret readable by its owner only. The file is
+// created with mode 0600 from the start (never widened then narrowed) and
+// re-chmodded in case it already existed with looser permissions.
+func writeSecret(path, secret string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if _, err := io.WriteString(f, secret+"\n"); err != nil {
+		f.Close()
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("admin token: %w", err)
+	}
+	return f.Close()
+}
+
+// printWelcome tells the person who started the server where it is and how
+// to use it, without ever showing the secret.
+func printWelcome(w io.Writer, addrs Addresses, b bootInfo) {
+	url := addrs.API
+	fmt.Fprintf(w, "kiln server listening on %s\n", url)
+	if addrs.Metrics != "" {
+		fmt.Fprintf(w, "Internal metrics on %s/metrics (no authentication: keep it private).\n", addrs.Metrics)
+	}
+	switch {
+	case b.created && b.fromEnv:
+		fmt.Fprintf(w, "First start: admin user created with the token from %s.\n", BootstrapTokenEnv)
+	case b.created:
+		fmt.Fprintf(w, "First start: admin user created; its token is in %s (mode 0600).\n", b.tokenFile)
+	case b.fromEnv:
+		fmt.Fprintf(w, "%s ignored: the database already has an admin.\n", BootstrapTokenEnv)
+	}
+	if b.tokenFile != "" {
+		fmt.Fprintf(w, "Use it with the admin commands:\n  export KILN_SERVER=%s KILN_TOKEN=$(cat %s)\n  kiln scope list\n",
+			url, shellQuote(b.tokenFile))
+	} else if b.fromEnv && b.created {
+		fmt.Fprintf(w, "Use it with the admin commands:\n  export KILN_SERVER=%s KILN_TOKEN=\"$%s\"\n  kiln scope list\n",
+			url, BootstrapTokenEnv)
+	}
+}
+
+// shellQuote quotes a path for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == '+' || r == ',' || r == ':' ||
+			(r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z'))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// redactDSN hides the password of a postgres:// URL, so that it can appear
+// in logs and error messages.
+func redactDSN(dsn string) string {
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		rest := dsn[i+3:]
+		if at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@"); at >= 0 {
+			userinfo := rest[:at]
+			if u, _, ok := strings.Cut(userinfo, ":"); ok {
+				return dsn[:i+3] + u + ":xxxxx" + rest[at:]
+			}
+		}
+	}
+	return dsn
+}
+
+// registerMetrics adds the server's own collectors to the private registry
+// that the internal listener serves.
+func registerMetrics(reg *prometheus.Registry, st store.Store) error {
+	bi := telemetry.ReadBuildInfo()
+	if err := telemetry.RegisterInfo(reg, "kiln_server_info", "Build information of the kiln server; always 1.", bi); err != nil {
+		return err
+	}
+	if pool, ok := st.(interface{ DB() *sql.DB }); ok {
+		return reg.Register(collectors.NewDBStatsCollector(pool.DB(), "kiln"))
+	}
+	return nil
+}
+
+// healthy answers 200 for as long as the process serves requests: the
+// liveness probe.
+func healthy() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "kiln is healthy.\n")
+	})
+}
+
+// readyTimeout bounds the database ping of a readiness probe, which must
+// answer before the prober's own timeout.
+const readyTimeout = 2 * time.Second
+
+// ready answers 200 when the database answers a ping and 503 otherwise: the
+// readiness probe that takes a replica out of a load balancer when it loses
+// its database.
+func ready(st store.Store, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if err := st.Ping(ctx); err != nil {
+			logger.Warn("readiness probe: database does not answer", "error", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "kiln is not ready: the database does not answer.\n")
+			return
+		}
+		io.WriteString(w, "kiln is ready.\n")
+	})
+}
+
+// newHandler builds the public port's handler: every API route
+// instrumented by pattern, the two probes uninstrumented (they are polled
+// every few seconds and would drown the API's figures), and everything else
+// counted as unmatched. Nothing of the internal listener (/metrics, pprof)
+// is ever registered here.
+func newHandler(st store.Store, logger *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
+	m, err := telemetry.NewHTTPMetrics(reg, "kiln", "http")
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	for _, r := range apiRoutes(st, logger) {
+		m.Handle(mux, r.Pattern, r.Handler)
+	}
+	m.HandleUninstrumented(mux, "GET /-/healthy", healthy())
+	m.HandleUninstrumented(mux, "GET /-/ready", ready(st, logger))
+	return m.CountUnmatched(mux), nil
+}
