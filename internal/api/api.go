@@ -21,6 +21,9 @@ type Options struct {
 	// MaxBodyBytes bounds request bodies; a larger body is refused with
 	// 413. Zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Dispatcher connects the work routes to the scheduler (runner
+	// connections, live logs, wake-ups); nil means runners cannot connect.
+	Dispatcher Dispatcher
 }
 
 // API holds the dependencies of the handlers. It is safe for concurrent
@@ -32,6 +35,7 @@ type API struct {
 	routes  []Route
 	probe   *http.ServeMux // the real routes only, to tell 404 from 405
 	pattern map[string]bool
+	blobs   blobLocks // see artifacts.go
 }
 
 // Route is one method and path pattern of the API with its handler. The
@@ -58,7 +62,8 @@ func New(st store.Store, logger *slog.Logger, opts Options) *API {
 	for _, group := range [][]Route{
 		a.scopeRoutes(), a.workspaceRoutes(), a.memberRoutes(), a.userRoutes(), a.identityRoutes(),
 		a.groupRoutes(), a.tokenRoutes(), a.fileStoreRoutes(), a.assetRoutes(), a.collectionRoutes(),
-		a.itemRoutes(),
+		a.itemRoutes(), a.workRequestRoutes(), a.workerRoutes(), a.artifactRoutes(),
+		a.workflowTemplateRoutes(), a.workflowRoutes(),
 	} {
 		a.routes = append(a.routes, group...)
 	}

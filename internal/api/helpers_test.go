@@ -147,6 +147,17 @@ func (e *env) fixtures(ctx context.Context) {
 	fs := &model.FileStore{Name: "spare", Backend: model.BackendLocal, Configuration: json.RawMessage(`{"base_directory":"/tmp/x"}`)}
 	e.must(st.FileStores().Create(ctx, fs))
 	e.ids["filestore"] = fs.ID
+	// work of workrequests.go and artifacts.go: a pending request and an
+	// artifact with one declared file, both in the private workspace
+	wr := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: e.ids["priv"], MaxRetries: 3,
+		Data: json.RawMessage(`{"host_architecture": "amd64"}`)}
+	e.must(st.SubmitWorkRequest(ctx, wr))
+	e.ids["wr:priv"] = wr.ID
+	art := &model.Artifact{Category: "test:file", WorkspaceID: e.ids["priv"], Files: []model.ArtifactFile{
+		{Path: "f.txt", SHA256: strings.Repeat("a", 64), Size: 2}}}
+	e.must(st.Artifacts().Create(ctx, art))
+	e.ids["artifact:priv"] = art.ID
+	e.workflowFixtures(ctx)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -302,7 +313,10 @@ func (e *env) pathFor(pattern string) string {
 	key := map[string]string{
 		"scopes": "scope", "workspaces": "priv", "users": "bob", "identities": "identity", "groups": "group",
 		"tokens": "admin_token", "file-stores": "filestore", "assets": "asset:priv", "collections": "coll:priv",
+		"work-requests": "wr:priv", "workers": "worker", "artifacts": "artifact:priv",
+		"workflow-templates": "tmpl:priv", "workflows": "wf:priv",
 	}[collection]
+	p = strings.Replace(p, "{path...}", "f.txt", 1)
 	for placeholder, k := range map[string]string{"{id}": key, "{member}": "member:alice", "{item}": "item:priv"} {
 		if strings.Contains(p, placeholder) {
 			if k == "" {

@@ -104,7 +104,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 // Allow when the path exists with other methods, 404 otherwise.
 func (a *API) unmatched(w http.ResponseWriter, r *http.Request) {
 	var allowed []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := r.Clone(r.Context())
 		probe.Method = m
 		if _, pat := a.probe.Handler(probe); a.pattern[pat] {

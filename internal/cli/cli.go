@@ -133,8 +133,14 @@ which talk to its API with a token (--token or KILN_TOKEN).`,
 		newFileStoreCommand(),
 		newAssetCommand(),
 		newCollectionCommand(),
+		newRunnerCommand(),
+		newWorkerCommand(),
+		newWorkCommand(),
+		newArtifactCommand(),
 		newMetricsCommand(),
 		newDevCommand(),
+		newTemplateCommand(),
+		newWorkflowCommand(),
 	)
 	// cobra reports wrong arguments with plain errors; make them usage
 	// errors everywhere.

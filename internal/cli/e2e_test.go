@@ -588,8 +588,8 @@ func TestServerConfigLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	fails(t, cleanEnv(t), 2, `unknown key "datadir" (did you mean "data_dir"?)`, "server", "--config", bad)
-	fails(t, cleanEnv(t), 1, "local runners are not implemented yet", "server", "--listen", "127.0.0.1:0",
-		"--data-dir", filepath.Join(dir, "runners"), "--local-runners", "2")
+	fails(t, cleanEnv(t), 1, "--local-runners: must be 0 or more", "server", "--listen", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "runners"), "--local-runners=-1")
 	fails(t, cleanEnv(t, "KILN_LOCAL_RUNNERS=two"), 2, "environment variable KILN_LOCAL_RUNNERS", "server")
 }
 

@@ -11,7 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-build/kiln/internal/openmetrics"
+	"github.com/kiln-build/kiln/internal/scheduler"
 	"github.com/kiln-build/kiln/internal/server"
+	"github.com/kiln-build/kiln/internal/workflow"
 )
 
 // newServerCommand is `kiln server`, with the flags of SPEC §9. Every flag
@@ -44,6 +47,12 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 			if err != nil {
 				return usageError{err}
 			}
+			if cfg.WorkflowMetricsMaxSeries < 1 {
+				return usageError{fmt.Errorf("--workflow-metrics-max-series: must be at least 1, got %d", cfg.WorkflowMetricsMaxSeries)}
+			}
+			if cfg.WorkflowMetricsTTL <= 0 {
+				cfg.WorkflowMetricsTTL = -1 // 0 on the command line: never expire
+			}
 			cfg.BootstrapToken = os.Getenv(server.BootstrapTokenEnv)
 			cfg.Out = cmd.OutOrStdout()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
@@ -62,7 +71,11 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	f.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir, "directory for the SQLite database, the local file store and the admin-token file (created 0750)")
 	f.StringVar(&cfg.Database, "database", "", "postgres://user:password@host/db for PostgreSQL, or a SQLite file path (default <data-dir>/kiln.db)")
 	f.StringVar(&cfg.MetricsServer, "metrics-server", "", "address of the internal /metrics and pprof listener, [host]:port (default port 9252); off when empty. It has no authentication: keep it private")
-	f.IntVar(&cfg.LocalRunners, "local-runners", 0, "number of runners to start inside the server (not implemented yet: only 0 is accepted)")
+	f.DurationVar(&cfg.MetricsCacheTTL, "metrics-cache-ttl", openmetrics.DefaultCacheTTL, "how long /api/1.0/open-metrics/ and /api/1.0/service-status/ serve one snapshot of the database; 0 turns the cache off")
+	f.IntVar(&cfg.LocalRunners, "local-runners", 0, "number of runners the server starts as child processes (each a 'kiln runner' with a worker of its own; logs in <data-dir>/runners/)")
+	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", scheduler.DefaultHeartbeatTimeout, "how long a runner may stay silent before its work request goes back to the queue")
+	f.DurationVar(&cfg.WorkflowMetricsTTL, "workflow-metrics-ttl", workflow.DefaultTTL, "drop a series of the metrics workflow templates declare when no workflow updated it for this long; 0 keeps series until the server stops")
+	f.IntVar(&cfg.WorkflowMetricsMaxSeries, "workflow-metrics-max-series", workflow.DefaultMaxSeries, "most series each metric declared by workflow templates may have; observations beyond are dropped and counted")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	f.String("config", "", "TOML config file; keys are the flag names with '_' for '-' (env KILN_CONFIG)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")

@@ -7,8 +7,10 @@ import (
 	"github.com/kiln-build/kiln/internal/store"
 )
 
-// apiRoutes returns the REST API's routes, each a complete handler, so that
-// newHandler can instrument them one by one under their own pattern.
-func apiRoutes(st store.Store, logger *slog.Logger) []api.Route {
-	return api.New(st, logger.With("component", "api"), api.Options{}).Routes()
+// apiRoutes returns the REST API's routes and the public metrics routes,
+// each a complete handler, so that newHandler can instrument them one by
+// one under their own pattern.
+func apiRoutes(st store.Store, cfg Config, logger *slog.Logger, d api.Dispatcher) []api.Route {
+	a := api.New(st, logger.With("component", "api"), api.Options{Dispatcher: d})
+	return append(publicMetricsRoutes(st, a, cfg, logger), a.Routes()...)
 }

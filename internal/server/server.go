@@ -25,6 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/runner/protocol"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/telemetry"
 )
@@ -72,9 +74,30 @@ type Config struct {
 	// /metrics and pprof (SPEC §5), in the syntax of
 	// telemetry.ParseListenAddress. Off when empty.
 	MetricsServer string
-	// LocalRunners is the number of runners to start in-process. Runners
-	// do not exist yet; anything above 0 is refused at start-up.
+	// MetricsCacheTTL is how long the public metrics endpoint serves one
+	// snapshot (SPEC §3); 0 turns its cache off. The CLI's default is
+	// openmetrics.DefaultCacheTTL.
+	MetricsCacheTTL time.Duration
+	// LocalRunners is the number of runners the server starts as child
+	// processes of its own binary (see startLocalRunners).
 	LocalRunners int
+	// RunnerCommand is the command of a local runner, without its flags;
+	// default the server's own executable with "runner". Tests set it.
+	RunnerCommand []string
+	// HeartbeatTimeout is how long a runner may stay silent before its
+	// work is requeued; 0 means scheduler.DefaultHeartbeatTimeout.
+	HeartbeatTimeout time.Duration
+	// ClaimInterval is how often idle runners look at the queue when
+	// nothing wakes them; 0 means scheduler.DefaultClaimInterval.
+	ClaimInterval time.Duration
+	// WorkflowMetricsTTL drops a series of the metrics that workflow
+	// templates declare once no workflow updated it for this long; 0 means
+	// workflow.DefaultTTL, negative keeps series for the life of the
+	// process.
+	WorkflowMetricsTTL time.Duration
+	// WorkflowMetricsMaxSeries caps the series of each template-declared
+	// metric; 0 means workflow.DefaultMaxSeries.
+	WorkflowMetricsMaxSeries int
 	// BootstrapToken, when set, is the admin token's secret on first start
 	// (from KILN_BOOTSTRAP_TOKEN); otherwise one is generated and written
 	// to <DataDir>/admin-token.
@@ -179,7 +202,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err := registerMetrics(reg, st); err != nil {
 		return err
 	}
-	handler, err := newHandler(st, logger, reg)
+	stopWorkflowMetrics, err := startWorkflowMetrics(ctx, st, reg, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopWorkflowMetrics()
+	sched, err := newScheduler(st, cfg, reg, logger, ln.Addr())
+	if err != nil {
+		return err
+	}
+	handler, err := newHandler(st, cfg, logger, reg, sched)
 	if err != nil {
 		return err
 	}
@@ -193,7 +225,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ln) }()
 	internalDone := make(chan error, 1)
 	if internal != nil {
@@ -207,6 +239,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	} else {
 		internalDone <- nil
 	}
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		if err := sched.Run(runCtx); err != nil {
+			errc <- err
+		}
+	}()
 
 	addrs := Addresses{API: "http://" + ln.Addr().String()}
 	logger.Info("kiln server listening", "url", addrs.API, "version", telemetry.ReadBuildInfo().Version)
@@ -214,17 +253,26 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		addrs.Metrics = "http://" + internal.Addr().String()
 	}
 	printWelcome(cfg.Out, addrs, boot)
-	if cfg.Started != nil {
+	runners, serveErr := startLocalRunners(ctx, st, cfg, addrs.API, logger)
+	if serveErr == nil && cfg.Started != nil {
 		cfg.Started(addrs)
 	}
 
-	var serveErr error
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
-	case serveErr = <-errc:
-		logger.Error("listener failed, shutting down", "error", serveErr)
+	if serveErr == nil {
+		select {
+		case <-ctx.Done():
+			logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+		case serveErr = <-errc:
+			logger.Error("listener failed, shutting down", "error", serveErr)
+		}
 	}
+	// Local runners first, while the API still serves them: they finish
+	// or hand back their task. Then the runner connections, which the HTTP
+	// server's Shutdown does not wait for, then the scheduler.
+	if runners != nil {
+		runners.stop(cfg.ShutdownTimeout)
+	}
+	sched.Close()
 	stop()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
@@ -233,6 +281,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		_ = srv.Close()
 	}
 	<-internalDone
+	<-schedDone
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}
@@ -244,12 +293,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 func checkConfig(cfg *Config) error {
 	if cfg.LocalRunners < 0 {
 		return fmt.Errorf("--local-runners: must be 0 or more, got %d", cfg.LocalRunners)
-	}
-	if cfg.LocalRunners > 0 {
-		// Hook for local runners: once internal/runner exists, start
-		// cfg.LocalRunners of them here, registered with a token of their
-		// own, and stop them before the store is closed.
-		return fmt.Errorf("--local-runners %d: local runners are not implemented yet; start the server with --local-runners 0", cfg.LocalRunners)
 	}
 	if t := cfg.BootstrapToken; t != "" {
 		if strings.TrimSpace(t) != t || strings.ContainsAny(t, " \t\r\n") {
@@ -454,13 +497,19 @@ func ready(st store.Store, logger *slog.Logger) http.Handler {
 // every few seconds and would drown the API's figures), and everything else
 // counted as unmatched. Nothing of the internal listener (/metrics, pprof)
 // is ever registered here.
-func newHandler(st store.Store, logger *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
+func newHandler(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.Registerer, d api.Dispatcher) (http.Handler, error) {
 	m, err := telemetry.NewHTTPMetrics(reg, "kiln", "http")
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	for _, r := range apiRoutes(st, logger) {
+	for _, r := range apiRoutes(st, cfg, logger, d) {
+		if r.Pattern == "GET "+protocol.Path+"{$}" {
+			// a runner's WebSocket lives for hours: it would sit in the
+			// in-flight gauge and stretch the duration histogram
+			m.HandleUninstrumented(mux, r.Pattern, r.Handler)
+			continue
+		}
 		m.Handle(mux, r.Pattern, r.Handler)
 	}
 	m.HandleUninstrumented(mux, "GET /-/healthy", healthy())

@@ -297,7 +297,6 @@ func TestRunConfigErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"local runners", Config{LocalRunners: 2}, "local runners are not implemented yet"},
 		{"negative local runners", Config{LocalRunners: -1}, "must be 0 or more"},
 		{"empty port", Config{Listen: "127.0.0.1:"}, "missing port"},
 		{"no port", Config{Listen: "localhost"}, "want host:port"},

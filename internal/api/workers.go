@@ -1,0 +1,191 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"strconv"
+
+	"github.com/coder/websocket"
+
+	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/runner/protocol"
+)
+
+// Dispatcher is the part of the scheduler the API talks to: it serves
+// runner connections and is told when the queue changes. The server passes
+// its *scheduler.Scheduler in Options.Dispatcher; without one, runners
+// cannot connect (503) and the rest of the API works as usual.
+type Dispatcher interface {
+	// ServeRunner speaks the runner protocol on an accepted WebSocket
+	// until it ends.
+	ServeRunner(ctx context.Context, conn *websocket.Conn, w *model.Worker)
+	// Poke says that there may be new work (a submission, a retry).
+	Poke()
+	// Cancel tells the runner holding a request, if it is connected to
+	// this process, to stop it.
+	Cancel(id int64, reason string)
+	// LiveLog returns what a running request has logged so far, from
+	// offset on, when its runner streams to this process.
+	LiveLog(id, offset int64) (data []byte, from int64, ok bool)
+}
+
+// nopDispatcher stands in when the API runs without a scheduler.
+type nopDispatcher struct{}
+
+// The methods of nopDispatcher do nothing: there is no scheduler.
+func (nopDispatcher) ServeRunner(context.Context, *websocket.Conn, *model.Worker) {}
+func (nopDispatcher) Poke()                                                       {}
+func (nopDispatcher) Cancel(int64, string)                                        {}
+func (nopDispatcher) LiveLog(int64, int64) ([]byte, int64, bool)                  { return nil, 0, false }
+
+func (a *API) dispatcher() Dispatcher {
+	if a.opts.Dispatcher == nil {
+		return nopDispatcher{}
+	}
+	return a.opts.Dispatcher
+}
+
+type workerInput struct {
+	Name       *string           `json:"name"`
+	WorkerType *model.WorkerType `json:"worker_type"`
+	Enabled    *bool             `json:"enabled"`
+}
+
+// newWorker is the answer to POST workers/: the worker and, once, the
+// secret of the token its runner uses.
+type newWorker struct {
+	model.Worker
+	Token *model.NewToken `json:"token"`
+}
+
+// workerRoutes: users read workers (they are not secret: the dashboard and
+// the public metrics show them); admins create, enable, disable and delete
+// them. POST workers/ creates an enabled worker with its runner token (the
+// secret is in that answer only). Runners without a token register
+// themselves (workers/register/, anonymous): they start disabled until an
+// admin enables them. Runners connect to workers/connect/ with their token.
+func (a *API) workerRoutes() []Route {
+	routes := (&resource[model.Worker, workerInput]{
+		a: a, name: "worker", path: "workers", table: a.st.Workers(), readOnly: []string{"token"},
+		id:      func(w *model.Worker) int64 { return w.ID },
+		filters: map[string]filterFunc{"name": textFilter, "worker_type": textFilter, "enabled": boolFilter},
+		read:    (*call).requireUser,
+		write:   (*call).requireAdmin,
+		create: func(c *call, in *workerInput) (*model.Worker, error) {
+			if err := c.unrestricted(); err != nil {
+				return nil, err
+			}
+			w := &model.Worker{WorkerType: model.WorkerExternal, Enabled: true}
+			set(&w.Name, in.Name)
+			set(&w.WorkerType, in.WorkerType)
+			set(&w.Enabled, in.Enabled)
+			if w.Name == "" {
+				return nil, required("name")
+			}
+			return w, nil
+		},
+		insert: func(c *call, w *model.Worker) (int64, any, error) {
+			if err := c.a.st.Workers().Create(c.ctx(), w); err != nil {
+				return 0, nil, err
+			}
+			tok, err := c.a.st.CreateToken(c.ctx(), model.Token{WorkerID: &w.ID, Enabled: true, Comment: "runner " + w.Name})
+			if err != nil {
+				// leave no worker that nobody can use
+				_ = c.a.st.Workers().Delete(context.WithoutCancel(c.ctx()), w.ID, nil)
+				return 0, nil, err
+			}
+			return w.ID, newWorker{Worker: *w, Token: tok}, nil
+		},
+		allow: func(c *call, _ *model.Worker) error { return c.unrestricted() },
+		update: func(c *call, in *workerInput) (func(*model.Worker) error, error) {
+			if in.WorkerType != nil {
+				return nil, invalidField("worker_type", "%q cannot be changed: create another worker", "worker_type")
+			}
+			return func(w *model.Worker) error {
+				set(&w.Name, in.Name)
+				set(&w.Enabled, in.Enabled)
+				c.a.dispatcher().Poke() // an enabled runner may now get work
+				return nil
+			}, nil
+		},
+	}).routes()
+	return append(routes,
+		Route{"POST " + protocol.RegisterPath + "{$}", a.endpoint(registerWorker)},
+		Route{"GET " + protocol.Path + "{$}", http.HandlerFunc(a.connectRunner)},
+	)
+}
+
+type registerInput struct {
+	Name       *string `json:"name"`
+	SecretHash *string `json:"secret_hash"`
+}
+
+var registerSpec = specOf[registerInput, model.Worker]("token")
+
+var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// registerWorker records a runner that has no token yet: an external
+// worker, disabled, with a token whose hash the runner chose (it keeps the
+// secret). Nothing runs on it until an admin enables it, so registering
+// gives an anonymous caller nothing but a name in the list of workers.
+func registerWorker(c *call) error {
+	if err := c.noQuery(); err != nil {
+		return err
+	}
+	var in registerInput
+	if err := c.decode(registerSpec, &in); err != nil {
+		return err
+	}
+	if in.Name == nil || *in.Name == "" {
+		return required("name")
+	}
+	if in.SecretHash == nil || !hexSHA256.MatchString(*in.SecretHash) {
+		return invalidField("secret_hash", "%q must be the SHA-256 of the runner's secret, as 64 lower-case hex digits", "secret_hash")
+	}
+	w := &model.Worker{Name: *in.Name, WorkerType: model.WorkerExternal, Enabled: false}
+	if err := c.a.st.Workers().Create(c.ctx(), w); err != nil {
+		return err
+	}
+	tok := &model.Token{Hash: *in.SecretHash, Prefix: "runner", Enabled: true, WorkerID: &w.ID,
+		Comment: "registered by runner " + w.Name}
+	if err := c.a.st.Tokens().Create(c.ctx(), tok); err != nil {
+		_ = c.a.st.Workers().Delete(context.WithoutCancel(c.ctx()), w.ID, nil)
+		return err
+	}
+	c.a.log.Info("runner registered; it waits for an admin to enable it", "worker", w.Name, "id", w.ID)
+	return c.created(Prefix+"workers/"+strconv.FormatInt(w.ID, 10)+"/", w)
+}
+
+// connectRunner upgrades a runner's request to the WebSocket of package
+// protocol and hands it to the scheduler. Only worker tokens may connect.
+func (a *API) connectRunner(w http.ResponseWriter, r *http.Request) {
+	c := &call{a: a, w: w, r: r}
+	if err := c.authenticate(); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	switch {
+	case c.p == nil:
+		a.fail(w, r, errorf(http.StatusUnauthorized, "", `runners connect with their token: send "Authorization: Token <secret>"`))
+		return
+	case c.p.Worker == nil:
+		a.fail(w, r, forbidden("this token belongs to a user, not to a runner; create a worker with 'kiln worker create'"))
+		return
+	case c.p.Worker.WorkerType != model.WorkerExternal:
+		a.fail(w, r, forbidden("worker %q is of type %s; only external workers connect as runners", c.p.Worker.Name, c.p.Worker.WorkerType))
+		return
+	case a.opts.Dispatcher == nil:
+		a.fail(w, r, errorf(http.StatusServiceUnavailable, "", "this server does not accept runners (it runs without a scheduler)"))
+		return
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{protocol.Subprotocol}})
+	if err != nil {
+		return // Accept has answered
+	}
+	if conn.Subprotocol() != protocol.Subprotocol {
+		conn.Close(websocket.StatusPolicyViolation, "speak "+protocol.Subprotocol)
+		return
+	}
+	a.opts.Dispatcher.ServeRunner(r.Context(), conn, c.p.Worker)
+}

@@ -1,0 +1,70 @@
+package api_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/kiln-build/kiln/internal/store"
+	"github.com/kiln-build/kiln/internal/testdb"
+)
+
+func TestWorkers(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn)
+		// an admin creates a worker: enabled, with its runner token once
+		nw := e.do("POST", "/api/1.0/workers/", adminSecret, `{"name": "builder-1"}`).want(t, 201).obj(t)
+		tok := nw["token"].(map[string]any)
+		secret, _ := tok["secret"].(string)
+		if nw["enabled"] != true || nw["worker_type"] != "external" || !strings.HasPrefix(secret, "kiln_") || tok["worker"] != float64(id(nw)) {
+			t.Fatalf("created worker: %v", nw)
+		}
+		p, err := e.st.Authenticate(ctx, secret)
+		e.must(err)
+		if p.Worker == nil || p.Worker.ID != id(nw) || p.User != nil {
+			t.Fatalf("token speaks for %+v", p)
+		}
+		if got := e.do("GET", "/api/1.0/workers/"+itoa(id(nw))+"/", e.tok["bob"], nil).want(t, 200).obj(t); got["token"] != nil {
+			t.Fatalf("worker shows its token: %v", got)
+		}
+		e.do("POST", "/api/1.0/workers/", e.tok["alice"], `{"name": "x"}`).wantProblem(t, 403, "")
+		e.do("POST", "/api/1.0/workers/", adminSecret, `{"name": "builder-1"}`).wantProblem(t, 409, "name")
+
+		// a runner without token registers itself: disabled until enabled
+		secret2 := store.NewSecret()
+		reg := e.do("POST", "/api/1.0/workers/register/", "", `{"name": "self-made", "secret_hash": "`+store.HashToken(secret2)+`"}`).want(t, 201).obj(t)
+		if reg["enabled"] != false {
+			t.Fatalf("registered worker is enabled: %v", reg)
+		}
+		p, err = e.st.Authenticate(ctx, secret2)
+		e.must(err)
+		if p.Worker == nil || p.Worker.ID != id(reg) || p.Worker.Enabled {
+			t.Fatalf("registered token: %+v", p)
+		}
+		e.do("POST", "/api/1.0/workers/register/", "", `{"name": "self-made", "secret_hash": "`+store.HashToken("x")+`"}`).wantProblem(t, 409, "name")
+		e.do("POST", "/api/1.0/workers/register/", "", `{"name": "other", "secret_hash": "abc"}`).wantProblem(t, 400, "secret_hash")
+		e.do("POST", "/api/1.0/workers/register/", "", `{"secret_hash": "`+store.HashToken("y")+`"}`).wantProblem(t, 400, "name")
+
+		list, _ := e.do("GET", "/api/1.0/workers/?enabled=false", adminSecret, nil).want(t, 200).list(t)
+		if got := ids(list); len(got) != 1 || got[0] != id(reg) {
+			t.Fatalf("disabled workers: %v", got)
+		}
+		en := e.do("PATCH", "/api/1.0/workers/"+itoa(id(reg))+"/", adminSecret, `{"enabled": true}`).want(t, 200).obj(t)
+		if en["enabled"] != true {
+			t.Fatalf("not enabled: %v", en)
+		}
+		e.do("PATCH", "/api/1.0/workers/"+itoa(id(reg))+"/", adminSecret, `{"worker_type": "server"}`).wantProblem(t, 400, "worker_type")
+
+		// runners connect with a worker token; this API has no scheduler
+		e.do("GET", "/api/1.0/workers/connect/", "", nil).wantProblem(t, 401, "")
+		e.do("GET", "/api/1.0/workers/connect/", adminSecret, nil).wantProblem(t, 403, "")
+		e.do("GET", "/api/1.0/workers/connect/", secret, nil).wantProblem(t, 503, "")
+		// a worker token reaches nothing else
+		e.do("GET", "/api/1.0/workers/", secret, nil).wantProblem(t, 403, "")
+		e.do("DELETE", "/api/1.0/workers/"+itoa(id(reg))+"/", adminSecret, nil).want(t, 204)
+		if _, err := e.st.Authenticate(ctx, secret2); err == nil {
+			t.Fatal("the token of a deleted worker still works")
+		}
+	})
+}

@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/store"
+	"github.com/kiln-build/kiln/internal/testdb"
+)
+
+// TestMetricsRecount runs `kiln metrics recount` on both databases: clean
+// totals exit 0, a damaged total is reported with a non-zero exit, --fix
+// repairs it.
+func TestMetricsRecount(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		st, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if _, err := st.Bootstrap(ctx, "kiln_recount_test", t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+		sc := &model.Scope{Name: "debian"}
+		if err := st.Scopes().Create(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Workspaces().Create(ctx, &model.Workspace{Name: "main", ScopeID: sc.ID}); err != nil {
+			t.Fatal(err)
+		}
+		run := func(args ...string) (int, string) {
+			var out, errb bytes.Buffer
+			code := Main(ctx, append([]string{"metrics", "recount", "--database", dsn}, args...), &out, &errb)
+			return code, out.String() + errb.String()
+		}
+		if code, out := run(); code != ExitOK || !strings.Contains(out, "agree") {
+			t.Fatalf("clean database: exit %d\n%s", code, out)
+		}
+		if _, err := st.DB().ExecContext(ctx, "UPDATE metric_totals SET value = value + 2 WHERE family = 'workspaces'"); err != nil {
+			t.Fatal(err)
+		}
+		code, out := run()
+		if code == ExitOK || !strings.Contains(out, "workspaces") || !strings.Contains(out, "running total 3, recount 1") {
+			t.Fatalf("damaged total: exit %d\n%s", code, out)
+		}
+		if code, out := run("--fix"); code != ExitOK || !strings.Contains(out, "fixed 1") {
+			t.Fatalf("--fix: exit %d\n%s", code, out)
+		}
+		if code, out := run(); code != ExitOK {
+			t.Fatalf("after --fix: exit %d\n%s", code, out)
+		}
+	})
+}

@@ -1,0 +1,229 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/runner/protocol"
+	"github.com/kiln-build/kiln/internal/tasks"
+)
+
+// start runs a work request in the background.
+func (r *Runner) start(wr model.WorkRequest) {
+	ctx, cancel := context.WithCancel(context.Background())
+	j := &job{wr: wr, cancel: cancel, logPath: filepath.Join(r.cfg.WorkDir, "logs", strconv.FormatInt(wr.ID, 10)+".log")}
+	r.mu.Lock()
+	r.job = j
+	r.mu.Unlock()
+	r.metrics.running.Set(1)
+	r.log.Info("running work request", "work_request", wr.ID, "task", wr.TaskName)
+	go r.run(ctx, j)
+}
+
+// run executes the job and records its result for the session to send.
+func (r *Runner) run(ctx context.Context, j *job) {
+	defer j.cancel()
+	out := r.execute(ctx, j)
+	output, _ := json.Marshal(out.Output)
+	stats := out.Statistics
+	res := protocol.Result{WorkRequest: j.wr.ID, Result: out.Result, Statistics: &stats, Output: output}
+	r.metrics.finished.WithLabelValues(j.wr.TaskName, string(out.Result)).Inc()
+	r.metrics.duration.WithLabelValues(j.wr.TaskName).Observe(stats.Duration)
+	r.mu.Lock()
+	j.result, j.finished = res, true
+	release, dropped := j.release, j.dropped
+	r.mu.Unlock()
+	switch {
+	case dropped:
+		r.log.Info("work request stopped", "work_request", j.wr.ID)
+	case release:
+		r.log.Info("work request interrupted; handing it back", "work_request", j.wr.ID)
+	default:
+		r.log.Info("work request finished", "work_request", j.wr.ID, "result", out.Result,
+			"duration", time.Duration(stats.Duration*float64(time.Second)).Round(time.Millisecond).String())
+	}
+	r.wake()
+}
+
+// execute runs the task in a fresh working directory and, unless the
+// request was taken away, uploads its log.
+func (r *Runner) execute(ctx context.Context, j *job) tasks.Outcome {
+	dir := filepath.Join(r.cfg.WorkDir, "tasks", strconv.FormatInt(j.wr.ID, 10))
+	os.RemoveAll(dir)
+	defer func() {
+		tasks.KillStrays(dir)
+		os.RemoveAll(dir)
+		os.Remove(j.logPath)
+	}()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return failed("cannot create the working directory: %v", err)
+	}
+	logf, err := os.OpenFile(j.logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o640)
+	if err != nil {
+		return failed("cannot create the log: %v", err)
+	}
+	env := &tasks.Env{
+		Dir: dir, Log: logf, Backends: r.meta.Backends, BaseEnv: baseEnv(),
+		Upload: func(ctx context.Context, u tasks.Upload) (int64, error) {
+			return r.upload(ctx, j.wr.ID, u.Category, u.Data, u.Name, u.Path)
+		},
+	}
+	out := tasks.RunWorker(ctx, &j.wr, env)
+	logf.Close()
+	r.mu.Lock()
+	skip := j.release || j.dropped
+	r.mu.Unlock()
+	if info, err := os.Stat(j.logPath); err == nil && info.Size() > 0 && !skip {
+		// the log goes up even when the task failed: that is when it is read
+		uctx, cancel := context.WithTimeout(r.hard, 5*time.Minute)
+		id, err := r.upload(uctx, j.wr.ID, tasks.DebugLogsCategory, nil, tasks.LogFileName, j.logPath)
+		cancel()
+		if err != nil {
+			r.log.Warn("uploading the log failed", "work_request", j.wr.ID, "error", err)
+		} else {
+			if out.Output == nil {
+				out.Output = map[string]any{}
+			}
+			out.Output["log_artifact"] = id
+		}
+	}
+	return out
+}
+
+func failed(format string, args ...any) tasks.Outcome {
+	return tasks.Outcome{Result: model.ResultError, Output: map[string]any{"error": fmt.Sprintf(format, args...)}}
+}
+
+// baseEnv is the environment scripts start from: the runner's own minus
+// its secrets (KILN_TOKEN and whatever the runner was configured with).
+func baseEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "KILN_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// upload stores a file as a new artifact of the running request:
+// declare it (category, name, sha256, size), then stream its bytes.
+// Transient failures (network, 5xx) are retried; the server answers a
+// retried upload of complete content with 200.
+func (r *Runner) upload(ctx context.Context, wrID int64, category string, data json.RawMessage, name, path string) (int64, error) {
+	sha, size, err := tasks.FileSHA256(path)
+	if err != nil {
+		return 0, err
+	}
+	if len(data) == 0 {
+		data = json.RawMessage("{}")
+	}
+	decl, _ := json.Marshal(map[string]any{
+		"category": category, "data": data, "created_by_work_request": wrID,
+		"files": []map[string]any{{"path": name, "sha256": sha, "size": size}},
+	})
+	var art struct {
+		ID int64 `json:"id"`
+	}
+	err = r.retry(ctx, func() error {
+		resp, err := r.request(ctx, http.MethodPost, "/api/1.0/artifacts/", "application/json", bytes.NewReader(decl), int64(len(decl)))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return statusError(resp)
+		}
+		return json.NewDecoder(resp.Body).Decode(&art)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("declaring artifact %s: %w", name, err)
+	}
+	segs := strings.Split(name, "/")
+	for i := range segs {
+		segs[i] = url.PathEscape(segs[i])
+	}
+	target := "/api/1.0/artifacts/" + strconv.FormatInt(art.ID, 10) + "/files/" + strings.Join(segs, "/")
+	err = r.retry(ctx, func() error {
+		f, err := os.Open(path)
+		if err != nil {
+			return permanent{err}
+		}
+		defer f.Close()
+		resp, err := r.request(ctx, http.MethodPut, target, "application/octet-stream", f, size)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+			return statusError(resp)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("uploading %s: %w", name, err)
+	}
+	return art.ID, nil
+}
+
+func (r *Runner) request(ctx context.Context, method, path, contentType string, body interface {
+	Read([]byte) (int, error)
+}, size int64) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(r.cfg.Server, "/")+path, body)
+	if err != nil {
+		return nil, permanent{err}
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Authorization", "Token "+r.token)
+	return r.http.Do(req)
+}
+
+// permanent marks errors that retrying cannot fix.
+type permanent struct{ error }
+
+// Unwrap returns the underlying error.
+func (p permanent) Unwrap() error { return p.error }
+
+// statusError turns a refused request into an error; 4xx are permanent.
+func statusError(resp *http.Response) error {
+	err := fmt.Errorf("%s", problemDetail(resp))
+	if resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		return permanent{err}
+	}
+	return err
+}
+
+// retry runs fn up to five times with growing pauses while it fails with a
+// transient error.
+func (r *Runner) retry(ctx context.Context, fn func() error) error {
+	var err error
+	for i := range 5 {
+		if err = fn(); err == nil {
+			return nil
+		}
+		var p permanent
+		if errors.As(err, &p) || ctx.Err() != nil {
+			return err
+		}
+		r.metrics.errors.WithLabelValues("upload").Inc()
+		select {
+		case <-time.After(time.Duration(i+1) * 500 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return err
+}

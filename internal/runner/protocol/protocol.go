@@ -1,0 +1,165 @@
+// Package protocol defines the messages a runner and the server exchange
+// over the runner's WebSocket (GET /api/1.0/workers/connect/). Both sides
+// import it, so that a message cannot be spelt differently on each end.
+//
+// Every WebSocket text frame holds one Envelope: {"type": "...", "body":
+// {...}}. The conversation:
+//
+//	runner                               server
+//	hello{metadata, running}      →
+//	                              ←      welcome{worker, heartbeat, keep}
+//	ready                         →      (the server claims work for it)
+//	                              ←      task{work_request}
+//	log{work_request, data}…      →
+//	heartbeat{running}            →      (TouchWorker)
+//	                              ←      heartbeat
+//	result{work_request, …}       →      (CompleteWorkRequest)
+//	                              ←      ack{work_request, error?}
+//	ready                         →      …
+//
+// The runner asks for work (ready) rather than the server pushing it, so a
+// runner that is shutting down, or that runs --once, simply stops asking;
+// the server claims a request only for a runner that has said it is idle.
+// A task it receives when it no longer wants one goes back with release.
+// The server sends cancel when the request a runner holds was aborted or
+// given to someone else; a runner whose hello lists a request the server
+// did not keep (welcome.keep) must stop it: it may already run elsewhere.
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/kiln-build/kiln/internal/model"
+)
+
+// Path is where the server accepts runner connections.
+const Path = "/api/1.0/workers/connect/"
+
+// RegisterPath is where a runner without a token registers itself.
+const RegisterPath = "/api/1.0/workers/register/"
+
+// Subprotocol is negotiated on the WebSocket, so that a future incompatible
+// protocol can be told apart and refused cleanly.
+const Subprotocol = "kiln.runner.v1"
+
+// Message types.
+const (
+	TypeHello     = "hello"
+	TypeWelcome   = "welcome"
+	TypeReady     = "ready"
+	TypeTask      = "task"
+	TypeLog       = "log"
+	TypeHeartbeat = "heartbeat"
+	TypeResult    = "result"
+	TypeAck       = "ack"
+	TypeRelease   = "release"
+	TypeCancel    = "cancel"
+)
+
+// Envelope is one frame on the wire.
+type Envelope struct {
+	Type string          `json:"type"`
+	Body json.RawMessage `json:"body,omitempty"`
+}
+
+// Encode wraps a body in an envelope of the given type.
+func Encode(typ string, body any) ([]byte, error) {
+	env := Envelope{Type: typ}
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s: %w", typ, err)
+		}
+		env.Body = b
+	}
+	return json.Marshal(env)
+}
+
+// Decode reads the body of an envelope into v.
+func (e *Envelope) Decode(v any) error {
+	if len(e.Body) == 0 {
+		return fmt.Errorf("%s message without a body", e.Type)
+	}
+	if err := json.Unmarshal(e.Body, v); err != nil {
+		return fmt.Errorf("%s message: %w", e.Type, err)
+	}
+	return nil
+}
+
+// Hello is the runner's first message.
+type Hello struct {
+	Metadata model.WorkerMetadata `json:"metadata"`
+	// Running lists the requests this runner still works on (or holds an
+	// unreported result of) from before a reconnection.
+	Running []int64 `json:"running,omitempty"`
+}
+
+// Welcome answers hello.
+type Welcome struct {
+	WorkerID int64  `json:"worker_id"`
+	Name     string `json:"name"`
+	Enabled  bool   `json:"enabled"`
+	// HeartbeatMillis is how often the runner must send heartbeats.
+	HeartbeatMillis int64 `json:"heartbeat_ms"`
+	// Keep lists which of hello.Running the server still assigns to this
+	// runner; the others were requeued and must be stopped.
+	Keep []int64 `json:"keep"`
+}
+
+// Task hands a claimed request to the runner.
+type Task struct {
+	WorkRequest model.WorkRequest `json:"work_request"`
+}
+
+// Log carries a chunk of a running request's log. Offset is the position
+// of Data in the whole log, so the server can ignore chunks it already has
+// after a reconnection.
+type Log struct {
+	WorkRequest int64  `json:"work_request"`
+	Offset      int64  `json:"offset"`
+	Data        string `json:"data"`
+}
+
+// Heartbeat is sent by the runner every heartbeat interval and echoed by
+// the server, so both sides notice a dead connection.
+type Heartbeat struct {
+	Running int64 `json:"running,omitempty"`
+}
+
+// Result reports the end of a request.
+type Result struct {
+	WorkRequest int64                    `json:"work_request"`
+	Result      model.Result             `json:"result"`
+	Statistics  *model.RuntimeStatistics `json:"runtime_statistics,omitempty"`
+	Output      json.RawMessage          `json:"output,omitempty"`
+}
+
+// Ack answers a result or a release. Error, when set, says why the server
+// did not record it; Gone means the request is no longer this runner's
+// (aborted, or requeued after a lost heartbeat), so retrying is pointless.
+type Ack struct {
+	WorkRequest int64  `json:"work_request"`
+	Error       string `json:"error,omitempty"`
+	Gone        bool   `json:"gone,omitempty"`
+}
+
+// Release hands a request back to the queue unfinished.
+type Release struct {
+	WorkRequest int64  `json:"work_request"`
+	Reason      string `json:"reason"`
+}
+
+// Cancel tells the runner to stop a request.
+type Cancel struct {
+	WorkRequest int64  `json:"work_request"`
+	Reason      string `json:"reason"`
+}
+
+// Register is the body of POST /api/1.0/workers/register/: a runner
+// without a token proposes a name and the SHA-256 (hex) of a secret it
+// generated. The secret itself never crosses the wire until it is used.
+type Register struct {
+	Name       string `json:"name"`
+	SecretHash string `json:"secret_hash"`
+}

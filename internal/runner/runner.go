@@ -1,0 +1,376 @@
+// Package runner is `kiln runner`: it connects to a kiln server, says what
+// it can run, takes one work request at a time, runs it (package tasks),
+// streams its log, uploads what it produced and reports the result.
+//
+// The connection is a WebSocket speaking package protocol; the package
+// comment of internal/scheduler argues that choice. In short: connected or
+// not is a fact the server needs, and a socket gives it exactly, along with
+// heartbeats, the log stream, results and cancellation on one channel.
+//
+// Robustness rules the runner keeps:
+//   - A task outlives its connection. When the connection drops the task
+//     goes on; the runner reconnects with exponential backoff and jitter,
+//     says in hello which request it still holds, and delivers the result
+//     when it can. The log is streamed from the task's log file, so nothing
+//     written while disconnected is lost from the live log either.
+//   - If the server did not keep the request across the reconnection (the
+//     heartbeat timeout passed and it went to another runner), the runner
+//     stops it at once and reports nothing: a request never runs twice
+//     concurrently because of a flaky link.
+//   - SIGTERM (ctx ending) means: take no new work, let the current task
+//     finish within ShutdownGrace, else stop it and hand it back to the
+//     queue, then exit. --once means: run one task and exit.
+//   - Every process a task starts dies with the task: its process group is
+//     killed at the end and strays are found by a marker in their
+//     environment. When the runner itself is killed, the kernel kills the
+//     task's top process (Pdeathsig) — with the unshare backend that takes
+//     its whole PID namespace along; on the host backend, children that
+//     outlive their shell are killed by the next runner started on the same
+//     work directory.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/push"
+
+	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/runner/protocol"
+	"github.com/kiln-build/kiln/internal/tasks"
+	"github.com/kiln-build/kiln/internal/telemetry"
+)
+
+// Defaults of Config.
+const (
+	DefaultWorkDir       = "./kiln-runner"
+	DefaultShutdownGrace = time.Minute
+	DefaultMaxBackoff    = 30 * time.Second
+)
+
+// Config is everything `kiln runner` is told.
+type Config struct {
+	// Server is the server's URL, e.g. http://127.0.0.1:8420.
+	Server string
+	// Token is the runner's token. Empty means: use the token saved in
+	// WorkDir by an earlier registration, or register a new worker.
+	Token string
+	// Name is the worker's name when registering; default the host name.
+	Name string
+	// WorkDir holds the runner's token file, task working directories and
+	// logs. Default DefaultWorkDir.
+	WorkDir string
+	// Architectures and HostArchitecture override detection (see
+	// Metadata).
+	Architectures    []string
+	HostArchitecture string
+	// Once makes the runner exit after its first task.
+	Once bool
+	// Register forces a new registration even when a token is saved.
+	Register bool
+	// MetricsServer is the address of the runner's /metrics and pprof
+	// listener (SPEC §4); off when empty.
+	MetricsServer string
+	// Pushgateway, when set, receives the runner's metrics when it exits,
+	// for one-shot runners (--once) that no Prometheus could scrape.
+	Pushgateway string
+	// ShutdownGrace is how long the current task may still run after
+	// SIGTERM before it is stopped and handed back. Default
+	// DefaultShutdownGrace.
+	ShutdownGrace time.Duration
+	// MaxBackoff caps the wait between reconnection attempts. Default
+	// DefaultMaxBackoff.
+	MaxBackoff time.Duration
+	// Logger receives the runner's logs; nil discards them.
+	Logger *slog.Logger
+	// Out receives the few lines meant for the operator (registration).
+	Out io.Writer
+	// HTTPClient talks to the server; nil means a default client.
+	HTTPClient *http.Client
+	// MetricsStarted, when set, is called with the metrics listener's
+	// address once it listens (tests use it to find the port).
+	MetricsStarted func(addr string)
+}
+
+// Runner is one running `kiln runner`.
+type Runner struct {
+	cfg     Config
+	log     *slog.Logger
+	http    *http.Client
+	token   string
+	meta    model.WorkerMetadata
+	metrics *metrics
+
+	mu       sync.Mutex
+	job      *job
+	draining bool
+	onceDone bool
+	changed  chan struct{} // wakes the session loop after a state change
+	// hard ends everything: the grace period and the hand-back are over.
+	hard context.Context
+}
+
+// job is one work request held by the runner, from the task message to the
+// server's ack of its result.
+type job struct {
+	wr      model.WorkRequest
+	cancel  context.CancelFunc
+	logPath string
+	logSent int64 // bytes of the log sent to the server
+
+	finished bool
+	result   protocol.Result
+	// release: hand it back instead of reporting a result (shutdown);
+	// dropped: the server no longer assigns it to us; report nothing.
+	release bool
+	dropped bool
+	// sentIn is the session that sent the result or release (0: unsent).
+	sentIn int
+	// retryAt delays resending after the server failed to record it.
+	retryAt time.Time
+}
+
+// Run runs the runner until ctx ends (then shuts down gracefully, see the
+// package comment) or, with Once, until its first task is reported. It
+// fails on what retrying cannot fix: an unusable configuration, a token
+// the server refuses, a name already taken at registration.
+func Run(ctx context.Context, cfg Config) error {
+	r, err := newRunner(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	r.hard = hard
+
+	if cfg.MetricsServer != "" {
+		addr, err := telemetry.ParseListenAddress(cfg.MetricsServer)
+		if err != nil {
+			return fmt.Errorf("--metrics-server: %w", err)
+		}
+		srv, err := telemetry.Listen(addr, telemetry.NewInternalMux(r.metrics.reg, telemetry.WithMuxLogger(r.log)), r.log)
+		if err != nil {
+			return fmt.Errorf("--metrics-server: %w", err)
+		}
+		if cfg.MetricsStarted != nil {
+			cfg.MetricsStarted(srv.Addr().String())
+		}
+		mctx, stop := context.WithCancel(hard)
+		defer stop()
+		done := make(chan struct{})
+		go func() { defer close(done); srv.Serve(mctx) }()
+		defer func() { stop(); <-done }()
+	}
+
+	// SIGTERM: drain; after the grace period, stop the task and hand it
+	// back; give up on the server a little later still.
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-hard.Done():
+			return
+		}
+		r.log.Info("shutting down: no new work; the current task may finish", "grace", r.cfg.ShutdownGrace.String())
+		r.mu.Lock()
+		r.draining = true
+		r.mu.Unlock()
+		r.wake()
+		select {
+		case <-time.After(r.cfg.ShutdownGrace):
+		case <-hard.Done():
+			return
+		}
+		r.mu.Lock()
+		if j := r.job; j != nil && !j.finished {
+			r.log.Warn("grace period over: stopping the task and handing it back", "work_request", j.wr.ID)
+			j.release = true
+			j.cancel()
+		}
+		r.mu.Unlock()
+		select {
+		case <-time.After(30 * time.Second):
+			r.log.Warn("could not hand the task back to the server; it will requeue it after the heartbeat timeout")
+			cancelHard()
+		case <-hard.Done():
+		}
+	}()
+
+	err = r.loop(ctx)
+	if cfg.Pushgateway != "" {
+		if perr := r.push(); perr != nil {
+			r.log.Warn("pushing metrics to the Pushgateway", "error", perr)
+		}
+	}
+	return err
+}
+
+func newRunner(ctx context.Context, cfg Config) (*Runner, error) {
+	if cfg.Server == "" {
+		return nil, errors.New("--server is required: the URL of the kiln server")
+	}
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = DefaultWorkDir
+	}
+	if cfg.Name == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			return nil, errors.New("--name is required: the host name is unknown")
+		}
+		cfg.Name = host
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Minute}
+	}
+	abs, err := filepath.Abs(cfg.WorkDir)
+	if err != nil {
+		return nil, fmt.Errorf("--work-dir: %w", err)
+	}
+	cfg.WorkDir = abs
+	if err := os.MkdirAll(cfg.WorkDir, 0o750); err != nil {
+		return nil, fmt.Errorf("--work-dir: %w", err)
+	}
+	m, err := newMetrics()
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{cfg: cfg, log: cfg.Logger.With("runner", cfg.Name), http: cfg.HTTPClient, metrics: m,
+		changed: make(chan struct{}, 1)}
+	r.cleanLeftovers()
+	r.meta = Metadata(ctx, cfg.Architectures, cfg.HostArchitecture)
+	if r.token, err = r.resolveToken(ctx); err != nil {
+		return nil, err
+	}
+	r.log.Info("runner ready", "server", cfg.Server, "architectures", r.meta.Architectures,
+		"host_architecture", r.meta.HostArchitecture, "backends", r.meta.Backends, "work_dir", cfg.WorkDir)
+	return r, nil
+}
+
+// wake tells the session loop that the runner's state changed.
+func (r *Runner) wake() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// errFatal marks errors that reconnecting cannot fix.
+type errFatal struct{ error }
+
+// Unwrap returns the underlying error.
+func (e errFatal) Unwrap() error { return e.error }
+
+// loop connects, runs sessions and reconnects with exponential backoff and
+// full jitter, until the runner is done.
+func (r *Runner) loop(ctx context.Context) error {
+	attempt := 0
+	for {
+		if r.done() {
+			return nil
+		}
+		welcomed, err := r.session(ctx)
+		r.metrics.connected.Set(0)
+		var fatal errFatal
+		switch {
+		case errors.As(err, &fatal):
+			return fatal.error
+		case err == nil:
+			return nil
+		case r.hard.Err() != nil:
+			return nil
+		}
+		if welcomed {
+			attempt = 0
+		}
+		r.metrics.errors.WithLabelValues("connect").Inc()
+		wait := backoff(attempt, r.cfg.MaxBackoff)
+		attempt++
+		r.log.Warn("connection to the server lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond).String())
+		deadline := time.Now().Add(wait)
+		for {
+			if r.done() {
+				return nil
+			}
+			left := time.Until(deadline)
+			if left <= 0 {
+				break
+			}
+			t := time.NewTimer(left)
+			select {
+			case <-t.C:
+			case <-r.hard.Done():
+				t.Stop()
+				return nil
+			case <-r.changed: // a drained runner with nothing left exits at once
+				t.Stop()
+			}
+		}
+	}
+}
+
+// backoff is the wait before reconnection attempt n: exponential from
+// 250 ms, capped, with full jitter so that many runners cut off by one
+// server restart do not come back in lockstep.
+func backoff(n int, maxWait time.Duration) time.Duration {
+	d := 250 * time.Millisecond
+	for i := 0; i < n && d < maxWait; i++ {
+		d *= 2
+	}
+	d = min(d, maxWait)
+	return d/2 + rand.N(d/2+1)
+}
+
+// done reports whether the runner has nothing left to do: it drains or
+// ran its one task, and holds no request.
+func (r *Runner) done() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.job == nil && (r.draining || r.onceDone)
+}
+
+// cleanLeftovers kills what tasks of a previous life of this runner left
+// running (it may have been killed with SIGKILL) and removes their
+// directories: every task starts in a fresh one.
+func (r *Runner) cleanLeftovers() {
+	for _, sub := range []string{"tasks", "logs"} {
+		dir := filepath.Join(r.cfg.WorkDir, sub)
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			p := filepath.Join(dir, e.Name())
+			if sub == "tasks" {
+				if n := tasks.KillStrays(p); n > 0 {
+					r.log.Warn("killed processes left by an earlier run of this runner", "dir", p, "processes", n)
+				}
+			}
+			os.RemoveAll(p)
+		}
+		os.MkdirAll(dir, 0o750)
+	}
+}
+
+// push sends the runner's metrics to the Pushgateway, grouped by job
+// "kiln_runner" and the runner's name as instance.
+func (r *Runner) push() error {
+	return push.New(r.cfg.Pushgateway, "kiln_runner").Gatherer(r.metrics.reg).
+		Grouping("instance", r.cfg.Name).Client(r.http).Push()
+}

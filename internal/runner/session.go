@@ -1,0 +1,362 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/kiln-build/kiln/internal/runner/protocol"
+)
+
+// logChunk bounds one log message; the server's limit is far above it.
+const logChunk = 64 << 10
+
+// logFlushInterval is how often new log output is sent while a task runs.
+const logFlushInterval = 250 * time.Millisecond
+
+// sessionCounter numbers sessions, so a job knows whether its result was
+// sent on the current connection.
+var sessionCounter atomic.Int64
+
+// conn is one connection's writer side.
+type conn struct {
+	ws *websocket.Conn
+	id int
+}
+
+func (c *conn) send(ctx context.Context, typ string, body any) error {
+	b, err := protocol.Encode(typ, body)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.ws.Write(ctx, websocket.MessageText, b)
+}
+
+// dial opens the runner's WebSocket. A 401 or 403 is fatal: the token is
+// wrong, and retrying will not make it right.
+func (r *Runner) dial(ctx context.Context) (*websocket.Conn, error) {
+	u := strings.TrimSuffix(r.cfg.Server, "/") + protocol.Path
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
+		HTTPClient:   &http.Client{Transport: r.http.Transport},
+		HTTPHeader:   http.Header{"Authorization": {"Token " + r.token}},
+		Subprotocols: []string{protocol.Subprotocol},
+	})
+	if err != nil {
+		if resp != nil {
+			defer resp.Body.Close()
+			switch resp.StatusCode {
+			case http.StatusUnauthorized, http.StatusForbidden:
+				return nil, errFatal{fmt.Errorf("the server refused the runner's token: %s", problemDetail(resp))}
+			}
+			return nil, fmt.Errorf("connecting to %s: %s", r.cfg.Server, problemDetail(resp))
+		}
+		return nil, fmt.Errorf("connecting to %s: %w", r.cfg.Server, err)
+	}
+	ws.SetReadLimit(16 << 20) // a task message carries the request's data
+	return ws, nil
+}
+
+// session runs one connection. It returns nil when the runner is done,
+// errFatal when it must stop, and another error to reconnect; welcomed
+// says whether the server accepted it (resetting the backoff).
+func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
+	ws, err := r.dial(r.hard)
+	if err != nil {
+		return false, err
+	}
+	defer ws.CloseNow()
+	c := &conn{ws: ws, id: int(sessionCounter.Add(1))}
+	hctx := r.hard
+
+	r.mu.Lock()
+	var running []int64
+	if r.job != nil {
+		running = []int64{r.job.wr.ID}
+	}
+	r.mu.Unlock()
+	if err := c.send(hctx, protocol.TypeHello, protocol.Hello{Metadata: r.meta, Running: running}); err != nil {
+		return false, err
+	}
+	rctx, rcancel := context.WithTimeout(hctx, 30*time.Second)
+	env, err := readEnvelope(rctx, ws)
+	rcancel()
+	if err != nil {
+		if s := websocket.CloseStatus(err); s == websocket.StatusPolicyViolation {
+			return false, errFatal{fmt.Errorf("the server refused the runner: %w", err)}
+		}
+		return false, err
+	}
+	var welcome protocol.Welcome
+	if env.Type != protocol.TypeWelcome || env.Decode(&welcome) != nil {
+		return false, fmt.Errorf("the server answered hello with %q", env.Type)
+	}
+	welcomed = true
+	r.metrics.connected.Set(1)
+	r.log.Info("connected", "worker", welcome.Name, "enabled", welcome.Enabled)
+	if !welcome.Enabled {
+		r.log.Warn("this worker is disabled: it gets no work until an admin runs 'kiln worker enable " + welcome.Name + "'")
+	}
+	r.resume(welcome.Keep)
+	interval := time.Duration(welcome.HeartbeatMillis) * time.Millisecond
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+
+	msgs := make(chan *protocol.Envelope, 16)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			env, err := readEnvelope(hctx, ws)
+			if err != nil {
+				readErr <- err
+				close(msgs)
+				return
+			}
+			msgs <- env
+		}
+	}()
+
+	heartbeat := time.NewTicker(interval)
+	defer heartbeat.Stop()
+	flush := time.NewTicker(logFlushInterval)
+	defer flush.Stop()
+	lastHeard := time.Now()
+	readySent := false
+	for {
+		// bring the server up to date with the runner's state
+		done, err := r.reconcile(hctx, c, &readySent)
+		if err != nil {
+			return true, err
+		}
+		if done {
+			ws.Close(websocket.StatusNormalClosure, "runner done")
+			return true, nil
+		}
+		select {
+		case env, ok := <-msgs:
+			if !ok {
+				return true, <-readErr
+			}
+			lastHeard = time.Now()
+			if err := r.handle(hctx, c, env, &readySent); err != nil {
+				r.metrics.errors.WithLabelValues("protocol").Inc()
+				return true, err
+			}
+		case <-r.changed:
+		case <-flush.C:
+			if err := r.flushLog(hctx, c); err != nil {
+				return true, err
+			}
+		case <-heartbeat.C:
+			if since := time.Since(lastHeard); since > 3*interval+time.Second {
+				return true, fmt.Errorf("the server has been silent for %s", since.Round(time.Millisecond))
+			}
+			var hb protocol.Heartbeat
+			r.mu.Lock()
+			if j := r.job; j != nil && !j.finished {
+				hb.Running = j.wr.ID
+			}
+			r.mu.Unlock()
+			if err := c.send(hctx, protocol.TypeHeartbeat, hb); err != nil {
+				return true, err
+			}
+		case <-hctx.Done():
+			return true, nil
+		}
+	}
+}
+
+func readEnvelope(ctx context.Context, ws *websocket.Conn) (*protocol.Envelope, error) {
+	typ, data, err := ws.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if typ != websocket.MessageText {
+		return nil, errors.New("the server sent a binary message")
+	}
+	var env protocol.Envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, fmt.Errorf("malformed message from the server: %w", err)
+	}
+	return &env, nil
+}
+
+// resume applies welcome.keep: a held request the server did not keep was
+// requeued (maybe already running elsewhere), so it is stopped and
+// forgotten.
+func (r *Runner) resume(keep []int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	j := r.job
+	if j == nil || slices.Contains(keep, j.wr.ID) {
+		return
+	}
+	if j.finished {
+		r.log.Info("the server no longer holds the finished request for this runner; dropping its result", "work_request", j.wr.ID)
+		r.clearJob()
+		return
+	}
+	r.log.Warn("the server gave the request to someone else while this runner was away; stopping it", "work_request", j.wr.ID)
+	j.dropped = true
+	j.cancel()
+}
+
+// clearJob forgets the current job; r.mu must be held.
+func (r *Runner) clearJob() {
+	r.job = nil
+	r.metrics.running.Set(0)
+}
+
+// reconcile sends what the server must learn: a finished job's result (or
+// its hand-back), or that the runner is ready for work. It reports done
+// when the runner has nothing left to do.
+func (r *Runner) reconcile(ctx context.Context, c *conn, readySent *bool) (bool, error) {
+	r.mu.Lock()
+	j := r.job
+	switch {
+	case j == nil && (r.draining || r.onceDone):
+		r.mu.Unlock()
+		return true, nil
+	case j == nil:
+		send := !*readySent
+		r.mu.Unlock()
+		if send {
+			*readySent = true
+			return false, c.send(ctx, protocol.TypeReady, nil)
+		}
+		return false, nil
+	case j.finished && j.dropped:
+		if r.cfg.Once {
+			r.onceDone = true
+		}
+		r.clearJob()
+		r.mu.Unlock()
+		r.wake()
+		return false, nil
+	case j.finished && j.sentIn != c.id && time.Now().After(j.retryAt):
+		j.sentIn = c.id
+		release, res := j.release, j.result
+		r.mu.Unlock()
+		if release {
+			return false, c.send(ctx, protocol.TypeRelease, protocol.Release{WorkRequest: res.WorkRequest, Reason: "the runner is shutting down"})
+		}
+		return false, c.send(ctx, protocol.TypeResult, res)
+	}
+	r.mu.Unlock()
+	return false, nil
+}
+
+// handle acts on one message from the server.
+func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, readySent *bool) error {
+	switch env.Type {
+	case protocol.TypeHeartbeat:
+	case protocol.TypeTask:
+		var t protocol.Task
+		if err := env.Decode(&t); err != nil {
+			return err
+		}
+		*readySent = false
+		r.mu.Lock()
+		refuse := r.job != nil || r.draining || r.onceDone
+		r.mu.Unlock()
+		if refuse {
+			r.log.Info("handing back a task received while shutting down", "work_request", t.WorkRequest.ID)
+			return c.send(ctx, protocol.TypeRelease, protocol.Release{WorkRequest: t.WorkRequest.ID, Reason: "the runner is shutting down"})
+		}
+		r.start(t.WorkRequest)
+	case protocol.TypeAck:
+		var a protocol.Ack
+		if err := env.Decode(&a); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		j := r.job
+		if j == nil || j.wr.ID != a.WorkRequest {
+			return nil
+		}
+		if a.Error != "" && !a.Gone {
+			r.log.Warn("the server could not record the result; sending it again", "work_request", a.WorkRequest, "error", a.Error)
+			j.sentIn, j.retryAt = 0, time.Now().Add(time.Second)
+			go func() { time.Sleep(time.Second); r.wake() }()
+			return nil
+		}
+		if a.Gone {
+			r.log.Info("the server no longer expects this result", "work_request", a.WorkRequest, "reason", a.Error)
+		}
+		if r.cfg.Once {
+			r.onceDone = true
+		}
+		r.clearJob()
+		r.wake()
+	case protocol.TypeCancel:
+		var cn protocol.Cancel
+		if err := env.Decode(&cn); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		if j := r.job; j != nil && j.wr.ID == cn.WorkRequest && !j.finished {
+			r.log.Info("the server cancelled the task", "work_request", cn.WorkRequest, "reason", cn.Reason)
+			j.dropped = true
+			j.cancel()
+		}
+		r.mu.Unlock()
+	default:
+		return fmt.Errorf("unknown message %q from the server", env.Type)
+	}
+	return nil
+}
+
+// flushLog sends the job's log written since the last flush. Progress is
+// recorded only for what was sent, so a reconnection resumes where the
+// last connection stopped.
+func (r *Runner) flushLog(ctx context.Context, c *conn) error {
+	r.mu.Lock()
+	j := r.job
+	if j == nil || j.logPath == "" {
+		r.mu.Unlock()
+		return nil
+	}
+	id, path, off := j.wr.ID, j.logPath, j.logSent
+	r.mu.Unlock()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // not created yet, or already cleaned up
+	}
+	defer f.Close()
+	buf := make([]byte, logChunk)
+	for {
+		n, err := f.ReadAt(buf, off)
+		if n > 0 {
+			if serr := c.send(ctx, protocol.TypeLog, protocol.Log{WorkRequest: id, Offset: off, Data: string(buf[:n])}); serr != nil {
+				return serr
+			}
+			off += int64(n)
+			r.mu.Lock()
+			if r.job == j {
+				j.logSent = off
+			}
+			r.mu.Unlock()
+		}
+		if err == io.EOF || n == 0 {
+			return nil
+		}
+		if err != nil {
+			return nil
+		}
+	}
+}

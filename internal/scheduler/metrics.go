@@ -1,0 +1,70 @@
+package scheduler
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kiln-build/kiln/internal/model"
+)
+
+// metrics are the scheduler's own figures on the server's internal
+// listener (SPEC §5): how long requests waited in the queue, how many were
+// assigned, finished and requeued. Labels are bounded: task types, worker
+// types and results are enumerations.
+type metrics struct {
+	queueWait  *prometheus.HistogramVec
+	assigns    *prometheus.CounterVec
+	finished   *prometheus.CounterVec
+	requeued   prometheus.Counter
+	runners    prometheus.Gauge
+	logDropped prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kiln_scheduler_queue_wait_seconds",
+			Help:    "Time work requests spent pending before a worker claimed them.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600},
+		}, []string{"task_type"}),
+		assigns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_scheduler_assignments_total",
+			Help: "Work requests handed to a worker by this server, by worker type.",
+		}, []string{"worker_type"}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_scheduler_results_total",
+			Help: "Work request results recorded by this server, by task type and result.",
+		}, []string{"task_type", "result"}),
+		requeued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kiln_scheduler_requeued_total",
+			Help: "Running work requests put back in the queue because their runner stopped sending heartbeats.",
+		}),
+		runners: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kiln_scheduler_runner_connections",
+			Help: "Runners connected to this server process.",
+		}),
+		logDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kiln_scheduler_live_log_dropped_bytes_total",
+			Help: "Bytes of live logs dropped because a log outgrew its in-memory buffer (the complete log is still uploaded as an artifact).",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.queueWait, m.assigns, m.finished, m.requeued, m.runners, m.logDropped} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// assigned records a claim.
+func (m *metrics) assigned(wr *model.WorkRequest, wt model.WorkerType) {
+	m.assigns.WithLabelValues(string(wt)).Inc()
+	if wr.StartedAt != nil {
+		m.queueWait.WithLabelValues(string(wr.TaskType)).Observe(max(0, wr.StartedAt.Sub(wr.CreatedAt).Seconds()))
+	} else {
+		m.queueWait.WithLabelValues(string(wr.TaskType)).Observe(max(0, time.Since(wr.CreatedAt).Seconds()))
+	}
+}

@@ -1,0 +1,458 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/runner/protocol"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// helloTimeout bounds how long a new connection may take to say hello.
+const helloTimeout = 30 * time.Second
+
+// writeTimeout bounds one message to a runner.
+const writeTimeout = 10 * time.Second
+
+// MaxMessage bounds one message from a runner; runners send logs in
+// chunks far below it.
+const MaxMessage = 1 << 20
+
+// session is the server's side of one runner connection.
+type session struct {
+	s      *Scheduler
+	conn   *websocket.Conn
+	worker int64
+	name   string
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	meta   model.WorkerMetadata
+
+	mu       sync.Mutex
+	current  int64 // the request the runner holds, as far as we know
+	claiming bool
+	warned   bool // "not enabled" logged once per session
+}
+
+// ServeRunner speaks the runner protocol (package protocol) with one
+// runner, authenticated as worker w, until the connection drops, the runner
+// stays silent for three heartbeat intervals, ctx ends or the scheduler is
+// closed. The worker is marked connected after hello and disconnected when
+// the session ends; its running request stays assigned until the heartbeat
+// timeout, so that a runner that reconnects quickly can still report it.
+func (s *Scheduler) ServeRunner(ctx context.Context, conn *websocket.Conn, w *model.Worker) {
+	conn.SetReadLimit(MaxMessage)
+	ctx, cancel := context.WithCancel(ctx)
+	ss := &session{s: s, conn: conn, worker: w.ID, name: w.Name, ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		log: s.log.With("worker", w.Name)}
+	defer close(ss.done)
+	defer cancel()
+
+	hello, err := ss.readHello()
+	if err != nil {
+		ss.log.Info("runner connection refused", "error", err)
+		conn.Close(websocket.StatusPolicyViolation, truncate(err.Error()))
+		return
+	}
+	if err := s.register(ss); err != nil {
+		ss.log.Info("runner connection refused", "error", err)
+		conn.Close(websocket.StatusTryAgainLater, truncate(err.Error()))
+		return
+	}
+	defer s.unregister(ss)
+
+	worker, requeued, err := s.st.ConnectWorker(ctx, w.ID, hello.Metadata, hello.Running...)
+	if err != nil {
+		ss.log.Warn("marking the runner connected", "error", err)
+		conn.Close(websocket.StatusInternalError, "the server could not record the connection; retry later")
+		return
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := s.st.DisconnectWorker(dctx, w.ID); err != nil {
+			ss.log.Warn("marking the runner disconnected", "error", err)
+		}
+		ss.log.Info("runner disconnected")
+	}()
+	ss.meta = hello.Metadata
+	if len(requeued) > 0 {
+		ss.log.Info("requeued requests the runner no longer runs", "work_requests", requeued)
+		s.Poke()
+	}
+	keep := ss.kept(hello.Running)
+	if len(keep) > 0 {
+		ss.current = keep[0]
+	}
+	if err := ss.send(protocol.TypeWelcome, protocol.Welcome{WorkerID: worker.ID, Name: worker.Name, Enabled: worker.Enabled,
+		HeartbeatMillis: s.HeartbeatInterval().Milliseconds(), Keep: keep}); err != nil {
+		return
+	}
+	ss.log.Info("runner connected", "architectures", hello.Metadata.Architectures, "backends", hello.Metadata.Backends,
+		"enabled", worker.Enabled, "resumed", keep)
+	s.metrics.runners.Inc()
+	defer s.metrics.runners.Dec()
+
+	go func() {
+		select {
+		case <-s.stop:
+			conn.Close(websocket.StatusGoingAway, "the server is shutting down")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	ss.loop()
+}
+
+func truncate(s string) string {
+	if len(s) > 120 { // close reasons must fit in a control frame
+		return s[:120]
+	}
+	return s
+}
+
+// readHello reads and checks the first message.
+func (ss *session) readHello() (*protocol.Hello, error) {
+	ctx, cancel := context.WithTimeout(ss.ctx, helloTimeout)
+	defer cancel()
+	env, err := ss.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if env.Type != protocol.TypeHello {
+		return nil, fmt.Errorf("expected hello, got %q", env.Type)
+	}
+	var h protocol.Hello
+	if err := env.Decode(&h); err != nil {
+		return nil, err
+	}
+	if len(h.Metadata.Architectures) == 0 {
+		return nil, errors.New("hello: the runner reported no architectures")
+	}
+	return &h, nil
+}
+
+func (ss *session) read(ctx context.Context) (*protocol.Envelope, error) {
+	typ, data, err := ss.conn.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if typ != websocket.MessageText {
+		return nil, errors.New("binary messages are not part of the protocol")
+	}
+	var env protocol.Envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, fmt.Errorf("malformed message: %w", err)
+	}
+	return &env, nil
+}
+
+func (ss *session) send(typ string, body any) error {
+	b, err := protocol.Encode(typ, body)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ss.ctx, writeTimeout)
+	defer cancel()
+	if err := ss.conn.Write(ctx, websocket.MessageText, b); err != nil {
+		ss.cancel()
+		return err
+	}
+	return nil
+}
+
+// kept returns which of the requests a reconnecting runner says it still
+// runs are still assigned to it.
+func (ss *session) kept(running []int64) []int64 {
+	keep := []int64{}
+	for _, id := range running {
+		wr, err := ss.s.st.WorkRequests().Get(ss.ctx, id, nil)
+		if err == nil && wr.Status == model.StatusRunning && wr.WorkerID != nil && *wr.WorkerID == ss.worker {
+			keep = append(keep, id)
+		}
+	}
+	return keep
+}
+
+// loop reads messages until the connection ends. A runner silent for three
+// heartbeat intervals is cut off: its connection is dead or hung.
+func (ss *session) loop() {
+	silence := 3*ss.s.HeartbeatInterval() + time.Second
+	for {
+		ctx, cancel := context.WithTimeout(ss.ctx, silence)
+		env, err := ss.read(ctx)
+		timedOut := ctx.Err() != nil && ss.ctx.Err() == nil
+		cancel()
+		if err != nil {
+			if timedOut {
+				ss.log.Warn("runner went silent; closing its connection", "silence", silence.String())
+			} else if ss.ctx.Err() == nil && websocket.CloseStatus(err) == -1 {
+				ss.log.Info("runner connection lost", "error", err)
+			}
+			return
+		}
+		if err := ss.handle(env); err != nil {
+			ss.log.Warn("protocol error; closing the connection", "error", err)
+			ss.conn.Close(websocket.StatusPolicyViolation, truncate(err.Error()))
+			return
+		}
+	}
+}
+
+func (ss *session) handle(env *protocol.Envelope) error {
+	switch env.Type {
+	case protocol.TypeHeartbeat:
+		var hb protocol.Heartbeat
+		if len(env.Body) > 0 {
+			if err := env.Decode(&hb); err != nil {
+				return err
+			}
+		}
+		ss.heartbeat(hb)
+	case protocol.TypeReady:
+		ss.ready()
+	case protocol.TypeLog:
+		var l protocol.Log
+		if err := env.Decode(&l); err != nil {
+			return err
+		}
+		if dropped := ss.s.logs.append(l.WorkRequest, l.Offset, []byte(l.Data)); dropped > 0 {
+			ss.s.metrics.logDropped.Add(float64(dropped))
+		}
+	case protocol.TypeResult:
+		var r protocol.Result
+		if err := env.Decode(&r); err != nil {
+			return err
+		}
+		ss.result(r)
+	case protocol.TypeRelease:
+		var r protocol.Release
+		if err := env.Decode(&r); err != nil {
+			return err
+		}
+		ss.release(r)
+	default:
+		return fmt.Errorf("unknown message type %q", env.Type)
+	}
+	return nil
+}
+
+// heartbeat records that the runner lives, answers it, and tells the
+// runner to stop a request it no longer holds (aborted, or requeued while
+// the runner was out of touch).
+func (ss *session) heartbeat(hb protocol.Heartbeat) {
+	ctx := ss.ctx
+	w, err := ss.s.st.Workers().Get(ctx, ss.worker, nil)
+	switch {
+	case err != nil:
+		ss.log.Warn("heartbeat", "error", err)
+	case w.ConnectedAt == nil:
+		// marked lost while we still talk to it (the database was slow,
+		// or another replica judged it): connect it again, keeping what
+		// it runs
+		keep := []int64{}
+		if hb.Running != 0 {
+			keep = append(keep, hb.Running)
+		}
+		if _, _, err := ss.s.st.ConnectWorker(ctx, ss.worker, ss.meta, keep...); err != nil {
+			ss.log.Warn("heartbeat", "error", err)
+		}
+	default:
+		if err := ss.s.st.TouchWorker(ctx, ss.worker); err != nil {
+			ss.log.Warn("heartbeat", "error", err)
+		}
+	}
+	if err := ss.send(protocol.TypeHeartbeat, nil); err != nil {
+		return
+	}
+	if hb.Running != 0 {
+		wr, err := ss.s.st.WorkRequests().Get(ctx, hb.Running, nil)
+		if err == nil && (wr.Status != model.StatusRunning || wr.WorkerID == nil || *wr.WorkerID != ss.worker) {
+			reason := fmt.Sprintf("work request %d is %s and no longer assigned to this runner", wr.ID, wr.Status)
+			ss.send(protocol.TypeCancel, protocol.Cancel{WorkRequest: wr.ID, Reason: reason})
+		}
+	}
+}
+
+// ready starts claiming work for an idle runner.
+func (ss *session) ready() {
+	ss.mu.Lock()
+	if ss.claiming {
+		ss.mu.Unlock()
+		return
+	}
+	ss.claiming = true
+	ss.current = 0
+	ss.mu.Unlock()
+	// An idle runner holds nothing: requests still assigned to it were
+	// lost on its side (a task message that never arrived); requeue them.
+	q := store.Query{Limit: 10, Filter: map[string]string{"worker": fmt.Sprint(ss.worker), "status": string(model.StatusRunning)}}
+	if stale, err := ss.s.st.WorkRequests().List(ss.ctx, q); err == nil {
+		for _, wr := range stale {
+			if _, err := ss.s.st.RequeueWorkRequest(ss.ctx, wr.ID, ss.worker, "the runner reported being idle while assigned this request"); err == nil {
+				ss.log.Warn("requeued a request the idle runner did not know about", "work_request", wr.ID)
+			}
+		}
+	}
+	go ss.claim()
+}
+
+// claim waits for a request this runner can run and sends it.
+func (ss *session) claim() {
+	defer func() {
+		ss.mu.Lock()
+		ss.claiming = false
+		ss.mu.Unlock()
+	}()
+	for ss.ctx.Err() == nil {
+		poked := ss.s.poked()
+		wr, err := ss.s.st.ClaimWorkRequest(ss.ctx, ss.worker)
+		if err == nil {
+			ss.mu.Lock()
+			ss.current = wr.ID
+			ss.mu.Unlock()
+			ss.s.metrics.assigned(wr, model.WorkerExternal)
+			ss.log.Info("work request assigned", "work_request", wr.ID, "task", wr.TaskName)
+			// A failed send leaves the request assigned: the runner's next
+			// hello will not list it, and connecting requeues it.
+			ss.send(protocol.TypeTask, protocol.Task{WorkRequest: *wr})
+			return
+		}
+		var fe *store.FieldError
+		switch {
+		case errors.Is(err, store.ErrNoWork):
+		case errors.As(err, &fe):
+			ss.mu.Lock()
+			if !ss.warned {
+				ss.log.Info("runner waits", "reason", fe.Message)
+				ss.warned = true
+			}
+			ss.mu.Unlock()
+		case ss.ctx.Err() == nil:
+			ss.log.Warn("claiming work", "error", err)
+		}
+		t := time.NewTimer(ss.s.cfg.ClaimInterval)
+		select {
+		case <-ss.ctx.Done():
+		case <-poked:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// result records a request's end and acknowledges it.
+func (ss *session) result(r protocol.Result) {
+	c := store.Completion{Result: r.Result, Statistics: r.Statistics, Output: r.Output}
+	wr, err := ss.s.st.CompleteWorkRequest(ss.ctx, r.WorkRequest, ss.worker, c)
+	ack := protocol.Ack{WorkRequest: r.WorkRequest}
+	var fe *store.FieldError
+	switch {
+	case err == nil:
+		ss.s.metrics.finished.WithLabelValues(string(wr.TaskType), string(wr.Result)).Inc()
+		ss.log.Info("work request finished", "work_request", wr.ID, "result", wr.Result)
+		ss.s.Poke()
+	case errors.As(err, &fe), errors.Is(err, store.ErrNotFound):
+		// not running on this runner any more, or a result the store
+		// refuses: retrying cannot help
+		ack.Error, ack.Gone = err.Error(), true
+		ss.log.Info("result refused: the request is no longer this runner's", "work_request", r.WorkRequest, "reason", err)
+	default:
+		ack.Error = "the server could not record the result; send it again"
+		ss.log.Warn("recording a result", "work_request", r.WorkRequest, "error", err)
+	}
+	if err == nil || ack.Gone {
+		ss.s.logs.drop(r.WorkRequest)
+		ss.mu.Lock()
+		if ss.current == r.WorkRequest {
+			ss.current = 0
+		}
+		ss.mu.Unlock()
+	}
+	ss.send(protocol.TypeAck, ack)
+}
+
+// release hands a request back to the queue.
+func (ss *session) release(r protocol.Release) {
+	ack := protocol.Ack{WorkRequest: r.WorkRequest}
+	reason := "the runner gave it back"
+	if r.Reason != "" {
+		reason += ": " + r.Reason
+	}
+	_, err := ss.s.st.RequeueWorkRequest(ss.ctx, r.WorkRequest, ss.worker, reason)
+	var fe *store.FieldError
+	switch {
+	case err == nil:
+		ss.log.Info("work request handed back", "work_request", r.WorkRequest, "reason", r.Reason)
+		ss.s.Poke()
+	case errors.As(err, &fe), errors.Is(err, store.ErrNotFound):
+		ack.Error, ack.Gone = err.Error(), true
+	default:
+		ack.Error = "the server could not requeue the request; send it again"
+	}
+	ss.s.logs.drop(r.WorkRequest)
+	ss.mu.Lock()
+	if ss.current == r.WorkRequest {
+		ss.current = 0
+	}
+	ss.mu.Unlock()
+	ss.send(protocol.TypeAck, ack)
+}
+
+// register makes ss the session of its worker in this process.
+func (s *Scheduler) register(ss *session) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("the server is shutting down")
+	}
+	if _, ok := s.sessions[ss.worker]; ok {
+		return fmt.Errorf("worker %q is already connected to this server; one runner per token", ss.name)
+	}
+	s.sessions[ss.worker] = ss
+	return nil
+}
+
+func (s *Scheduler) unregister(ss *session) {
+	s.mu.Lock()
+	if s.sessions[ss.worker] == ss {
+		delete(s.sessions, ss.worker)
+	}
+	s.mu.Unlock()
+}
+
+// Cancel tells the runner connected to this process that holds request id,
+// if any, to stop it now (it was aborted). Runners connected to other
+// replicas learn it at their next heartbeat.
+func (s *Scheduler) Cancel(id int64, reason string) {
+	s.mu.Lock()
+	var target *session
+	for _, ss := range s.sessions {
+		ss.mu.Lock()
+		if ss.current == id {
+			target = ss
+		}
+		ss.mu.Unlock()
+	}
+	s.mu.Unlock()
+	if target != nil {
+		target.send(protocol.TypeCancel, protocol.Cancel{WorkRequest: id, Reason: reason})
+	}
+}
+
+// LiveLog returns the log a running request has streamed to this process
+// so far, from offset on, with the offset of the first byte returned; ok is
+// false when this process has no live log of it.
+func (s *Scheduler) LiveLog(id, offset int64) (data []byte, from int64, ok bool) {
+	return s.logs.read(id, offset)
+}

@@ -1,0 +1,210 @@
+package tasks
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/model"
+)
+
+// killGrace is how long a cancelled script on the host backend gets
+// between SIGTERM and SIGKILL to clean up.
+const killGrace = 2 * time.Second
+
+func runCommand(ctx context.Context, wr *model.WorkRequest, env *Env, sampler *diskSampler) Outcome {
+	c, err := ParseCommand(wr.Data)
+	if err != nil {
+		return errorOutcome("%v", err)
+	}
+	backend, err := ChooseBackend(c.Backend, env.Backends)
+	if err != nil {
+		return errorOutcome("%v", err)
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(env.Log, "kiln: "+format+"\n", args...) }
+	timeout := time.Duration(*c.Timeout)
+	logf("work request %d: command on backend %s, timeout %s", wr.ID, backend, timeout)
+
+	var argv []string
+	switch backend {
+	case BackendUnshare:
+		// --kill-child: the script's PID namespace dies with unshare, and
+		// unshare dies with the runner (Pdeathsig), so nothing of a task
+		// survives a runner killed with SIGKILL.
+		argv = []string{"unshare", "--map-root-user", "--fork", "--pid", "--mount-proc", "--kill-child", "/bin/sh", "-c", c.Script}
+	default:
+		argv = []string{"/bin/sh", "-c", c.Script}
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = env.Dir
+	cmd.Env = commandEnv(env, wr, c)
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = env.Log, env.Log
+	cmd.SysProcAttr = sysProcAttr()
+
+	var out Outcome
+	// In its own PID namespace the script is init, which ignores SIGTERM,
+	// and unshare blocks it while it waits: there, stopping means SIGKILL.
+	grace := killGrace
+	if backend == BackendUnshare {
+		grace = 0
+	}
+	state, timedOut, cancelled, err := runLocked(ctx, cmd, timeout, grace)
+	// Whatever the script left behind in its process group or under its
+	// marker goes now, so it cannot outlive the task.
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	KillStrays(env.Dir)
+	if err != nil {
+		return errorOutcome("cannot start the script: %v", err)
+	}
+	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
+		out.Statistics.CPUTime = tv(ru.Utime) + tv(ru.Stime)
+		out.Statistics.Memory = ru.Maxrss * 1024 // kilobytes on Linux
+	}
+	code := state.ExitCode()
+	out.set("exit_code", code)
+	out.set("backend", backend)
+	switch {
+	case cancelled:
+		logf("interrupted")
+		out.Result = model.ResultError
+		out.set("error", "the task was interrupted")
+		return out
+	case timedOut:
+		logf("timed out after %s", timeout)
+		out.Result = model.ResultFailure
+		out.set("error", fmt.Sprintf("timed out after %s", timeout))
+		return out
+	case code != 0:
+		logf("the script failed: %s", state)
+		out.Result = model.ResultFailure
+		return out
+	}
+	logf("the script succeeded")
+	sampler.sample()
+
+	var ids []int64
+	for _, o := range c.Outputs {
+		p := filepath.Join(env.Dir, filepath.FromSlash(o.Path))
+		info, err := os.Lstat(p)
+		if err != nil || !info.Mode().IsRegular() {
+			logf("declared output %s was not produced (or is not a regular file)", o.Path)
+			out.Result = model.ResultFailure
+			out.set("error", fmt.Sprintf("declared output %q was not produced", o.Path))
+			return out
+		}
+		if env.Upload == nil {
+			return errorOutcome("%v", errNoUpload)
+		}
+		id, err := env.Upload(ctx, Upload{Category: o.Category, Data: o.Data, Name: o.Path, Path: p})
+		if err != nil {
+			logf("uploading %s failed: %v", o.Path, err)
+			out.Result = model.ResultError
+			out.set("error", fmt.Sprintf("uploading %q: %v", o.Path, err))
+			return out
+		}
+		logf("uploaded %s as artifact %d (%s)", o.Path, id, o.Category)
+		ids = append(ids, id)
+	}
+	if len(ids) > 0 {
+		out.set("artifacts", ids)
+	}
+	out.Result = model.ResultSuccess
+	return out
+}
+
+// runLocked starts cmd and waits for it, killing its process group on
+// timeout or when ctx ends. The goroutine stays on one OS thread from start
+// to wait, because Pdeathsig fires when the thread that started the child
+// exits, not the process.
+func runLocked(ctx context.Context, cmd *exec.Cmd, timeout, grace time.Duration) (state *os.ProcessState, timedOut, cancelled bool, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := cmd.Start(); err != nil {
+		return nil, false, false, err
+	}
+	pgid := cmd.Process.Pid
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-waited:
+		return cmd.ProcessState, false, false, nil
+	case <-timer.C:
+		timedOut = true
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	case <-ctx.Done():
+		cancelled = true
+		if grace > 0 {
+			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+			select {
+			case <-waited:
+				return cmd.ProcessState, false, true, nil
+			case <-time.After(grace):
+			}
+		}
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+	<-waited
+	return cmd.ProcessState, timedOut, cancelled, nil
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// commandEnv is the script's environment: the runner's base environment,
+// kiln's variables, then the request's env (which may override the base,
+// never the markers kiln relies on).
+func commandEnv(env *Env, wr *model.WorkRequest, c *CommandData) []string {
+	vars := map[string]string{}
+	for _, kv := range env.BaseEnv {
+		for i := 0; i < len(kv); i++ {
+			if kv[i] == '=' {
+				vars[kv[:i]] = kv[i+1:]
+				break
+			}
+		}
+	}
+	vars["HOME"] = env.Dir
+	for k, v := range c.Env {
+		vars[k] = v
+	}
+	vars["KILN_WORK_REQUEST"] = strconv.FormatInt(wr.ID, 10)
+	vars["KILN_WORKSPACE"] = strconv.FormatInt(wr.WorkspaceID, 10)
+	vars["KILN_HOST_ARCHITECTURE"] = c.HostArchitecture
+	vars[TaskDirEnv] = env.Dir
+	out := make([]string, 0, len(vars))
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// FileSHA256 returns the hex SHA-256 and size of a file, which an artifact
+// declares before its content is uploaded.
+func FileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}

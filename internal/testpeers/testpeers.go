@@ -1,0 +1,282 @@
+// Package testpeers starts the real Prometheus and Pushgateway (Debian
+// packages prometheus and prometheus-pushgateway) on loopback for tests, so
+// that what kiln exposes or pushes is checked by the programs operators
+// actually run. Every process is stopped when the test ends. Where a binary
+// is missing the test fails under CI (which installs them, see .ci/run) and
+// is skipped elsewhere with a message saying how to install it.
+package testpeers
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// need returns the path of a binary or ends the test.
+func need(t testing.TB, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s is not installed (apt-get install %s; .ci/run does it)", name, pkg)
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// freePort reserves a loopback port for a child process.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// lockedBuffer collects a child's output for failure messages.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startProcess runs a child until the test ends and waits until url
+// answers 200.
+func startProcess(t testing.TB, ready string, name string, args ...string) *lockedBuffer {
+	t.Helper()
+	out := &lockedBuffer{}
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(ready)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return out
+			}
+		}
+		select {
+		case <-done:
+			t.Fatalf("%s exited before it was ready:\n%s", filepath.Base(name), out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after 30s:\n%s", filepath.Base(name), out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Prometheus is a running Prometheus server.
+type Prometheus struct {
+	URL string
+	out *lockedBuffer
+}
+
+// ScrapeJob is one scrape target of the test Prometheus.
+type ScrapeJob struct {
+	Name        string
+	Target      string // host:port
+	MetricsPath string
+	HonorLabels bool
+}
+
+// StartPrometheus starts Prometheus on loopback scraping the jobs every
+// second.
+func StartPrometheus(t testing.TB, jobs ...ScrapeJob) *Prometheus {
+	t.Helper()
+	bin := need(t, "prometheus", "prometheus")
+	dir := t.TempDir()
+	var cfg bytes.Buffer
+	cfg.WriteString("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n")
+	for _, j := range jobs {
+		fmt.Fprintf(&cfg, "  - job_name: %q\n    metrics_path: %q\n    honor_labels: %t\n    static_configs:\n      - targets: [%q]\n",
+			j.Name, j.MetricsPath, j.HonorLabels, j.Target)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), cfg.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	out := startProcess(t, base+"/-/ready", bin,
+		"--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address=127.0.0.1:"+strconv.Itoa(port),
+		"--web.console.templates=/etc/prometheus/consoles",
+		"--web.console.libraries=/etc/prometheus/console_libraries")
+	return &Prometheus{URL: base, out: out}
+}
+
+// Sample is one result of an instant query.
+type Sample struct {
+	Labels map[string]string
+	Value  float64
+}
+
+// Query runs an instant PromQL query.
+func (p *Prometheus) Query(t testing.TB, q string) []Sample {
+	t.Helper()
+	resp, err := http.Get(p.URL + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Status != "success" {
+		t.Fatalf("query %q: %s", q, body.Error)
+	}
+	var out []Sample
+	for _, r := range body.Data.Result {
+		s, _ := r.Value[1].(string)
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatalf("query %q: value %v", q, r.Value[1])
+		}
+		out = append(out, Sample{Labels: r.Metric, Value: v})
+	}
+	return out
+}
+
+// Eventually polls q until check accepts its result, for up to timeout.
+func (p *Prometheus) Eventually(t testing.TB, q string, timeout time.Duration, check func([]Sample) bool) []Sample {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := p.Query(t, q)
+		if check(got) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("query %q never matched; last result %v\nprometheus log:\n%s", q, got, p.out)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// Targets returns the health of every scrape target ("up", "down") with
+// its last error, for failure messages.
+func (p *Prometheus) Targets(t testing.TB) string {
+	resp, err := http.Get(p.URL + "/api/v1/targets")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return b.String()
+}
+
+// Pushgateway is a running Pushgateway.
+type Pushgateway struct {
+	URL string
+	out *lockedBuffer
+}
+
+// StartPushgateway starts a Pushgateway on loopback.
+func StartPushgateway(t testing.TB) *Pushgateway {
+	t.Helper()
+	bin := need(t, "prometheus-pushgateway", "prometheus-pushgateway")
+	port := freePort(t)
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	out := startProcess(t, base+"/-/ready", bin, "--web.listen-address=127.0.0.1:"+strconv.Itoa(port))
+	return &Pushgateway{URL: base, out: out}
+}
+
+// Group is one metric group held by the Pushgateway: its grouping labels
+// and, per metric name, the sample values by their label sets.
+type Group struct {
+	Labels  map[string]string
+	Metrics map[string][]Sample
+}
+
+// Groups reads every group through the Pushgateway's API (/api/v1/metrics).
+func (g *Pushgateway) Groups(t testing.TB) []Group {
+	t.Helper()
+	resp, err := http.Get(g.URL + "/api/v1/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data []map[string]json.RawMessage `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	var out []Group
+	for _, raw := range body.Data {
+		grp := Group{Labels: map[string]string{}, Metrics: map[string][]Sample{}}
+		for k, v := range raw {
+			if k == "labels" {
+				json.Unmarshal(v, &grp.Labels)
+				continue
+			}
+			var fam struct {
+				Metrics []struct {
+					Labels map[string]string `json:"labels"`
+					Value  string            `json:"value"`
+				} `json:"metrics"`
+			}
+			if json.Unmarshal(v, &fam) != nil {
+				continue
+			}
+			for _, m := range fam.Metrics {
+				f, err := strconv.ParseFloat(m.Value, 64)
+				if err != nil {
+					continue // histograms and summaries carry no single value
+				}
+				grp.Metrics[k] = append(grp.Metrics[k], Sample{Labels: m.Labels, Value: f})
+			}
+		}
+		out = append(out, grp)
+	}
+	return out
+}
