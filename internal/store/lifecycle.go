@@ -219,21 +219,11 @@ func (s *SQL) settleParent(ctx context.Context, t *tx, child *model.WorkRequest)
 // pending once all their dependencies succeeded, aborted as soon as one did
 // not.
 func (s *SQL) settleDependents(ctx context.Context, t *tx, done *model.WorkRequest) error {
-	rows, err := t.query(ctx, `SELECT work_request_id FROM work_request_dependencies d JOIN work_requests w ON w.id = d.work_request_id
+	ids, err := t.ids(ctx, `SELECT work_request_id FROM work_request_dependencies d JOIN work_requests w ON w.id = d.work_request_id
 		WHERE d.depends_on_id = $1 AND w.status = 'blocked' ORDER BY work_request_id`, done.ID)
 	if err != nil {
 		return err
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
 	succeeded := done.Status == model.StatusCompleted && done.Result == model.ResultSuccess
 	for _, id := range ids {
 		if !succeeded {

@@ -122,20 +122,10 @@ func (s *SQL) createTokenTx(ctx context.Context, t *tx, tmpl model.Token, secret
 // running totals.
 func (t *tx) deleteTokensWhere(ctx context.Context, column string, id int64) error {
 	tb := &table[model.Token]{t.s, t.s.defs.tokens}
-	rows, err := t.query(ctx, "SELECT id FROM tokens WHERE "+column+" = $1", id)
+	ids, err := t.ids(ctx, "SELECT id FROM tokens WHERE "+column+" = $1 ORDER BY id", id)
 	if err != nil {
 		return err
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
 	for _, id := range ids {
 		if err := tb.delete(ctx, t, id, nil); err != nil {
 			return err
