@@ -319,6 +319,10 @@ func (s *SQL) RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model
 		if !cur.Status.Finished() || cur.Result == model.ResultSuccess {
 			return conflict("status", "only failed or aborted work requests can be retried; %d is %s %s", id, cur.Status, cur.Result)
 		}
+		if cur.TaskType == model.TaskWorkflow {
+			// nothing claims a workflow root: its children do the work
+			return conflict("task_type", "work request %d is a workflow: retry its failed steps, or start the workflow again", id)
+		}
 		blocked, err := t.exists(ctx, `SELECT 1 FROM work_request_dependencies d JOIN work_requests w ON w.id = d.depends_on_id
 			WHERE d.work_request_id = $1 AND NOT (w.status = 'completed' AND w.result = 'success') LIMIT 1`, id)
 		if err != nil {

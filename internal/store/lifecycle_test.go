@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -205,3 +206,27 @@ func TestConcurrentClaimsNeverShareARequest(t *testing.T) {
 		}
 	})
 }
+
+func TestRetryRefusesWorkflowRoots(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		root := &model.WorkRequest{TaskName: "sequence", WorkspaceID: f.ws.ID, CreatedBy: &f.admin}
+		step := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", StepName: "build",
+			Data: json.RawMessage(`{"host_architecture": "amd64"}`)}
+		must(t, f.s.SubmitWorkflow(ctx, root, []store.WorkflowStep{{Request: step}}))
+		wr, err := f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+		must(t, err)
+		_, err = f.s.CompleteWorkRequest(ctx, wr.ID, f.amd64.ID, store.Completion{Result: model.ResultFailure})
+		must(t, err)
+		_, err = f.s.RetryWorkRequest(ctx, root.ID, nil)
+		fieldError(t, err, "task_type", store.Conflict)
+		list, err := f.s.WorkRequests().List(ctx, store.Query{Filter: map[string]string{"parent": itoa(root.ID)}})
+		must(t, err)
+		if len(list) != 1 || list[0].ID != step.ID {
+			t.Fatalf("children of the root: %+v", list)
+		}
+	})
+}
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }

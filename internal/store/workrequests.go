@@ -56,7 +56,8 @@ func workRequestDef() *tableDef[model.WorkRequest] {
 		stamp: func(o *model.WorkRequest, now int64) { o.CreatedAt = fromMicros(now) },
 		scan:  scanWorkRequest,
 		filters: map[string]string{"workspace": "workspace_id", "status": "status", "task_type": "task_type",
-			"task_name": "task_name", "worker": "worker_id", "parent": "parent_id", "result": "result"},
+			"task_name": "task_name", "worker": "worker_id", "parent": "parent_id", "result": "result",
+			"workflow_template": "workflow_template_id"},
 		workspaceColumn: "workspace_id",
 		load: func(ctx context.Context, t *tx, o *model.WorkRequest) error {
 			rows, err := t.query(ctx, "SELECT depends_on_id FROM work_request_dependencies WHERE work_request_id = $1 ORDER BY depends_on_id", o.ID)
