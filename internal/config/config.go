@@ -30,6 +30,8 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	suggestpkg "github.com/kiln-build/kiln/internal/suggest"
 )
 
 // DefaultEnvPrefix starts the name of every environment variable kiln reads
@@ -281,35 +283,9 @@ func unwrapSet(err error) error {
 	return err
 }
 
-// suggest returns the known key closest to k, when it is close enough to be
-// a plausible typo.
+// suggest returns the known key nearest to k (two edits at most, or
+// a plausible typo), or "".
 func suggest(k string, known []string) string {
-	best, bestD := "", 3
-	for _, c := range known {
-		if d := distance(k, c); d < bestD {
-			best, bestD = c, d
-		}
-	}
+	best, _ := suggestpkg.Closest(k, known, 2)
 	return best
-}
-
-// distance is the Levenshtein distance between a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

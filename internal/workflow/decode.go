@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	suggestpkg "github.com/kiln-build/kiln/internal/suggest"
 )
 
 // Templates arrive as YAML files, as JSON files and as JSON API bodies.
@@ -415,43 +417,8 @@ func structFields(t reflect.Type) (map[string]int, []string) {
 // suggest returns ` (did you mean "x"?)` when a known name is one edit
 // or one transposition away, or differs only in case or - versus _.
 func suggest(key string, names []string) string {
-	norm := func(s string) string { return strings.ReplaceAll(strings.ToLower(s), "-", "_") }
-	for _, n := range names {
-		if norm(n) == norm(key) || editDistance(n, key) <= 1 || transposed(n, key) {
-			return fmt.Sprintf(" (did you mean %q?)", n)
-		}
+	if n, ok := suggestpkg.Closest(key, names, 1); ok {
+		return fmt.Sprintf(" (did you mean %q?)", n)
 	}
 	return ""
-}
-
-func transposed(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i+1 < len(a); i++ {
-		if a[i] != b[i] {
-			return a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:]
-		}
-	}
-	return false
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
