@@ -309,18 +309,28 @@ func (ss *session) ready() {
 
 // claim waits for a request this runner can run and sends it.
 func (ss *session) claim() {
+	handed := false
 	defer func() {
-		ss.mu.Lock()
-		ss.claiming = false
-		ss.mu.Unlock()
+		if !handed {
+			ss.mu.Lock()
+			ss.claiming = false
+			ss.mu.Unlock()
+		}
 	}()
 	for ss.ctx.Err() == nil {
 		poked := ss.s.poked()
 		wr, err := ss.s.st.ClaimWorkRequest(ss.ctx, ss.worker)
 		if err == nil {
+			// Claiming ends before the task is sent: a quick task's result
+			// and the runner's next "ready" may arrive before this
+			// goroutine returns, and that ready must start a new claim
+			// (were claiming still set, it would be ignored, and the idle
+			// runner would never get work again).
 			ss.mu.Lock()
 			ss.current = wr.ID
+			ss.claiming = false
 			ss.mu.Unlock()
+			handed = true
 			ss.s.metrics.assigned(wr, model.WorkerExternal)
 			ss.log.Info("work request assigned", "work_request", wr.ID, "task", wr.TaskName)
 			// A failed send leaves the request assigned: the runner's next
