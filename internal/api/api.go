@@ -24,6 +24,8 @@ type Options struct {
 	// Dispatcher connects the work routes to the scheduler (runner
 	// connections, live logs, wake-ups); nil means runners cannot connect.
 	Dispatcher Dispatcher
+	// Hooks configures the webhook receiver (hooks.go).
+	Hooks HookOptions
 }
 
 // API holds the dependencies of the handlers. It is safe for concurrent
@@ -63,7 +65,7 @@ func New(st store.Store, logger *slog.Logger, opts Options) *API {
 		a.scopeRoutes(), a.workspaceRoutes(), a.memberRoutes(), a.userRoutes(), a.identityRoutes(),
 		a.groupRoutes(), a.tokenRoutes(), a.fileStoreRoutes(), a.assetRoutes(), a.collectionRoutes(),
 		a.itemRoutes(), a.workRequestRoutes(), a.workerRoutes(), a.artifactRoutes(),
-		a.workflowTemplateRoutes(), a.workflowRoutes(),
+		a.workflowTemplateRoutes(), a.workflowRoutes(), a.hookRoutes(),
 	} {
 		a.routes = append(a.routes, group...)
 	}

@@ -76,6 +76,8 @@ var writeRules = map[string]writeRule{
 	"DELETE /api/1.0/workflow-templates/{id}/{$}": {``, 404},
 	"POST /api/1.0/workflows/{$}":                 {`{"template": "pub-build"}`, 403},
 	"POST /api/1.0/workflows/{id}/abort/{$}":      {`{}`, 404},
+	"POST /api/1.0/hooks/{source}/{$}": {`{"work_request": {"task_type": "Worker", "task_name": "noop",
+		"workspace": "debian/pub", "task_data": {"host_architecture": "amd64"}}}`, 403},
 }
 
 func TestWriteRoutesAuth(t *testing.T) {

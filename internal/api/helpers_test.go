@@ -317,6 +317,7 @@ func (e *env) pathFor(pattern string) string {
 		"workflow-templates": "tmpl:priv", "workflows": "wf:priv",
 	}[collection]
 	p = strings.Replace(p, "{path...}", "f.txt", 1)
+	p = strings.Replace(p, "{source}", "kiln", 1) // the webhook receiver
 	for placeholder, k := range map[string]string{"{id}": key, "{member}": "member:alice", "{item}": "item:priv"} {
 		if strings.Contains(p, placeholder) {
 			if k == "" {

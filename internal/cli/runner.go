@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/runner"
+	"github.com/kiln-build/kiln/internal/telemetry"
 )
 
 // newRunnerCommand is `kiln runner`, with the flags of SPEC §9. Like the
@@ -73,9 +74,9 @@ Every flag can also be set as KILN_<FLAG> or in the TOML --config file.`,
 	f.StringVar(&cfg.WorkDir, "work-dir", runner.DefaultWorkDir, "directory for task working directories, logs and a registered token")
 	f.StringSliceVar(&cfg.Architectures, "architectures", nil, "architectures this runner builds for, e.g. amd64,i386 (default: detected)")
 	f.StringVar(&cfg.HostArchitecture, "host-architecture", "", "the runner's own architecture (default: detected)")
-	f.StringVar(&cfg.MetricsServer, "metrics-server", "", "address of the runner's /metrics and pprof listener, [host]:port (default port 9252); off when empty. No authentication: keep it private")
+	f.Var(telemetry.NewListenAddressValue(&cfg.MetricsServer), "metrics-server", "address of the runner's /metrics and pprof listener, [host]:port (default port 9252); off when not set. No authentication: keep it private")
 	f.BoolVar(&cfg.Once, "once", false, "run one task, then exit")
-	f.StringVar(&cfg.Pushgateway, "pushgateway", "", "Pushgateway URL that receives the runner's metrics when it exits (for --once)")
+	f.StringVar(&cfg.Pushgateway, "pushgateway", "", "Pushgateway URL that receives the runner's metrics when it exits (for --once): job kiln_runner, instance the runner's name")
 	f.BoolVar(&cfg.Register, "register", false, "register as a new worker even when a token is set or saved")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", runner.DefaultShutdownGrace, "how long the current task may run on after SIGTERM before it is handed back")
 	f.DurationVar(&cfg.MaxBackoff, "max-backoff", runner.DefaultMaxBackoff, "longest wait between attempts to reconnect")

@@ -14,6 +14,8 @@ import (
 	"github.com/kiln-build/kiln/internal/openmetrics"
 	"github.com/kiln-build/kiln/internal/scheduler"
 	"github.com/kiln-build/kiln/internal/server"
+	"github.com/kiln-build/kiln/internal/store"
+	"github.com/kiln-build/kiln/internal/telemetry"
 	"github.com/kiln-build/kiln/internal/workflow"
 )
 
@@ -70,12 +72,15 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	f.StringVar(&cfg.Listen, "listen", server.DefaultListen, "address of the REST API and the health probes, host:port")
 	f.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir, "directory for the SQLite database, the local file store and the admin-token file (created 0750)")
 	f.StringVar(&cfg.Database, "database", "", "postgres://user:password@host/db for PostgreSQL, or a SQLite file path (default <data-dir>/kiln.db)")
-	f.StringVar(&cfg.MetricsServer, "metrics-server", "", "address of the internal /metrics and pprof listener, [host]:port (default port 9252); off when empty. It has no authentication: keep it private")
+	f.Var(telemetry.NewListenAddressValue(&cfg.MetricsServer), "metrics-server", "address of the internal /metrics and pprof listener, [host]:port (default port 9252); off when not set. It has no authentication: keep it private")
 	f.DurationVar(&cfg.MetricsCacheTTL, "metrics-cache-ttl", openmetrics.DefaultCacheTTL, "how long /api/1.0/open-metrics/ and /api/1.0/service-status/ serve one snapshot of the database; 0 turns the cache off")
 	f.IntVar(&cfg.LocalRunners, "local-runners", 0, "number of runners the server starts as child processes (each a 'kiln runner' with a worker of its own; logs in <data-dir>/runners/)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", scheduler.DefaultHeartbeatTimeout, "how long a runner may stay silent before its work request goes back to the queue")
 	f.DurationVar(&cfg.WorkflowMetricsTTL, "workflow-metrics-ttl", workflow.DefaultTTL, "drop a series of the metrics workflow templates declare when no workflow updated it for this long; 0 keeps series until the server stops")
 	f.IntVar(&cfg.WorkflowMetricsMaxSeries, "workflow-metrics-max-series", workflow.DefaultMaxSeries, "most series each metric declared by workflow templates may have; observations beyond are dropped and counted")
+	f.StringSliceVar(&cfg.NotifyURLs, "notify-url", nil, "URL that receives a JSON POST for every work request the server finishes (repeat the flag or separate URLs with commas)")
+	f.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "secret (16+ characters) that signs notifications and verifies signed webhooks at /api/1.0/hooks/{source}/; prefer KILN_WEBHOOK_SECRET, which stays out of the process list")
+	f.StringVar(&cfg.WebhookUser, "webhook-user", store.AdminUsername, "the user that signed webhooks act as (it needs the contributor role in the workspaces they start work in)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	f.String("config", "", "TOML config file; keys are the flag names with '_' for '-' (env KILN_CONFIG)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")

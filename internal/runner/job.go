@@ -22,11 +22,16 @@ import (
 // start runs a work request in the background.
 func (r *Runner) start(wr model.WorkRequest) {
 	ctx, cancel := context.WithCancel(context.Background())
-	j := &job{wr: wr, cancel: cancel, logPath: filepath.Join(r.cfg.WorkDir, "logs", strconv.FormatInt(wr.ID, 10)+".log")}
+	j := &job{wr: wr, cancel: cancel, logPath: filepath.Join(r.cfg.WorkDir, "logs", strconv.FormatInt(wr.ID, 10)+".log"),
+		stage: StagePreparing}
+	r.metrics.jobReceived(&wr, time.Now())
 	r.mu.Lock()
 	r.job = j
+	hook := r.stageHook
 	r.mu.Unlock()
-	r.metrics.running.Set(1)
+	if hook != nil {
+		hook(StagePreparing, StateRunning)
+	}
 	r.log.Info("running work request", "work_request", wr.ID, "task", wr.TaskName)
 	go r.run(ctx, j)
 }
@@ -38,12 +43,19 @@ func (r *Runner) run(ctx context.Context, j *job) {
 	output, _ := json.Marshal(out.Output)
 	stats := out.Statistics
 	res := protocol.Result{WorkRequest: j.wr.ID, Result: out.Result, Statistics: &stats, Output: output}
-	r.metrics.finished.WithLabelValues(j.wr.TaskName, string(out.Result)).Inc()
-	r.metrics.duration.WithLabelValues(j.wr.TaskName).Observe(stats.Duration)
 	r.mu.Lock()
 	j.result, j.finished = res, true
 	release, dropped := j.release, j.dropped
 	r.mu.Unlock()
+	result := string(out.Result)
+	switch {
+	case dropped:
+		result = resultCancelled
+	case release:
+		result = resultHandedBack
+	}
+	r.metrics.jobDone(j.wr.TaskName, result, stats.Duration)
+	r.setStage(j, StageFinishing)
 	switch {
 	case dropped:
 		r.log.Info("work request stopped", "work_request", j.wr.ID)
@@ -76,15 +88,18 @@ func (r *Runner) execute(ctx context.Context, j *job) tasks.Outcome {
 	env := &tasks.Env{
 		Dir: dir, Log: logf, Backends: r.meta.Backends, BaseEnv: baseEnv(),
 		Upload: func(ctx context.Context, u tasks.Upload) (int64, error) {
+			r.setStage(j, StageUploadingArtifacts) // outputs go up once the script is done
 			return r.upload(ctx, j.wr.ID, u.Category, u.Data, u.Name, u.Path)
 		},
 	}
+	r.setStage(j, StageRunningScript)
 	out := tasks.RunWorker(ctx, &j.wr, env)
 	logf.Close()
 	r.mu.Lock()
 	skip := j.release || j.dropped
 	r.mu.Unlock()
 	if info, err := os.Stat(j.logPath); err == nil && info.Size() > 0 && !skip {
+		r.setStage(j, StageUploadingArtifacts)
 		// the log goes up even when the task failed: that is when it is read
 		uctx, cancel := context.WithTimeout(r.hard, 5*time.Minute)
 		id, err := r.upload(uctx, j.wr.ID, tasks.DebugLogsCategory, nil, tasks.LogFileName, j.logPath)
@@ -218,7 +233,7 @@ func (r *Runner) retry(ctx context.Context, fn func() error) error {
 		if errors.As(err, &p) || ctx.Err() != nil {
 			return err
 		}
-		r.metrics.errors.WithLabelValues("upload").Inc()
+		r.metrics.errors.WithLabelValues(errUpload).Inc()
 		select {
 		case <-time.After(time.Duration(i+1) * 500 * time.Millisecond):
 		case <-ctx.Done():

@@ -42,8 +42,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/push"
-
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/runner/protocol"
 	"github.com/kiln-build/kiln/internal/tasks"
@@ -81,7 +79,10 @@ type Config struct {
 	// listener (SPEC §4); off when empty.
 	MetricsServer string
 	// Pushgateway, when set, receives the runner's metrics when it exits,
-	// for one-shot runners (--once) that no Prometheus could scrape.
+	// for one-shot runners (--once) that no Prometheus could scrape: job
+	// "kiln_runner", instance the runner's name, with
+	// kiln_runner_last_success_timestamp_seconds when the run succeeded
+	// (see telemetry.PushRun).
 	Pushgateway string
 	// ShutdownGrace is how long the current task may still run after
 	// SIGTERM before it is stopped and handed back. Default
@@ -110,13 +111,18 @@ type Runner struct {
 	meta    model.WorkerMetadata
 	metrics *metrics
 
-	mu       sync.Mutex
-	job      *job
-	draining bool
-	onceDone bool
-	changed  chan struct{} // wakes the session loop after a state change
+	mu   sync.Mutex
+	job  *job
+	conn string // connection state, one of the Conn… constants
+	// lastHeard is when the server last sent anything.
+	lastHeard time.Time
+	draining  bool
+	onceDone  bool
+	changed   chan struct{} // wakes the session loop after a state change
 	// hard ends everything: the grace period and the hand-back are over.
 	hard context.Context
+	// stageHook, when set (by tests), hears every stage change of a job.
+	stageHook func(stage, state string)
 }
 
 // job is one work request held by the runner, from the task message to the
@@ -137,17 +143,68 @@ type job struct {
 	sentIn int
 	// retryAt delays resending after the server failed to record it.
 	retryAt time.Time
+	// stage is where the job is, one of the Stage… constants.
+	stage string
+}
+
+// state is the job's state label; r.mu must be held.
+func (j *job) state() string {
+	switch {
+	case j.dropped:
+		return StateCancelled
+	case j.release:
+		return StateHandingBack
+	}
+	return StateRunning
 }
 
 // Run runs the runner until ctx ends (then shuts down gracefully, see the
 // package comment) or, with Once, until its first task is reported. It
 // fails on what retrying cannot fix: an unusable configuration, a token
 // the server refuses, a name already taken at registration.
+//
+// With Pushgateway set, the runner's metrics are pushed when Run returns,
+// whether it failed or not; only a run that returns nil records
+// kiln_runner_last_success_timestamp_seconds.
 func Run(ctx context.Context, cfg Config) error {
-	r, err := newRunner(ctx, cfg)
+	if cfg.Pushgateway != "" {
+		if err := telemetry.CheckPushURL(cfg.Pushgateway); err != nil {
+			return fmt.Errorf("--pushgateway: %w", err)
+		}
+	}
+	if cfg.MetricsServer != "" {
+		if _, err := telemetry.ParseListenAddress(cfg.MetricsServer); err != nil {
+			return fmt.Errorf("--metrics-server: %w", err)
+		}
+	}
+	m, err := newMetrics()
 	if err != nil {
 		return err
 	}
+	r, err := newRunner(ctx, cfg, m)
+	if err == nil {
+		err = r.serve(ctx)
+	}
+	if cfg.Pushgateway != "" {
+		name := cfg.Name
+		if r != nil {
+			name = r.cfg.Name
+		}
+		if perr := pushMetrics(context.WithoutCancel(ctx), cfg, name, m, err == nil); perr != nil {
+			logger := cfg.Logger
+			if logger == nil {
+				logger = slog.New(slog.DiscardHandler)
+			}
+			logger.Warn("pushing metrics to the Pushgateway", "error", perr)
+		}
+	}
+	return err
+}
+
+// serve is Run after start-up: the metrics listener, the signal handling and
+// the connection loop.
+func (r *Runner) serve(ctx context.Context) error {
+	cfg := r.cfg
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	r.hard = hard
@@ -204,16 +261,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
-	err = r.loop(ctx)
-	if cfg.Pushgateway != "" {
-		if perr := r.push(); perr != nil {
-			r.log.Warn("pushing metrics to the Pushgateway", "error", perr)
-		}
-	}
-	return err
+	return r.loop(ctx)
 }
 
-func newRunner(ctx context.Context, cfg Config) (*Runner, error) {
+func newRunner(ctx context.Context, cfg Config, m *metrics) (*Runner, error) {
 	if cfg.Server == "" {
 		return nil, errors.New("--server is required: the URL of the kiln server")
 	}
@@ -250,12 +301,14 @@ func newRunner(ctx context.Context, cfg Config) (*Runner, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o750); err != nil {
 		return nil, fmt.Errorf("--work-dir: %w", err)
 	}
-	m, err := newMetrics()
-	if err != nil {
+	// Every request to the server is counted and timed by outcome.
+	client := *cfg.HTTPClient
+	client.Transport = m.outgoing.RoundTripper("server", client.Transport)
+	r := &Runner{cfg: cfg, log: cfg.Logger.With("runner", cfg.Name), http: &client, metrics: m,
+		conn: ConnDisconnected, changed: make(chan struct{}, 1)}
+	if err := m.reg.Register(stateCollector{r}); err != nil {
 		return nil, err
 	}
-	r := &Runner{cfg: cfg, log: cfg.Logger.With("runner", cfg.Name), http: cfg.HTTPClient, metrics: m,
-		changed: make(chan struct{}, 1)}
 	r.cleanLeftovers()
 	r.meta = Metadata(ctx, cfg.Architectures, cfg.HostArchitecture)
 	if r.token, err = r.resolveToken(ctx); err != nil {
@@ -288,8 +341,9 @@ func (r *Runner) loop(ctx context.Context) error {
 		if r.done() {
 			return nil
 		}
+		r.setConn(ConnConnecting)
 		welcomed, err := r.session(ctx)
-		r.metrics.connected.Set(0)
+		r.setConn(ConnDisconnected)
 		var fatal errFatal
 		switch {
 		case errors.As(err, &fatal):
@@ -302,7 +356,12 @@ func (r *Runner) loop(ctx context.Context) error {
 		if welcomed {
 			attempt = 0
 		}
-		r.metrics.errors.WithLabelValues("connect").Inc()
+		var silent errSilent
+		if errors.As(err, &silent) {
+			r.metrics.errors.WithLabelValues(errHeartbeat).Inc()
+		} else {
+			r.metrics.errors.WithLabelValues(errConnect).Inc()
+		}
 		wait := backoff(attempt, r.cfg.MaxBackoff)
 		attempt++
 		r.log.Warn("connection to the server lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond).String())
@@ -368,9 +427,39 @@ func (r *Runner) cleanLeftovers() {
 	}
 }
 
-// push sends the runner's metrics to the Pushgateway, grouped by job
-// "kiln_runner" and the runner's name as instance.
-func (r *Runner) push() error {
-	return push.New(r.cfg.Pushgateway, "kiln_runner").Gatherer(r.metrics.reg).
-		Grouping("instance", r.cfg.Name).Client(r.http).Push()
+// setConn records the connection state for kiln_runner_connection_state.
+func (r *Runner) setConn(state string) {
+	r.mu.Lock()
+	r.conn = state
+	r.mu.Unlock()
+}
+
+// heard records that the server just sent something.
+func (r *Runner) heard() {
+	r.mu.Lock()
+	r.lastHeard = time.Now()
+	r.mu.Unlock()
+}
+
+// setStage moves a job to another stage, for kiln_runner_jobs.
+func (r *Runner) setStage(j *job, stage string) {
+	r.mu.Lock()
+	j.stage = stage
+	hook := r.stageHook
+	state := j.state()
+	r.mu.Unlock()
+	if hook != nil {
+		hook(stage, state)
+	}
+}
+
+// pushMetrics sends the runner's own metrics (kiln_runner_*, without the
+// Go and process collectors of a process about to exit) to the
+// Pushgateway: job "kiln_runner", instance the runner's name. Its own
+// HTTP client keeps these pushes out of the counts of requests to the
+// server.
+func pushMetrics(ctx context.Context, cfg Config, name string, m *metrics, success bool) error {
+	return telemetry.PushRun(ctx, telemetry.PushConfig{
+		URL: cfg.Pushgateway, Job: "kiln_runner", Instance: name, Namespace: "kiln_runner",
+	}, telemetry.WithPrefix(m.reg, "kiln_runner_"), success, time.Now())
 }

@@ -105,7 +105,8 @@ func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
 		return false, fmt.Errorf("the server answered hello with %q", env.Type)
 	}
 	welcomed = true
-	r.metrics.connected.Set(1)
+	r.heard()
+	r.setConn(ConnConnected)
 	r.log.Info("connected", "worker", welcome.Name, "enabled", welcome.Enabled)
 	if !welcome.Enabled {
 		r.log.Warn("this worker is disabled: it gets no work until an admin runs 'kiln worker enable " + welcome.Name + "'")
@@ -152,8 +153,9 @@ func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
 				return true, <-readErr
 			}
 			lastHeard = time.Now()
+			r.heard()
 			if err := r.handle(hctx, c, env, &readySent); err != nil {
-				r.metrics.errors.WithLabelValues("protocol").Inc()
+				r.metrics.errors.WithLabelValues(errProtocol).Inc()
 				return true, err
 			}
 		case <-r.changed:
@@ -163,7 +165,7 @@ func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
 			}
 		case <-heartbeat.C:
 			if since := time.Since(lastHeard); since > 3*interval+time.Second {
-				return true, fmt.Errorf("the server has been silent for %s", since.Round(time.Millisecond))
+				return true, errSilent{since}
 			}
 			var hb protocol.Heartbeat
 			r.mu.Lock()
@@ -218,7 +220,13 @@ func (r *Runner) resume(keep []int64) {
 // clearJob forgets the current job; r.mu must be held.
 func (r *Runner) clearJob() {
 	r.job = nil
-	r.metrics.running.Set(0)
+}
+
+// errSilent ends a session whose server stopped answering heartbeats.
+type errSilent struct{ since time.Duration }
+
+func (e errSilent) Error() string {
+	return fmt.Sprintf("the server has been silent for %s", e.since.Round(time.Millisecond))
 }
 
 // reconcile sends what the server must learn: a finished job's result (or
@@ -290,6 +298,7 @@ func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, re
 			return nil
 		}
 		if a.Error != "" && !a.Gone {
+			r.metrics.errors.WithLabelValues(errResult).Inc()
 			r.log.Warn("the server could not record the result; sending it again", "work_request", a.WorkRequest, "error", a.Error)
 			j.sentIn, j.retryAt = 0, time.Now().Add(time.Second)
 			go func() { time.Sleep(time.Second); r.wake() }()

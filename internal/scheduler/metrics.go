@@ -49,6 +49,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Bytes of live logs dropped because a log outgrew its in-memory buffer (the complete log is still uploaded as an artifact).",
 		}),
 	}
+	// Series of what this scheduler hands out exist from the start, so
+	// that dashboards and rate() see 0 rather than nothing before the
+	// first claim.
+	for _, wt := range []model.WorkerType{model.WorkerExternal, model.WorkerServer} {
+		m.assigns.WithLabelValues(string(wt))
+	}
+	for _, tt := range []model.TaskType{model.TaskWorker, model.TaskServer} {
+		m.queueWait.WithLabelValues(string(tt))
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.queueWait, m.assigns, m.finished, m.requeued, m.runners, m.logDropped} {
 			if err := reg.Register(c); err != nil {

@@ -198,7 +198,7 @@ func TestRunnerOnceMetricsAndPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"kiln_runner_version_info{", "go_goroutines", "process_cpu_seconds_total", "kiln_runner_connected"} {
+	for _, want := range []string{"kiln_runner_version_info{", "go_goroutines", "process_cpu_seconds_total", "kiln_runner_connection_state{"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("runner metrics lack %s", want)
 		}
@@ -225,7 +225,8 @@ func TestRunnerOnceMetricsAndPush(t *testing.T) {
 	}
 	select {
 	case p := <-pushed:
-		if !strings.HasPrefix(p, "PUT /metrics/job/kiln_runner/instance/once ") {
+		// POST (Add), so that a failed run keeps the last success's timestamp
+		if !strings.HasPrefix(p, "POST /metrics/job/kiln_runner/instance/once ") {
 			t.Fatalf("push: %s", p)
 		}
 	default:

@@ -98,6 +98,16 @@ type Config struct {
 	// WorkflowMetricsMaxSeries caps the series of each template-declared
 	// metric; 0 means workflow.DefaultMaxSeries.
 	WorkflowMetricsMaxSeries int
+	// NotifyURLs each receive a JSON POST (see notify.go) for every work
+	// request this process finishes; delivery is asynchronous, bounded
+	// and counted under service "notify" in kiln_outgoing_requests_total.
+	NotifyURLs []string
+	// WebhookSecret signs outgoing notifications and verifies signed
+	// incoming webhooks (POST /api/1.0/hooks/{source}/); empty means
+	// unsigned notifications and token-authenticated webhooks only.
+	WebhookSecret string
+	// WebhookUser is who signed webhooks act as; default "admin".
+	WebhookUser string
 	// BootstrapToken, when set, is the admin token's secret on first start
 	// (from KILN_BOOTSTRAP_TOKEN); otherwise one is generated and written
 	// to <DataDir>/admin-token.
@@ -207,6 +217,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	defer stopWorkflowMetrics()
+	outgoing, err := telemetry.NewOutgoingMetrics(reg, "kiln")
+	if err != nil {
+		return err
+	}
+	stopNotifier, err := startNotifier(ctx, st, reg, outgoing, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopNotifier()
 	sched, err := newScheduler(st, cfg, reg, logger, ln.Addr())
 	if err != nil {
 		return err
@@ -293,6 +312,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 func checkConfig(cfg *Config) error {
 	if cfg.LocalRunners < 0 {
 		return fmt.Errorf("--local-runners: must be 0 or more, got %d", cfg.LocalRunners)
+	}
+	for _, u := range cfg.NotifyURLs {
+		if err := checkNotifyURL(u); err != nil {
+			return err
+		}
+	}
+	if s := cfg.WebhookSecret; s != "" && len(s) < minBootstrapToken {
+		return fmt.Errorf("--webhook-secret is too short: use at least %d characters (e.g. the output of `openssl rand -hex 32`)", minBootstrapToken)
 	}
 	if t := cfg.BootstrapToken; t != "" {
 		if strings.TrimSpace(t) != t || strings.ContainsAny(t, " \t\r\n") {
@@ -502,8 +529,12 @@ func newHandler(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.
 	if err != nil {
 		return nil, err
 	}
+	events, err := telemetry.NewEventMetrics(reg, "kiln")
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
-	for _, r := range apiRoutes(st, cfg, logger, d) {
+	for _, r := range apiRoutes(st, cfg, logger, d, events) {
 		if r.Pattern == "GET "+protocol.Path+"{$}" {
 			// a runner's WebSocket lives for hours: it would sit in the
 			// in-flight gauge and stretch the duration histogram

@@ -63,3 +63,11 @@ func (s *SQL) expiredArtifacts(ctx context.Context, now int64) ([]int64, error) 
 	})
 	return out, err
 }
+
+// ExpiredArtifacts lists, in id order, the artifacts ExpireArtifacts would
+// now consider: past their expire_at or their workspace's expiration delay
+// (those a collection holds included; ExpireArtifacts keeps them). It
+// changes nothing, for dry runs.
+func (s *SQL) ExpiredArtifacts(ctx context.Context) ([]int64, error) {
+	return s.expiredArtifacts(ctx, toMicros(s.now()))
+}

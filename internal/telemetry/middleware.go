@@ -1,9 +1,9 @@
 package telemetry
 
 import (
-	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +45,19 @@ type HTTPMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+
+	// series caches the counter and histogram of each label set, so that
+	// a request costs one map lookup instead of hashing and validating its
+	// labels twice. The label space is bounded (see the type comment), so
+	// the cache is too.
+	series sync.Map // seriesKey → *seriesPair
+}
+
+type seriesKey struct{ method, route, code string }
+
+type seriesPair struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
 }
 
 // HTTPOption adjusts NewHTTPMetrics.
@@ -126,7 +139,9 @@ func (m *HTTPMetrics) Handle(mux *http.ServeMux, pattern string, h http.Handler)
 // the choice visible in the code.
 func (m *HTTPMetrics) HandleUninstrumented(mux *http.ServeMux, pattern string, h http.Handler) {
 	mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		markHandled(r)
+		if rec := outerRecorder(w); rec != nil {
+			rec.handled = true
+		}
 		h.ServeHTTP(w, r)
 	}))
 }
@@ -140,20 +155,26 @@ func (m *HTTPMetrics) HandleUninstrumented(mux *http.ServeMux, pattern string, h
 // written, since its client got a broken response; the panic goes on.
 func (m *HTTPMetrics) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		markHandled(r)
-		start := time.Now()
+		// Below CountUnmatched, reuse its recorder (and tell it the request
+		// is counted here): no second allocation on the hot path.
+		rec := outerRecorder(w)
+		if rec != nil {
+			rec.handled = true
+		} else {
+			rec = &statusRecorder{ResponseWriter: w, start: time.Now()}
+			w = rec
+		}
 		m.inFlight.Inc()
-		rec := &statusRecorder{ResponseWriter: w}
 		done := false
 		defer func() {
 			m.inFlight.Dec()
 			if !done {
-				m.observe(r.Method, routeOf(r), http.StatusInternalServerError, time.Since(start))
+				m.observe(r.Method, routeOf(r), http.StatusInternalServerError, time.Since(rec.start))
 			}
 		}()
-		h.ServeHTTP(rec, r)
+		h.ServeHTTP(w, r)
 		done = true
-		m.observe(r.Method, routeOf(r), rec.code(), time.Since(start))
+		m.observe(r.Method, routeOf(r), rec.code(), time.Since(rec.start))
 	})
 }
 
@@ -164,38 +185,53 @@ func (m *HTTPMetrics) Wrap(h http.Handler) http.Handler {
 // slash, under that pattern; those of routes registered with plain
 // mux.Handle under their pattern. Without it, scans and broken clients are
 // invisible. Such requests do not enter the in-flight gauge.
+//
+// Routes learn that CountUnmatched is above them from the ResponseWriter
+// they are given: its own, or one that returns it from Unwrap (the
+// convention of http.ResponseController). A middleware between the two
+// that wraps the writer without an Unwrap method makes such requests count
+// twice.
 func (m *HTTPMetrics) CountUnmatched(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		mark := new(routeMark)
-		r = r.WithContext(context.WithValue(r.Context(), routeMarkKey{}, mark))
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &statusRecorder{ResponseWriter: w, start: time.Now(), outer: true}
 		next.ServeHTTP(rec, r)
-		if !mark.handled {
+		if !rec.handled {
 			// ServeMux sets r.Pattern on the request it was given; when the
 			// mux sits directly below, that is r, and the pattern of a route
 			// registered without Handle is known. Otherwise it stays empty.
-			m.observe(r.Method, routeOf(r), rec.code(), time.Since(start))
+			m.observe(r.Method, routeOf(r), rec.code(), time.Since(rec.start))
 		}
 	})
 }
 
-func (m *HTTPMetrics) observe(method, route string, code int, d time.Duration) {
-	lv := []string{methodLabel(method), route, codeLabel(code)}
-	m.requests.WithLabelValues(lv...).Inc()
-	m.duration.WithLabelValues(lv...).Observe(d.Seconds())
+// outerRecorder finds the recorder of CountUnmatched in w or in the
+// writers it wraps, or returns nil.
+func outerRecorder(w http.ResponseWriter) *statusRecorder {
+	for range 16 {
+		if rec, ok := w.(*statusRecorder); ok && rec.outer {
+			return rec
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+	return nil
 }
 
-// routeMark lets Wrap and HandleUninstrumented tell CountUnmatched that a
-// route took the request.
-type routeMark struct{ handled bool }
-
-type routeMarkKey struct{}
-
-func markHandled(r *http.Request) {
-	if mark, ok := r.Context().Value(routeMarkKey{}).(*routeMark); ok {
-		mark.handled = true
+func (m *HTTPMetrics) observe(method, route string, code int, d time.Duration) {
+	key := seriesKey{methodLabel(method), route, codeLabel(code)}
+	p, ok := m.series.Load(key)
+	if !ok {
+		p, _ = m.series.LoadOrStore(key, &seriesPair{
+			requests: m.requests.WithLabelValues(key.method, key.route, key.code),
+			duration: m.duration.WithLabelValues(key.method, key.route, key.code),
+		})
 	}
+	pair := p.(*seriesPair)
+	pair.requests.Inc()
+	pair.duration.Observe(d.Seconds())
 }
 
 func routeOf(r *http.Request) string {

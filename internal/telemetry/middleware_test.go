@@ -425,3 +425,35 @@ type discardWriter struct{}
 func (discardWriter) Header() http.Header         { return http.Header{} }
 func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (discardWriter) WriteHeader(int)             {}
+
+// TestHTTPMetricsBehindAWrappingMiddleware: a middleware between
+// CountUnmatched and the mux that wraps the writer (with Unwrap, as
+// http.ResponseController expects) does not make requests count twice.
+func TestHTTPMetricsBehindAWrappingMiddleware(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewHTTPMetrics(reg, "kiln", "http")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	m.Handle(mux, "GET /x", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	m.HandleUninstrumented(mux, "GET /probe", http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	wrapping := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(unwrapper{w}, r)
+	})
+	h := m.CountUnmatched(wrapping)
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/probe", nil))
+	if n := testutil.CollectAndCount(m.requests); n != 1 {
+		t.Errorf("%d series, want 1", n)
+	}
+	if v := testutil.ToFloat64(m.requests.WithLabelValues("get", "GET /x", "202")); v != 1 {
+		t.Errorf("GET /x counted %v times, want 1", v)
+	}
+}
+
+type unwrapper struct{ http.ResponseWriter }
+
+func (u unwrapper) Unwrap() http.ResponseWriter { return u.ResponseWriter }

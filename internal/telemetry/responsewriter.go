@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"time"
 )
 
 // statusRecorder remembers the status code a handler sends. It forwards
@@ -12,7 +13,11 @@ import (
 // from it.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int // final status sent; 0 until then
+	status int       // final status sent; 0 until then
+	start  time.Time // when the request arrived
+	// outer marks the recorder of CountUnmatched; handled is set by the
+	// route below it that counted the request itself (or opted out).
+	outer, handled bool
 }
 
 func (w *statusRecorder) WriteHeader(code int) {

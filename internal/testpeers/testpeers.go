@@ -280,3 +280,42 @@ func (g *Pushgateway) Groups(t testing.TB) []Group {
 	}
 	return out
 }
+
+// CheckMetrics lints an exposition in the Prometheus text format 0.0.4
+// with `promtool check metrics` (Debian package prometheus), which exits 0
+// when clean, 3 on lint findings and 1 on a parse error. Any finding fails
+// the test, with promtool's output.
+func CheckMetrics(t testing.TB, exposition []byte) {
+	t.Helper()
+	bin := need(t, "promtool", "prometheus")
+	cmd := exec.Command(bin, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(exposition)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// ScrapeText fetches url (a /metrics endpoint) asking for the text format
+// 0.0.4, the only one promtool reads, and returns the body.
+func ScrapeText(t testing.TB, url string) []byte {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b.String())
+	}
+	return b.Bytes()
+}
