@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"net/url"
 
 	"github.com/spf13/cobra"
 )
@@ -48,28 +47,7 @@ func newAssetCommand() *cobra.Command {
 	_ = create.MarkFlagRequired("workspace")
 	_ = create.MarkFlagRequired("category")
 
-	var listWorkspace, listCategory string
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the assets you can see",
-		Args:  cobra.NoArgs,
-		RunE: run(o, func(s *session, _ []string) error {
-			q := url.Values{}
-			if listWorkspace != "" {
-				ws, err := workspaceRef(s, listWorkspace)
-				if err != nil {
-					return err
-				}
-				q.Set("workspace", format(ws))
-			}
-			if listCategory != "" {
-				q.Set("category", listCategory)
-			}
-			return assets.list(s, q)
-		}),
-	}
-	list.Flags().StringVar(&listWorkspace, "workspace", "", "only assets of this workspace")
-	list.Flags().StringVar(&listCategory, "category", "", "only assets of this category")
+	list := assets.workspaceListCommand(o, listFilter{"category", "category", "only assets of this category"})
 
 	cmd.AddCommand(create, list, assets.showCommand(o, assets.byName), assets.deleteCommand(o, assets.byName))
 	return cmd

@@ -58,28 +58,7 @@ func newCollectionCommand() *cobra.Command {
 	_ = create.MarkFlagRequired("workspace")
 	_ = create.MarkFlagRequired("category")
 
-	var listWorkspace, listCategory string
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the collections you can see",
-		Args:  cobra.NoArgs,
-		RunE: run(o, func(s *session, _ []string) error {
-			q := url.Values{}
-			if listWorkspace != "" {
-				ws, err := workspaceRef(s, listWorkspace)
-				if err != nil {
-					return err
-				}
-				q.Set("workspace", format(ws))
-			}
-			if listCategory != "" {
-				q.Set("category", listCategory)
-			}
-			return collections.list(s, q)
-		}),
-	}
-	list.Flags().StringVar(&listWorkspace, "workspace", "", "only collections of this workspace")
-	list.Flags().StringVar(&listCategory, "category", "", "only collections of this category")
+	list := collections.workspaceListCommand(o, listFilter{"category", "category", "only collections of this category"})
 
 	cmd.AddCommand(create, list, collections.showCommand(o, collections.byName),
 		collections.deleteCommand(o, collections.byName), newItemCommand(o))

@@ -303,3 +303,43 @@ func (o *clientOptions) explain(err error) error {
 	}
 	return err
 }
+
+// listFilter is an optional list flag passed to the API as a query
+// parameter.
+type listFilter struct {
+	flag, param, help string
+}
+
+// workspaceListCommand is `kiln <resource> list` for workspace-owned
+// resources: what the user can see, optionally narrowed to one workspace
+// (by id, scope/name or unique name) and by further filters.
+func (r *resource) workspaceListCommand(o *clientOptions, filters ...listFilter) *cobra.Command {
+	var workspace string
+	values := make([]string, len(filters))
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the " + r.plural + " you can see",
+		Args:  cobra.NoArgs,
+		RunE: run(o, func(s *session, _ []string) error {
+			q := url.Values{}
+			if workspace != "" {
+				ws, err := workspaceRef(s, workspace)
+				if err != nil {
+					return err
+				}
+				q.Set("workspace", format(ws))
+			}
+			for i, f := range filters {
+				if values[i] != "" {
+					q.Set(f.param, values[i])
+				}
+			}
+			return r.list(s, q)
+		}),
+	}
+	cmd.Flags().StringVar(&workspace, "workspace", "", "only "+r.plural+" of this workspace")
+	for i, f := range filters {
+		cmd.Flags().StringVar(&values[i], f.flag, "", f.help)
+	}
+	return cmd
+}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 
@@ -190,28 +189,7 @@ name the field, e.g. metrics[1].labels[0].key.
 	update.Flags().StringVarP(&updateFile, "file", "f", "", "the template file, YAML or JSON (required)")
 	_ = update.MarkFlagRequired("file")
 
-	var listWorkspace, kind string
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the workflow templates you can see",
-		Args:  cobra.NoArgs,
-		RunE: run(o, func(s *session, _ []string) error {
-			q := url.Values{}
-			if listWorkspace != "" {
-				ws, err := workspaceRef(s, listWorkspace)
-				if err != nil {
-					return err
-				}
-				q.Set("workspace", format(ws))
-			}
-			if kind != "" {
-				q.Set("task_name", kind)
-			}
-			return templates.list(s, q)
-		}),
-	}
-	list.Flags().StringVar(&listWorkspace, "workspace", "", "only templates of this workspace")
-	list.Flags().StringVar(&kind, "kind", "", "only templates of this kind: sequence or matrix")
+	list := templates.workspaceListCommand(o, listFilter{"kind", "task_name", "only templates of this kind: sequence or matrix"})
 
 	var check string
 	validate := &cobra.Command{
