@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // kilnBin is the kiln binary built once for the end-to-end tests, which
@@ -22,32 +24,7 @@ import (
 var kilnBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(buildAndRun(m))
-}
-
-func buildAndRun(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "kiln-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	kilnBin = filepath.Join(dir, "kiln")
-	// go test puts the toolchain's own bin directory first on PATH.
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "the go command is needed to build kiln:", err)
-		return 1
-	}
-	// -buildvcs=false: a clone owned by another user makes git refuse
-	// to answer, and VCS stamping would then fail the build.
-	build := exec.Command(goTool, "build", "-buildvcs=false", "-o", kilnBin, "github.com/kiln-build/kiln/cmd/kiln")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "building kiln: %v\n", err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(testkit.MainWithKiln(m, &kilnBin))
 }
 
 // cleanEnv is the test process's environment without KILN_ variables and

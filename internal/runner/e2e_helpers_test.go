@@ -11,10 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
 // kilnBin is the kiln binary, built once: the end-to-end tests run real
@@ -22,29 +23,7 @@ import (
 var kilnBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(buildAndRun(m))
-}
-
-func buildAndRun(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "kiln-runner-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	kilnBin = filepath.Join(dir, "kiln")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "the go command is needed to build kiln:", err)
-		return 1
-	}
-	build := exec.Command(goTool, "build", "-buildvcs=false", "-o", kilnBin, "github.com/kiln-build/kiln/cmd/kiln")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "building kiln: %v\n", err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(testkit.MainWithKiln(m, &kilnBin))
 }
 
 const adminToken = "kiln_e2e_admin_token_0123456789"
@@ -68,22 +47,7 @@ type proc struct {
 	done chan struct{}
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testkit.Buffer
 
 // start runs kiln with args; stdout lines go to lines (when not nil),
 // everything else into the process's buffer, shown when the test fails.

@@ -6,13 +6,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/testkit"
 	"github.com/kiln-build/kiln/internal/testpeers"
 )
 
@@ -28,14 +28,9 @@ func TestVersionInfoOfAReleaseBuild(t *testing.T) {
 	for k, v := range stamps {
 		ldflags = append(ldflags, "-X github.com/kiln-build/kiln/internal/telemetry."+k+"="+v)
 	}
-	bin := filepath.Join(t.TempDir(), "kiln")
-	goTool, err := exec.LookPath("go")
+	bin, err := testkit.BuildKiln(t.TempDir(), ldflags...)
 	if err != nil {
 		t.Fatal(err)
-	}
-	build := exec.Command(goTool, "build", "-buildvcs=false", "-ldflags", strings.Join(ldflags, " "), "-o", bin, "github.com/kiln-build/kiln/cmd/kiln")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
 	// A server that is not there: the runner keeps trying to connect and
