@@ -157,20 +157,30 @@ func (r *resource[T, In]) post(c *call, spec *inputSpec) error {
 	return c.created(r.itemPath(r.id(obj)), obj)
 }
 
-// patch looks the object up before reading the body, so that a caller who
-// may not see it learns nothing from validation errors.
-func (r *resource[T, In]) patch(c *call, spec *inputSpec) error {
+// target is the object a PATCH or DELETE acts on, once the caller may
+// write, sent no query parameters, sees the object and may change it.
+func (r *resource[T, In]) target(c *call) (*T, error) {
 	if err := r.write(c); err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.noQuery(); err != nil {
-		return err
+		return nil, err
 	}
 	obj, err := r.get(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.allow(c, obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// patch looks the object up before reading the body, so that a caller who
+// may not see it learns nothing from validation errors.
+func (r *resource[T, In]) patch(c *call, spec *inputSpec) error {
+	obj, err := r.target(c)
+	if err != nil {
 		return err
 	}
 	var in In
@@ -190,17 +200,8 @@ func (r *resource[T, In]) patch(c *call, spec *inputSpec) error {
 }
 
 func (r *resource[T, In]) delete(c *call) error {
-	if err := r.write(c); err != nil {
-		return err
-	}
-	if err := c.noQuery(); err != nil {
-		return err
-	}
-	obj, err := r.get(c)
+	obj, err := r.target(c)
 	if err != nil {
-		return err
-	}
-	if err := r.allow(c, obj); err != nil {
 		return err
 	}
 	if err := r.table.Delete(c.ctx(), r.id(obj), c.viewer()); err != nil {
