@@ -213,17 +213,8 @@ func createTemplate(c *call, res *resource[model.WorkflowTemplate, templateInput
 // patchTemplate replaces the top-level fields the body gives (kind,
 // steps, metrics, …) and validates the result as a whole.
 func patchTemplate(c *call, res *resource[model.WorkflowTemplate, templateInput]) error {
-	if err := c.requireUser(); err != nil {
-		return err
-	}
-	if err := c.noQuery(); err != nil {
-		return err
-	}
-	cur, err := res.get(c)
+	cur, err := res.target(c)
 	if err != nil {
-		return err
-	}
-	if err := c.contributorOf(cur.WorkspaceID); err != nil {
 		return err
 	}
 	body, err := c.jsonBody()

@@ -69,6 +69,7 @@ func (a *API) workRequestRoutes() []Route {
 		},
 		read:    (*call).anyone,
 		write:   (*call).requireUser,
+		allow:   func(c *call, wr *model.WorkRequest) error { return c.contributorOf(wr.WorkspaceID) },
 		create:  newWorkRequest,
 		present: presentWorkRequest,
 		insert: func(c *call, wr *model.WorkRequest) (int64, any, error) {
@@ -150,17 +151,8 @@ var (
 // for abort, {"reason": "..."}), by contributors and owners of the
 // request's workspace; the answer is the request after the change.
 func lifecycle(c *call, res *resource[model.WorkRequest, workRequestInput], spec *inputSpec) error {
-	if err := c.requireUser(); err != nil {
-		return err
-	}
-	if err := c.noQuery(); err != nil {
-		return err
-	}
-	wr, err := res.get(c)
+	wr, err := res.target(c)
 	if err != nil {
-		return err
-	}
-	if err := c.contributorOf(wr.WorkspaceID); err != nil {
 		return err
 	}
 	var out *model.WorkRequest
