@@ -13,15 +13,9 @@ type groupInput struct {
 }
 
 func (in *groupInput) change(c *call) (func(*model.Group) error, error) {
-	var scope *model.Scope
-	if in.Scope != nil {
-		var err error
-		if scope, err = c.scopeRef("scope", *in.Scope); err != nil {
-			return nil, err
-		}
-		if err := c.inScope(scope.ID); err != nil {
-			return nil, err
-		}
+	scope, err := c.writableScope(in.Scope)
+	if err != nil {
+		return nil, err
 	}
 	var members []int64
 	if in.Members != nil {

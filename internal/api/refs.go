@@ -88,6 +88,23 @@ func (c *call) scopeRef(field string, r ref) (*model.Scope, error) {
 	return resolve(c, field, "scope", c.a.st.Scopes(), r, nil, byFilter("name"))
 }
 
+// writableScope resolves an optional "scope" reference of a request body
+// and checks that the token's scope restriction allows writing there; nil
+// when the body gives no scope.
+func (c *call) writableScope(r *ref) (*model.Scope, error) {
+	if r == nil {
+		return nil, nil
+	}
+	scope, err := c.scopeRef("scope", *r)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.inScope(scope.ID); err != nil {
+		return nil, err
+	}
+	return scope, nil
+}
+
 func (c *call) userRef(field string, r ref) (*model.User, error) {
 	return resolve(c, field, "user", c.a.st.Users(), r, nil, byFilter("username"))
 }

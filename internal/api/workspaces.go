@@ -14,15 +14,9 @@ type workspaceInput struct {
 // change resolves the scope reference (checking the token's scope
 // restriction) and returns the change to apply.
 func (in *workspaceInput) change(c *call) (func(*model.Workspace) error, error) {
-	var scope *model.Scope
-	if in.Scope != nil {
-		var err error
-		if scope, err = c.scopeRef("scope", *in.Scope); err != nil {
-			return nil, err
-		}
-		if err := c.inScope(scope.ID); err != nil {
-			return nil, err
-		}
+	scope, err := c.writableScope(in.Scope)
+	if err != nil {
+		return nil, err
 	}
 	return func(w *model.Workspace) error {
 		set(&w.Name, in.Name)
