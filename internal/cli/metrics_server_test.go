@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -14,54 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/cli"
+
+	"github.com/kiln-build/kiln/internal/testkit"
 )
-
-// addressCase is one row of internal/telemetry/testdata/listen_addresses.tsv,
-// the table telemetry.ParseListenAddress is tested with. This file runs the
-// very same rows through the command line and the config file of the
-// commands that take --metrics-server, so that the three can never
-// disagree (SPEC §4: flag and config.toml, tested from one table).
-type addressCase struct {
-	line    int
-	input   string
-	want    string // the normalised address, or "" when an error is expected
-	wantErr string
-}
-
-func readAddressCases(t *testing.T) []addressCase {
-	t.Helper()
-	f, err := os.Open(filepath.Join("..", "telemetry", "testdata", "listen_addresses.tsv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var cases []addressCase
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		input, want, ok := strings.Cut(line, "\t")
-		if !ok {
-			t.Fatalf("listen_addresses.tsv:%d: no TAB in %q", n, line)
-		}
-		c := addressCase{line: n, input: input}
-		if sub, isErr := strings.CutPrefix(want, "error: "); isErr {
-			c.wantErr = sub
-		} else {
-			c.want = want
-		}
-		cases = append(cases, c)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(cases) < 40 {
-		t.Fatalf("only %d cases in listen_addresses.tsv", len(cases))
-	}
-	return cases
-}
 
 // configure parses args for the subcommand sub of a fresh kiln command and
 // applies the environment and config-file layers exactly as a real run
@@ -106,33 +60,33 @@ func TestMetricsServerFromFlagAndConfig(t *testing.T) {
 	// Neither the developer's environment nor CI's may leak in.
 	t.Setenv("KILN_METRICS_SERVER", "")
 	t.Setenv("KILN_CONFIG", "")
-	cases := readAddressCases(t)
+	cases := testkit.ListenAddressCases(t, filepath.Join("..", "telemetry", "testdata", "listen_addresses.tsv"))
 	for _, sub := range []string{"runner", "server"} {
 		for _, c := range cases {
-			t.Run(fmt.Sprintf("%s/line%d_%s", sub, c.line, c.input), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/line%d_%s", sub, c.Line, c.Input), func(t *testing.T) {
 				check := func(route string, got string, err error) {
 					t.Helper()
-					if c.wantErr != "" {
+					if c.WantErr != "" {
 						if err == nil {
-							t.Fatalf("%s: %q accepted as %q, want an error containing %q", route, c.input, got, c.wantErr)
+							t.Fatalf("%s: %q accepted as %q, want an error containing %q", route, c.Input, got, c.WantErr)
 						}
-						if !strings.Contains(err.Error(), c.wantErr) {
-							t.Fatalf("%s: error %q, want it to contain %q", route, err, c.wantErr)
+						if !strings.Contains(err.Error(), c.WantErr) {
+							t.Fatalf("%s: error %q, want it to contain %q", route, err, c.WantErr)
 						}
 						return
 					}
 					if err != nil {
-						t.Fatalf("%s: %q refused: %v", route, c.input, err)
+						t.Fatalf("%s: %q refused: %v", route, c.Input, err)
 					}
-					if got != c.want {
-						t.Fatalf("%s: %q gave %q, want %q", route, c.input, got, c.want)
+					if got != c.Want {
+						t.Fatalf("%s: %q gave %q, want %q", route, c.Input, got, c.Want)
 					}
 				}
 
-				got, err := configure(t, sub, "--metrics-server="+c.input)
+				got, err := configure(t, sub, "--metrics-server="+c.Input)
 				check("flag", got, err)
 
-				cfg := writeConfig(t, c.input)
+				cfg := writeConfig(t, c.Input)
 				got, err = configure(t, sub, "--config", cfg)
 				check("config.toml", got, err)
 				if err != nil && (!strings.Contains(err.Error(), cfg) || !strings.Contains(err.Error(), `"metrics_server"`)) {
@@ -140,11 +94,11 @@ func TestMetricsServerFromFlagAndConfig(t *testing.T) {
 				}
 
 				// The flag wins over the file, whichever of the two is bad.
-				got, err = configure(t, sub, "--metrics-server="+c.input, "--config", writeConfig(t, "127.0.0.2:1234"))
+				got, err = configure(t, sub, "--metrics-server="+c.Input, "--config", writeConfig(t, "127.0.0.2:1234"))
 				check("flag over config.toml", got, err)
 				got, err = configure(t, sub, "--metrics-server=[::1]:7777", "--config", cfg)
 				if err != nil || got != "[::1]:7777" {
-					t.Fatalf("flag [::1]:7777 over config.toml %q: got %q, %v", c.input, got, err)
+					t.Fatalf("flag [::1]:7777 over config.toml %q: got %q, %v", c.Input, got, err)
 				}
 			})
 		}

@@ -1,82 +1,40 @@
 package telemetry
 
 import (
-	"bufio"
 	"fmt"
 	"net"
-	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-build/kiln/internal/testkit"
 )
 
-// listenAddressCase is one row of testdata/listen_addresses.tsv.
-type listenAddressCase struct {
-	line    int
-	input   string
-	want    string // normalised address; empty when an error is expected
-	wantErr string // substring of the expected error; empty on success
-}
-
-// readListenAddressCases reads the shared table of address cases. The file
-// format is described at its top; other packages' tests read the same file.
-func readListenAddressCases(t *testing.T) []listenAddressCase {
-	t.Helper()
-	f, err := os.Open("testdata/listen_addresses.tsv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-
-	var cases []listenAddressCase
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		input, want, ok := strings.Cut(line, "\t")
-		if !ok || strings.Contains(want, "\t") {
-			t.Fatalf("listen_addresses.tsv:%d: want exactly two TAB-separated columns, got %q", n, line)
-		}
-		c := listenAddressCase{line: n, input: input}
-		if sub, isErr := strings.CutPrefix(want, "error: "); isErr {
-			c.wantErr = sub
-		} else {
-			c.want = want
-		}
-		cases = append(cases, c)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return cases
-}
-
 func TestParseListenAddress(t *testing.T) {
-	cases := readListenAddressCases(t)
+	cases := testkit.ListenAddressCases(t, filepath.Join("testdata", "listen_addresses.tsv"))
 	if len(cases) < 40 {
 		t.Fatalf("only %d cases read from testdata/listen_addresses.tsv; is the file truncated?", len(cases))
 	}
 	for _, c := range cases {
-		t.Run(fmt.Sprintf("line%d_%s", c.line, c.input), func(t *testing.T) {
-			got, err := ParseListenAddress(c.input)
-			if c.wantErr != "" {
+		t.Run(fmt.Sprintf("line%d_%s", c.Line, c.Input), func(t *testing.T) {
+			got, err := ParseListenAddress(c.Input)
+			if c.WantErr != "" {
 				if err == nil {
-					t.Fatalf("ParseListenAddress(%q) = %q, want error containing %q", c.input, got, c.wantErr)
+					t.Fatalf("ParseListenAddress(%q) = %q, want error containing %q", c.Input, got, c.WantErr)
 				}
-				if !strings.Contains(err.Error(), c.wantErr) {
-					t.Fatalf("ParseListenAddress(%q) error = %q, want it to contain %q", c.input, err, c.wantErr)
+				if !strings.Contains(err.Error(), c.WantErr) {
+					t.Fatalf("ParseListenAddress(%q) error = %q, want it to contain %q", c.Input, err, c.WantErr)
 				}
-				if !strings.Contains(err.Error(), fmt.Sprintf("%q", c.input)) {
-					t.Errorf("error %q does not quote the input %q", err, c.input)
+				if !strings.Contains(err.Error(), fmt.Sprintf("%q", c.Input)) {
+					t.Errorf("error %q does not quote the input %q", err, c.Input)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("ParseListenAddress(%q): unexpected error: %v", c.input, err)
+				t.Fatalf("ParseListenAddress(%q): unexpected error: %v", c.Input, err)
 			}
-			if got != c.want {
-				t.Fatalf("ParseListenAddress(%q) = %q, want %q", c.input, got, c.want)
+			if got != c.Want {
+				t.Fatalf("ParseListenAddress(%q) = %q, want %q", c.Input, got, c.Want)
 			}
 			// The result must be what net.Listen expects, and stable when parsed again.
 			if _, _, err := net.SplitHostPort(got); err != nil {
@@ -93,8 +51,8 @@ func TestParseListenAddress(t *testing.T) {
 // TestParseListenAddressCoverage guards the shared table itself: every kind of
 // input SPEC §4 names must stay covered even if someone trims the file.
 func TestParseListenAddressCoverage(t *testing.T) {
-	cases := readListenAddressCases(t)
-	has := func(pred func(listenAddressCase) bool) bool {
+	cases := testkit.ListenAddressCases(t, filepath.Join("testdata", "listen_addresses.tsv"))
+	has := func(pred func(testkit.AddressCase) bool) bool {
 		for _, c := range cases {
 			if pred(c) {
 				return true
@@ -102,22 +60,22 @@ func TestParseListenAddressCoverage(t *testing.T) {
 		}
 		return false
 	}
-	kinds := map[string]func(listenAddressCase) bool{
-		"IPv4":           func(c listenAddressCase) bool { return c.want == "127.0.0.1:9252" },
-		"IPv6":           func(c listenAddressCase) bool { return strings.HasPrefix(c.want, "[") },
-		"host name":      func(c listenAddressCase) bool { return c.want == "localhost:9000" },
-		"service name":   func(c listenAddressCase) bool { return strings.HasSuffix(c.input, ":http") && c.want != "" },
-		"default port":   func(c listenAddressCase) bool { return !strings.Contains(c.input, ":") && c.want != "" },
-		"all interfaces": func(c listenAddressCase) bool { return c.input == ":9000" },
-		"empty":          func(c listenAddressCase) bool { return c.input == "" && c.wantErr != "" },
-		"empty port":     func(c listenAddressCase) bool { return c.input == ":" && c.wantErr != "" },
-		"host colon":     func(c listenAddressCase) bool { return c.input == "localhost:" && c.wantErr != "" },
-		"bare IPv6":      func(c listenAddressCase) bool { return c.input == "::1" && c.wantErr != "" },
-		"IPv6 and port":  func(c listenAddressCase) bool { return c.input == "fe80::1:9252" && c.wantErr != "" },
-		"unknown name":   func(c listenAddressCase) bool { return strings.Contains(c.wantErr, "unknown port name") },
-		"out of range":   func(c listenAddressCase) bool { return strings.Contains(c.wantErr, "out of range") },
-		"scheme":         func(c listenAddressCase) bool { return strings.Contains(c.input, "://") && c.wantErr != "" },
-		"whitespace":     func(c listenAddressCase) bool { return strings.Contains(c.input, " ") && c.wantErr != "" },
+	kinds := map[string]func(testkit.AddressCase) bool{
+		"IPv4":           func(c testkit.AddressCase) bool { return c.Want == "127.0.0.1:9252" },
+		"IPv6":           func(c testkit.AddressCase) bool { return strings.HasPrefix(c.Want, "[") },
+		"host name":      func(c testkit.AddressCase) bool { return c.Want == "localhost:9000" },
+		"service name":   func(c testkit.AddressCase) bool { return strings.HasSuffix(c.Input, ":http") && c.Want != "" },
+		"default port":   func(c testkit.AddressCase) bool { return !strings.Contains(c.Input, ":") && c.Want != "" },
+		"all interfaces": func(c testkit.AddressCase) bool { return c.Input == ":9000" },
+		"empty":          func(c testkit.AddressCase) bool { return c.Input == "" && c.WantErr != "" },
+		"empty port":     func(c testkit.AddressCase) bool { return c.Input == ":" && c.WantErr != "" },
+		"host colon":     func(c testkit.AddressCase) bool { return c.Input == "localhost:" && c.WantErr != "" },
+		"bare IPv6":      func(c testkit.AddressCase) bool { return c.Input == "::1" && c.WantErr != "" },
+		"IPv6 and port":  func(c testkit.AddressCase) bool { return c.Input == "fe80::1:9252" && c.WantErr != "" },
+		"unknown name":   func(c testkit.AddressCase) bool { return strings.Contains(c.WantErr, "unknown port name") },
+		"out of range":   func(c testkit.AddressCase) bool { return strings.Contains(c.WantErr, "out of range") },
+		"scheme":         func(c testkit.AddressCase) bool { return strings.Contains(c.Input, "://") && c.WantErr != "" },
+		"whitespace":     func(c testkit.AddressCase) bool { return strings.Contains(c.Input, " ") && c.WantErr != "" },
 	}
 	for kind, pred := range kinds {
 		if !has(pred) {

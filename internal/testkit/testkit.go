@@ -5,6 +5,7 @@
 package testkit
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -72,4 +73,52 @@ func MainWithKiln(m *testing.M, bin *string) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// AddressCase is one row of internal/telemetry/testdata/listen_addresses.tsv,
+// the table of --metrics-server addresses that the parser, the runner's
+// flag and config.toml, and the server's flag and config all answer alike.
+type AddressCase struct {
+	Line    int
+	Input   string
+	Want    string // the normalised address; "" when an error is expected
+	WantErr string // a substring of the expected error; "" on success
+}
+
+// ListenAddressCases reads the address table at path: one "input<TAB>want"
+// row per line, want being an address or "error: <substring>"; blank lines
+// and lines starting with # are skipped.
+func ListenAddressCases(t testing.TB, path string) []AddressCase {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var cases []AddressCase
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		input, want, ok := strings.Cut(line, "\t")
+		if !ok || strings.Contains(want, "\t") {
+			t.Fatalf("%s:%d: want exactly two TAB-separated columns, got %q", filepath.Base(path), n, line)
+		}
+		c := AddressCase{Line: n, Input: input}
+		if sub, isErr := strings.CutPrefix(want, "error: "); isErr {
+			c.WantErr = sub
+		} else {
+			c.Want = want
+		}
+		cases = append(cases, c)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 40 {
+		t.Fatalf("only %d cases in %s", len(cases), path)
+	}
+	return cases
 }
