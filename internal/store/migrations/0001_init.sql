@@ -11,6 +11,7 @@
 -- (metric_totals), so a row may only disappear through the store, which
 -- adjusts the totals in the same transaction.
 
+-- +goose Up
 CREATE TABLE scopes (
     id @ID@,
     name TEXT NOT NULL UNIQUE,
