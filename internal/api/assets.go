@@ -13,8 +13,9 @@ type assetInput struct {
 }
 
 // workspaceFilter resolves ?workspace= among the workspaces the caller
-// sees.
-var workspaceFilter = refFilter((*call).workspaceRef, func(w *model.Workspace) int64 { return w.ID })
+// sees, so that a list answers the same about a hidden workspace as about
+// one that does not exist.
+var workspaceFilter = refFilter((*call).visibleWorkspaceRef, func(w *model.Workspace) int64 { return w.ID })
 
 // contributorOf lets through callers who may write in the workspace of an
 // existing object.

@@ -138,6 +138,13 @@ func (c *call) workspaceRef(field string, r ref) (*model.Workspace, error) {
 	return resolve(c, field, "workspace", c.a.st.Workspaces(), r, v, c.inScopeByName(field, "workspace"))
 }
 
+// visibleWorkspaceRef resolves a workspace the caller can see, within the
+// token's scope: for reads, where a workspace outside that scope must be
+// as unknown as one that does not exist.
+func (c *call) visibleWorkspaceRef(field string, r ref) (*model.Workspace, error) {
+	return resolve(c, field, "workspace", c.a.st.Workspaces(), r, c.viewer(), c.inScopeByName(field, "workspace"))
+}
+
 func (c *call) groupRef(field string, r ref) (*model.Group, error) {
 	return resolve(c, field, "group", c.a.st.Groups(), r, nil, c.inScopeByName(field, "group"))
 }

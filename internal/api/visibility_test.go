@@ -179,6 +179,10 @@ func TestScopeRestrictedToken(t *testing.T) {
 		}
 		e.do("GET", path("/api/1.0/scopes/%d/", e.ids["scope"]), tok, nil).wantProblem(t, 404, "")
 		e.do("GET", path("/api/1.0/assets/%d/", e.ids["asset:pub"]), tok, nil).wantProblem(t, 404, "")
+		// a workspace outside the scope is as unknown to a list filter as a
+		// missing one
+		e.do("GET", "/api/1.0/assets/?workspace=debian/priv", tok, nil).wantProblem(t, 400, "workspace")
+		e.do("GET", "/api/1.0/assets/?workspace=other/far", tok, nil).want(t, 200)
 		e.do("GET", "/api/1.0/groups/", tok, nil).want(t, 200)
 		for _, c := range []struct {
 			path string
