@@ -219,13 +219,19 @@ func artifactForFiles(c *call, write bool) (*model.Artifact, string, error) {
 		if err != nil && !isNotFound(err) {
 			return nil, "", err
 		}
-		if err != nil || art.WorkRequestID == nil {
-			return nil, "", forbidden("runners reach only the artifacts of the work request they run")
+		if err == nil && art.WorkRequestID != nil {
+			_, err := c.runnerRequest(art.WorkRequestID)
+			var refused *apiError
+			switch {
+			case err == nil:
+				return art, name, nil
+			case !errors.As(err, &refused):
+				return nil, "", err
+			}
 		}
-		if _, err := c.runnerRequest(art.WorkRequestID); err != nil {
-			return nil, "", err
-		}
-		return art, name, nil
+		// one answer whatever the reason, so that a runner learns nothing
+		// about artifacts that are not its own, not even that they exist
+		return nil, "", forbidden("runners reach only the artifacts of the work request they are running")
 	}
 	if err := c.anyone(); err != nil {
 		return nil, "", err
