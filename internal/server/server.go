@@ -519,11 +519,35 @@ func ready(st store.Store, logger *slog.Logger) http.Handler {
 	})
 }
 
-// newHandler builds the public port's handler: every API route
-// instrumented by pattern, the two probes uninstrumented (they are polled
-// every few seconds and would drown the API's figures), and everything else
-// counted as unmatched. Nothing of the internal listener (/metrics, pprof)
-// is ever registered here.
+// Patterns of the probes, which publicRoutes adds to the API's routes.
+const (
+	healthyPattern = "GET /-/healthy"
+	readyPattern   = "GET /-/ready"
+)
+
+// uninstrumented are the public port's routes kept out of the request
+// metrics: a runner's WebSocket lives for hours (it would sit in the
+// in-flight gauge and stretch the duration histogram), and the probes are
+// polled every few seconds (they would drown the API's figures).
+var uninstrumented = map[string]bool{
+	"GET " + protocol.Path + "{$}": true,
+	healthyPattern:                 true,
+	readyPattern:                   true,
+}
+
+// publicRoutes lists every route of the public port — the API, the public
+// metrics and the probes — so that the handler and the tests that check
+// who may read each route are built from one list.
+func publicRoutes(st store.Store, cfg Config, logger *slog.Logger, d api.Dispatcher, events *telemetry.EventMetrics) []api.Route {
+	return append(apiRoutes(st, cfg, logger, d, events),
+		api.Route{Pattern: healthyPattern, Handler: healthy()},
+		api.Route{Pattern: readyPattern, Handler: ready(st, logger)})
+}
+
+// newHandler builds the public port's handler from publicRoutes: each
+// route instrumented by its pattern unless it is uninstrumented, and
+// everything else counted as unmatched. Nothing of the internal listener
+// (/metrics, pprof) is ever registered here.
 func newHandler(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.Registerer, d api.Dispatcher) (http.Handler, error) {
 	m, err := telemetry.NewHTTPMetrics(reg, "kiln", "http")
 	if err != nil {
@@ -534,16 +558,12 @@ func newHandler(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	for _, r := range apiRoutes(st, cfg, logger, d, events) {
-		if r.Pattern == "GET "+protocol.Path+"{$}" {
-			// a runner's WebSocket lives for hours: it would sit in the
-			// in-flight gauge and stretch the duration histogram
+	for _, r := range publicRoutes(st, cfg, logger, d, events) {
+		if uninstrumented[r.Pattern] {
 			m.HandleUninstrumented(mux, r.Pattern, r.Handler)
 			continue
 		}
 		m.Handle(mux, r.Pattern, r.Handler)
 	}
-	m.HandleUninstrumented(mux, "GET /-/healthy", healthy())
-	m.HandleUninstrumented(mux, "GET /-/ready", ready(st, logger))
 	return m.CountUnmatched(mux), nil
 }
