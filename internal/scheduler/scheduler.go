@@ -206,7 +206,7 @@ func (s *Scheduler) Close() {
 	}
 }
 
-// requeueLoop runs RequeueLostWork a few times per heartbeat timeout.
+// requeueLoop runs requeueLost a few times per heartbeat timeout.
 func (s *Scheduler) requeueLoop(ctx context.Context) {
 	every := max(s.cfg.HeartbeatTimeout/4, 20*time.Millisecond)
 	t := time.NewTicker(every)
@@ -217,20 +217,29 @@ func (s *Scheduler) requeueLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ids, err := s.st.RequeueLostWork(ctx, s.cfg.HeartbeatTimeout)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("requeueing lost work", "error", err)
-			}
-			continue
-		}
-		if len(ids) > 0 {
-			s.log.Info("requeued the work of runners that stopped sending heartbeats", "work_requests", ids,
-				"heartbeat_timeout", s.cfg.HeartbeatTimeout.String())
-			s.metrics.requeued.Add(float64(len(ids)))
-			s.Poke()
-		}
+		s.requeueLost(ctx)
 	}
+}
+
+// requeueLost applies the heartbeat rule once: the requests of runners
+// silent for longer than HeartbeatTimeout go back to the queue (or fail
+// after max_retries), are counted, and wake whoever waits for work. It
+// returns the requests it took away.
+func (s *Scheduler) requeueLost(ctx context.Context) []int64 {
+	ids, err := s.st.RequeueLostWork(ctx, s.cfg.HeartbeatTimeout)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("requeueing lost work", "error", err)
+		}
+		return nil
+	}
+	if len(ids) > 0 {
+		s.log.Info("requeued the work of runners that stopped sending heartbeats", "work_requests", ids,
+			"heartbeat_timeout", s.cfg.HeartbeatTimeout.String())
+		s.metrics.requeued.Add(float64(len(ids)))
+		s.Poke()
+	}
+	return ids
 }
 
 // errSkip aborts a store update whose precondition no longer holds.
