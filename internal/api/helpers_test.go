@@ -332,7 +332,10 @@ func (e *env) pathFor(pattern string) string {
 	return p
 }
 
-// routes lists the API's route patterns whose method is one of methods.
+// routes lists the API's route patterns whose method is one of methods,
+// from API.Routes(): the list api.New builds the router from. The table
+// tests (writeRules, readRules) walk it, so that a route without an entry
+// fails them.
 func (e *env) routes(methods ...string) []string {
 	var out []string
 	for _, r := range e.api.Routes() {
