@@ -120,6 +120,9 @@ func TestBadInputPerResource(t *testing.T) {
 				{"POST", "/api/1.0/identities/", `{"user": "bob", "issuer": 1, "subject": "s"}`, 400, "issuer", "string"},
 				{"POST", "/api/1.0/identities/", `{"user": "bob", "issuer": "https://sso.example.org", "subject": "alice-1"}`, 409, "subject", "already linked"},
 				{"POST", "/api/1.0/identities/", `{"issuer": "i", "subject": "s"}`, 400, "user", "required"},
+				{"PATCH", "/api/1.0/identities/" + itoa(e.ids["identity"]) + "/", `{"user": "nobody"}`, 400, "user", "nobody"},
+				{"PATCH", "/api/1.0/identities/" + itoa(e.ids["identity"]) + "/", `{"subject": 5}`, 400, "subject", "string"},
+				{"PATCH", "/api/1.0/identities/" + itoa(e.ids["identity"]) + "/", `{"subject": ""}`, 400, "subject", "required"},
 			},
 			"groups": {
 				{"POST", "/api/1.0/groups/", `{"name": "team", "scope": "debian"}`, 409, "name", "already exists"},
@@ -129,6 +132,11 @@ func TestBadInputPerResource(t *testing.T) {
 				{"POST", "/api/1.0/groups/", `{"name": "g", "scope": "debian", "members": [1.5]}`, 400, "members", "id"},
 				{"POST", "/api/1.0/groups/", `{"name": "g", "scope": "debian", "members": "alice"}`, 400, "members", "array"},
 				{"POST", "/api/1.0/groups/", `{"name": "g", "scope": "debian", "members": ["alice", "alice"]}`, 400, "members", "twice"},
+				{"PATCH", "/api/1.0/groups/" + itoa(e.ids["group"]) + "/", `{"members": ["nobody"]}`, 400, "members", "nobody"},
+				{"PATCH", "/api/1.0/groups/" + itoa(e.ids["group"]) + "/", `{"members": ["bob", "bob"]}`, 400, "members", "twice"},
+				{"PATCH", "/api/1.0/groups/" + itoa(e.ids["group"]) + "/", `{"scope": "other"}`, 400, "scope", "another scope"},
+				{"PATCH", "/api/1.0/groups/" + itoa(e.ids["group"]) + "/", `{"ephemeral": "yes"}`, 400, "ephemeral", "boolean"},
+				{"PATCH", "/api/1.0/groups/" + itoa(e.ids["group"]) + "/", `{"name": "has space"}`, 400, "name", "valid name"},
 			},
 			"members": {
 				{"POST", members, `{"user": "alice", "role": "viewer"}`, 409, "user", "already a member"},
@@ -154,6 +162,9 @@ func TestBadInputPerResource(t *testing.T) {
 				{"POST", "/api/1.0/tokens/", `{"user": null}`, 400, "user", "user or a worker"},
 				{"PATCH", "/api/1.0/tokens/" + itoa(e.ids["alice_token"]) + "/", `{"user": "bob"}`, 400, "user", "cannot be changed"},
 				{"PATCH", "/api/1.0/tokens/" + itoa(e.ids["alice_token"]) + "/", `{"comment": 3}`, 400, "comment", "string"},
+				{"PATCH", "/api/1.0/tokens/" + itoa(e.ids["alice_token"]) + "/", `{"expires_at": "2001-01-01T00:00:00Z"}`, 400, "expires_at", "past"},
+				{"PATCH", "/api/1.0/tokens/" + itoa(e.ids["alice_token"]) + "/", `{"expires_at": "soon"}`, 400, "expires_at", "RFC 3339"},
+				{"PATCH", "/api/1.0/tokens/" + itoa(e.ids["alice_token"]) + "/", `{"scope": null}`, 400, "scope", "cannot be changed"},
 			},
 			"file-stores": {
 				{"POST", "/api/1.0/file-stores/", `{"name": "default", "backend": "Local"}`, 409, "name", "already exists"},
@@ -172,7 +183,10 @@ func TestBadInputPerResource(t *testing.T) {
 				{"POST", "/api/1.0/assets/", `{"category": "Bad Category", "workspace": ` + pub + `}`, 400, "category", "category"},
 				{"POST", "/api/1.0/assets/", `{"category": "test:x", "workspace": ` + pub + `, "data": "x"}`, 400, "data", "object"},
 				{"POST", "/api/1.0/assets/", `{"category": "test:x", "workspace": ` + pub + `, "created_by": 1}`, 400, "created_by", "read-only"},
-				{"PATCH", "/api/1.0/assets/" + itoa(e.ids["asset:priv"]) + "/", `{"workspace": ` + pub + `}`, 400, "category", "cannot be changed"},
+				{"PATCH", "/api/1.0/assets/" + itoa(e.ids["asset:priv"]) + "/", `{"workspace": ` + pub + `}`, 400, "workspace", "cannot be changed"},
+				{"PATCH", "/api/1.0/assets/" + itoa(e.ids["asset:priv"]) + "/", `{"category": "test:other"}`, 400, "category", "cannot be changed"},
+				{"PATCH", "/api/1.0/assets/" + itoa(e.ids["asset:priv"]) + "/", `{"data": [1]}`, 400, "data", "object"},
+				{"PATCH", "/api/1.0/assets/" + itoa(e.ids["asset:priv"]) + "/", `{"workspace": "debian/nope"}`, 400, "workspace", "nope"},
 			},
 			"collections": {
 				{"POST", "/api/1.0/collections/", `{"category": "debian:suite", "name": "suite-pub", "workspace": ` + pub + `}`, 409, "name", "already exists"},
@@ -180,6 +194,9 @@ func TestBadInputPerResource(t *testing.T) {
 				{"POST", "/api/1.0/collections/", `{"category": "debian:suite", "name": {}, "workspace": ` + pub + `}`, 400, "name", "string"},
 				{"POST", "/api/1.0/collections/", `{"category": "debian:suite", "name": "x", "workspace": ` + pub + `, "item_count": 3}`, 400, "item_count", "read-only"},
 				{"PATCH", "/api/1.0/collections/" + itoa(e.ids["coll:priv"]) + "/", `{"name": false}`, 400, "name", "string"},
+				{"PATCH", "/api/1.0/collections/" + itoa(e.ids["coll:priv"]) + "/", `{"category": "debian:other"}`, 400, "category", "cannot be changed"},
+				{"PATCH", "/api/1.0/collections/" + itoa(e.ids["coll:priv"]) + "/", `{"workspace": ` + pub + `}`, 400, "workspace", "cannot be changed"},
+				{"PATCH", "/api/1.0/collections/" + itoa(e.ids["coll:priv"]) + "/", `{"item_count": 0}`, 400, "item_count", "read-only"},
 			},
 			"items": {
 				{"POST", items, `{"name": "item-priv", "category": "debian:package"}`, 409, "name", "already has"},

@@ -73,7 +73,8 @@ func (in *tokenInput) newToken(c *call) (*model.Token, error) {
 }
 
 // change is a PATCH: who and what a token speaks for is fixed at creation
-// (create a new token instead); its comment, state and expiry may change.
+// (create a new token instead); its comment, state and expiry may change,
+// the expiry to a time to come or to none.
 func (in *tokenInput) change(c *call) (func(*model.Token) error, error) {
 	for _, f := range []struct {
 		name  string
@@ -82,6 +83,9 @@ func (in *tokenInput) change(c *call) (func(*model.Token) error, error) {
 		if f.given {
 			return nil, invalidField(f.name, "%q cannot be changed: create a new token instead", f.name)
 		}
+	}
+	if in.ExpiresAt.set && !in.ExpiresAt.null && !time.Time(in.ExpiresAt.value).After(time.Now()) {
+		return nil, invalidField("expires_at", "%q is in the past: to stop a token now, disable it (enabled: false)", "expires_at")
 	}
 	return func(t *model.Token) error {
 		set(&t.Comment, in.Comment)

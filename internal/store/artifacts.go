@@ -62,8 +62,8 @@ func artifactDef() *tableDef[model.Artifact] {
 				return err
 			}
 			if old != nil {
-				if old.Category != o.Category || old.WorkspaceID != o.WorkspaceID {
-					return invalid("category", "category and workspace cannot be changed")
+				if err := fixedOnceCreated("artifact", old.WorkspaceID, o.WorkspaceID, old.Category, o.Category); err != nil {
+					return err
 				}
 				if !sameFiles(old.Files, o.Files) {
 					return invalid("files", "the files of an artifact cannot be changed: create a new artifact")

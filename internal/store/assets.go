@@ -22,6 +22,20 @@ func checkCategory(c string) error {
 	return nil
 }
 
+// fixedOnceCreated refuses a change of the workspace or category of an
+// asset, collection or artifact (what): the running totals count objects
+// by scope and category, and the permission to create was checked for the
+// workspace it was created in. Each refusal names its own field.
+func fixedOnceCreated(what string, oldWorkspace, newWorkspace int64, oldCategory, newCategory string) error {
+	if oldWorkspace != newWorkspace {
+		return invalid("workspace", "cannot be changed: create a new %s in the other workspace", what)
+	}
+	if oldCategory != newCategory {
+		return invalid("category", "cannot be changed: create a new %s of the other category", what)
+	}
+	return nil
+}
+
 // workspaceScope returns the scope of a workspace, failing with a FieldError
 // on field when it does not exist.
 func (t *tx) workspaceScope(ctx context.Context, field string, workspaceID int64) (int64, error) {
@@ -70,8 +84,10 @@ func assetDef() *tableDef[model.Asset] {
 			if err := checkCategory(o.Category); err != nil {
 				return err
 			}
-			if old != nil && (old.WorkspaceID != o.WorkspaceID || old.Category != o.Category) {
-				return invalid("category", "category and workspace cannot be changed")
+			if old != nil {
+				if err := fixedOnceCreated("asset", old.WorkspaceID, o.WorkspaceID, old.Category, o.Category); err != nil {
+					return err
+				}
 			}
 			if _, err := t.workspaceScope(ctx, "workspace", o.WorkspaceID); err != nil {
 				return err

@@ -38,8 +38,10 @@ func collectionDef() *tableDef[model.Collection] {
 			if err := checkName("name", o.Name); err != nil {
 				return err
 			}
-			if old != nil && (old.WorkspaceID != o.WorkspaceID || old.Category != o.Category) {
-				return invalid("category", "category and workspace cannot be changed")
+			if old != nil {
+				if err := fixedOnceCreated("collection", old.WorkspaceID, o.WorkspaceID, old.Category, o.Category); err != nil {
+					return err
+				}
 			}
 			if old == nil && o.ItemCount != 0 || old != nil && old.ItemCount != o.ItemCount && !t.itemWrite {
 				return invalid("item_count", "is computed by kiln and cannot be set")
