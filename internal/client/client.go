@@ -47,21 +47,35 @@ func WithHTTPClient(h *http.Client) Option {
 	return func(c *Client) { c.http = h }
 }
 
-// New returns a client for the server at baseURL (scheme and host, optionally
-// a path prefix when the server sits behind a reverse proxy), authenticating
-// with token; an empty token makes anonymous requests. It fails on a URL that
-// is not absolute http(s), so that a typo in --server is reported before any
-// request is made.
-func New(baseURL, token string, opts ...Option) (*Client, error) {
-	u, err := url.Parse(strings.TrimSpace(baseURL))
-	if err != nil {
-		return nil, fmt.Errorf("kiln: invalid server URL %q: %w", baseURL, err)
+// ServerURL reads a server address as people type it: an http(s) URL
+// (scheme and host, optionally a path prefix when the server sits behind a
+// reverse proxy), or the host:port that `kiln server` prints without its
+// scheme, which is then http. Anything else is refused with a message
+// that says what to write, so that a typo in --server is reported before
+// any request is made. The URL comes back without query, fragment or
+// trailing slash.
+func ServerURL(s string) (*url.URL, error) {
+	s = strings.TrimSpace(s)
+	if s != "" && !strings.Contains(s, "://") {
+		s = "http://" + s
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("kiln: invalid server URL %q: want http://host:port or https://host", baseURL)
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return nil, fmt.Errorf("kiln: invalid server URL %q: want http://host:port or https://host[/prefix]", strings.TrimSpace(s))
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), ""
 	u.RawQuery, u.Fragment = "", ""
+	return u, nil
+}
+
+// New returns a client for the server at baseURL (anything ServerURL
+// accepts), authenticating with token; an empty token makes anonymous
+// requests.
+func New(baseURL, token string, opts ...Option) (*Client, error) {
+	u, err := ServerURL(baseURL)
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{base: u, token: strings.TrimSpace(token), http: &http.Client{Timeout: 60 * time.Second}}
 	for _, o := range opts {
 		o(c)

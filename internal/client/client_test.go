@@ -241,9 +241,36 @@ func TestPath(t *testing.T) {
 }
 
 func TestNewRejectsBadURLs(t *testing.T) {
-	for _, u := range []string{"", "127.0.0.1:8420", "ftp://x", "http://", "://x"} {
-		if _, err := New(u, ""); err == nil {
+	for _, u := range []string{"", "ftp://x", "http://", "://x", "http://user:pw@host", "host:port:1"} {
+		_, err := New(u, "")
+		if err == nil {
 			t.Errorf("New(%q) accepted", u)
+		} else if !strings.Contains(err.Error(), "want http://host:port") {
+			t.Errorf("New(%q): %v does not say what to write", u, err)
+		}
+	}
+}
+
+// TestServerURL: host:port, as `kiln server` prints its address, is taken
+// as http; URLs keep their scheme and prefix, without a trailing slash.
+func TestServerURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:8420":                    "http://127.0.0.1:8420",
+		" localhost:8420 ":                  "http://localhost:8420",
+		"[::1]:8420":                        "http://[::1]:8420",
+		"kiln.example.org":                  "http://kiln.example.org",
+		"kiln.example.org/kiln/":            "http://kiln.example.org/kiln",
+		"https://kiln.example.org/":         "https://kiln.example.org",
+		"http://127.0.0.1:8420/x/?q=1#frag": "http://127.0.0.1:8420/x",
+		"HTTPS://kiln.example.org:443/a":    "https://kiln.example.org:443/a",
+	} {
+		u, err := ServerURL(in)
+		if err != nil {
+			t.Errorf("ServerURL(%q): %v", in, err)
+			continue
+		}
+		if u.String() != want {
+			t.Errorf("ServerURL(%q) = %s, want %s", in, u, want)
 		}
 	}
 }
