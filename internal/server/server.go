@@ -31,8 +31,8 @@ import (
 	"github.com/kiln-build/kiln/internal/telemetry"
 )
 
-// Defaults of `kiln server`, fixed by SPEC §9; the CLI and the README use
-// these so that they cannot drift apart.
+// Defaults of `kiln server` (docs/architecture.md#conventions); the CLI
+// and the README use these so that they cannot drift apart.
 const (
 	DefaultListen  = "127.0.0.1:8420"
 	DefaultDataDir = "./kiln-data"
@@ -71,12 +71,12 @@ type Config struct {
 	// <DataDir>/kiln.db.
 	Database string
 	// MetricsServer, when set, is the internal listener's address for
-	// /metrics and pprof (SPEC §5), in the syntax of
-	// telemetry.ParseListenAddress. Off when empty.
+	// /metrics and pprof (docs/architecture.md#server-instrumentation), in
+	// the syntax of telemetry.ParseListenAddress. Off when empty.
 	MetricsServer string
 	// MetricsCacheTTL is how long the public metrics endpoint serves one
-	// snapshot (SPEC §3); 0 turns its cache off. The CLI's default is
-	// openmetrics.DefaultCacheTTL.
+	// snapshot (docs/architecture.md#public-endpoint); 0 turns its cache
+	// off. The CLI's default is openmetrics.DefaultCacheTTL.
 	MetricsCacheTTL time.Duration
 	// LocalRunners is the number of runners the server starts as child
 	// processes of its own binary (see startLocalRunners).
@@ -119,6 +119,11 @@ type Config struct {
 	// server (where it listens, how to use the admin token); logs go to
 	// the logger. Default io.Discard.
 	Out io.Writer
+	// AdminCommand is how that person runs the admin commands from where
+	// they started the server ("kiln" when it is on their PATH, the
+	// binary's path, or "go run ./cmd/kiln"), so that the next step it
+	// prints works when pasted. Default "kiln".
+	AdminCommand string
 	// Started, when set, is called once the server accepts connections,
 	// with the URLs it serves. Tests use it to learn the ports.
 	Started func(Addresses)
@@ -147,6 +152,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Out == nil {
 		c.Out = io.Discard
+	}
+	if c.AdminCommand == "" {
+		c.AdminCommand = "kiln"
 	}
 }
 
@@ -271,7 +279,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if internal != nil {
 		addrs.Metrics = "http://" + internal.Addr().String()
 	}
-	printWelcome(cfg.Out, addrs, boot)
+	printWelcome(cfg.Out, addrs, boot, cfg.AdminCommand)
 	runners, serveErr := startLocalRunners(ctx, st, cfg, addrs.API, logger)
 	if serveErr == nil && cfg.Started != nil {
 		cfg.Started(addrs)
@@ -425,7 +433,7 @@ func writeSecret(path, secret string) error {
 
 // printWelcome tells the person who started the server where it is and how
 // to use it, without ever showing the secret.
-func printWelcome(w io.Writer, addrs Addresses, b bootInfo) {
+func printWelcome(w io.Writer, addrs Addresses, b bootInfo, kiln string) {
 	url := addrs.API
 	fmt.Fprintf(w, "kiln server listening on %s\n", url)
 	if addrs.Metrics != "" {
@@ -440,11 +448,11 @@ func printWelcome(w io.Writer, addrs Addresses, b bootInfo) {
 		fmt.Fprintf(w, "%s ignored: the database already has an admin.\n", BootstrapTokenEnv)
 	}
 	if b.tokenFile != "" {
-		fmt.Fprintf(w, "Use it with the admin commands:\n  export KILN_SERVER=%s KILN_TOKEN=$(cat %s)\n  kiln scope list\n",
-			url, shellQuote(b.tokenFile))
+		fmt.Fprintf(w, "Use it with the admin commands:\n  export KILN_SERVER=%s KILN_TOKEN=$(cat %s)\n  %s scope list\n",
+			url, shellQuote(b.tokenFile), kiln)
 	} else if b.fromEnv && b.created {
-		fmt.Fprintf(w, "Use it with the admin commands:\n  export KILN_SERVER=%s KILN_TOKEN=\"$%s\"\n  kiln scope list\n",
-			url, BootstrapTokenEnv)
+		fmt.Fprintf(w, "Use it with the admin commands:\n  export KILN_SERVER=%s KILN_TOKEN=\"$%s\"\n  %s scope list\n",
+			url, BootstrapTokenEnv, kiln)
 	}
 }
 
