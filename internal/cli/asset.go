@@ -7,7 +7,7 @@ import (
 var assets = &resource{
 	singular: "asset", plural: "assets",
 	cols: func(n *names) []column {
-		return []column{field("ID", "id"), field("CATEGORY", "category"), n.column("WORKSPACE", "workspace", "workspaces", "name"),
+		return []column{field("ID", "id"), field("CATEGORY", "category"), n.workspaceColumn("WORKSPACE", "workspace"),
 			n.column("CREATED_BY", "created_by", "users", "username"), field("CREATED_AT", "created_at")}
 	},
 }
@@ -48,6 +48,32 @@ func newAssetCommand() *cobra.Command {
 
 	list := assets.workspaceListCommand(o, listFilter{"category", "category", "only assets of this category"})
 
-	cmd.AddCommand(create, list, assets.showCommand(o, assets.byName), assets.deleteCommand(o, assets.byName))
+	var newData string
+	update := &cobra.Command{
+		Use:   "update ID --data JSON",
+		Short: "Replace an asset's data (contributors and owners of the workspace)",
+		Long: `Replace an asset's data with a JSON object (or @file.json). Its category and
+workspace are fixed once created: create a new asset instead.`,
+		Args: cobra.ExactArgs(1),
+		RunE: run(o, func(s *session, args []string) error {
+			id, err := assets.byName(s, args[0])
+			if err != nil {
+				return err
+			}
+			body := map[string]any{}
+			if s.changed("data") {
+				d, err := jsonFlag("--data", newData)
+				if err != nil {
+					return err
+				}
+				body["data"] = d
+			}
+			_, err = assets.update(s, id, body)
+			return err
+		}),
+	}
+	update.Flags().StringVar(&newData, "data", "", "the new data as a JSON object, or @file.json")
+
+	cmd.AddCommand(create, list, assets.showCommand(o, assets.byName), update, assets.deleteCommand(o, assets.byName))
 	return cmd
 }

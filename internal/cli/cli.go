@@ -18,9 +18,11 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/kiln-build/kiln/internal/client"
 	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/suggest"
 )
 
 // Exit codes of the kiln binary, so that scripts can tell a mistake in the
@@ -108,17 +110,10 @@ which talk to its API with a token (--token or KILN_TOKEN).`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: applyConfig,
-		// Without subcommand, show the help rather than do nothing.
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageError{fmt.Errorf("unknown command %q", args[0])}
-			}
-			return cmd.Help()
-		},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{suggestFlag(c, err)} })
 	root.CompletionOptions.DisableDefaultCmd = true
 
 	root.AddCommand(
@@ -144,8 +139,16 @@ which talk to its API with a token (--token or KILN_TOKEN).`,
 		newWorkflowCommand(),
 	)
 	// cobra reports wrong arguments with plain errors; make them usage
-	// errors everywhere.
+	// errors everywhere. Commands with subcommands take no arguments of
+	// their own: without a subcommand they show their help, and a word
+	// that is no subcommand gets the same "did you mean" at every level.
 	walk(root, func(c *cobra.Command) {
+		if c.HasSubCommands() {
+			c.Args = subcommandArgs
+			if c.RunE == nil && c.Run == nil {
+				c.RunE = helpOnly
+			}
+		}
 		if c.Args != nil {
 			check := c.Args
 			c.Args = func(cmd *cobra.Command, args []string) error {
@@ -157,6 +160,50 @@ which talk to its API with a token (--token or KILN_TOKEN).`,
 		}
 	})
 	return root
+}
+
+// subcommandArgs is the argument check of commands that have
+// subcommands: any argument is a subcommand that does not exist, reported
+// with the nearest one that does.
+func subcommandArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	var names []string
+	for _, sub := range cmd.Commands() {
+		if sub.IsAvailableCommand() {
+			names = append(names, sub.Name())
+		}
+	}
+	return usageError{fmt.Errorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), didYouMean(args[0], names))}
+}
+
+// suggestFlag adds the nearest flag of cmd to pflag's "unknown flag:
+// --name" errors; other flag errors pass unchanged.
+func suggestFlag(cmd *cobra.Command, err error) error {
+	name, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
+	if !ok {
+		return err
+	}
+	var names []string
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if !f.Hidden {
+			names = append(names, f.Name)
+		}
+	})
+	if hint := didYouMean(name, names); hint != "" {
+		return fmt.Errorf("%w%s", err, hint)
+	}
+	return err
+}
+
+// didYouMean is ` (did you mean "x"?)` when a known name is a plausible
+// typo of word, as configuration keys and template fields say it.
+func didYouMean(word string, known []string) string {
+	if best, ok := suggest.Closest(word, known, 2); ok {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
 }
 
 func walk(c *cobra.Command, fn func(*cobra.Command)) {

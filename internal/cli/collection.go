@@ -14,7 +14,7 @@ var collections = &resource{
 	singular: "collection", plural: "collections", nameKey: "name",
 	cols: func(n *names) []column {
 		return []column{field("ID", "id"), field("NAME", "name"), field("CATEGORY", "category"),
-			n.column("WORKSPACE", "workspace", "workspaces", "name"), field("ITEM_COUNT", "item_count"), field("CREATED_AT", "created_at")}
+			n.workspaceColumn("WORKSPACE", "workspace"), field("ITEM_COUNT", "item_count"), field("CREATED_AT", "created_at")}
 	},
 }
 
@@ -60,14 +60,45 @@ func newCollectionCommand() *cobra.Command {
 
 	list := collections.workspaceListCommand(o, listFilter{"category", "category", "only collections of this category"})
 
-	cmd.AddCommand(create, list, collections.showCommand(o, collections.byName),
+	var newName, newData string
+	update := &cobra.Command{
+		Use:   "update COLLECTION [--name NAME] [--data JSON]",
+		Short: "Rename a collection or replace its data (contributors and owners of the workspace)",
+		Long: `Rename a collection or replace its data with a JSON object (or @file.json).
+Its category and workspace are fixed once created; its items change with
+'kiln collection item'.`,
+		Args: cobra.ExactArgs(1),
+		RunE: run(o, func(s *session, args []string) error {
+			id, err := collections.byName(s, args[0])
+			if err != nil {
+				return err
+			}
+			body := map[string]any{}
+			if s.changed("name") {
+				body["name"] = newName
+			}
+			if s.changed("data") {
+				d, err := jsonFlag("--data", newData)
+				if err != nil {
+					return err
+				}
+				body["data"] = d
+			}
+			_, err = collections.update(s, id, body)
+			return err
+		}),
+	}
+	update.Flags().StringVar(&newName, "name", "", "new name")
+	update.Flags().StringVar(&newData, "data", "", "the new data as a JSON object, or @file.json")
+
+	cmd.AddCommand(create, list, collections.showCommand(o, collections.byName), update,
 		collections.deleteCommand(o, collections.byName), newItemCommand(o))
 	return cmd
 }
 
 // newItemCommand is `kiln collection item`: the members of a collection.
 func newItemCommand(o *clientOptions) *cobra.Command {
-	cmd := &cobra.Command{Use: "item", Short: "Add, list and remove the items of a collection", Args: cobra.NoArgs, RunE: helpOnly}
+	cmd := &cobra.Command{Use: "item", Short: "Add, list and remove the items of a collection", RunE: helpOnly}
 	items := &resource{singular: "item", nameKey: "name", cols: itemColumns}
 
 	var name, category, artifact, data string

@@ -431,6 +431,11 @@ func TestEveryAdminCommand(t *testing.T) {
 	if len(ids) != 1 || ids[0]["USER"] != "bob" {
 		t.Errorf("identities: %v", ids)
 	}
+	ok(t, as, "identity", "update", ids[0]["ID"], "--user", "carol", "--subject", "c4r0l")
+	if r := ok(t, as, "identity", "show", ids[0]["ID"]); !regexpLine(r.stdout, "USER:", "carol") || !regexpLine(r.stdout, "SUBJECT:", "c4r0l") {
+		t.Errorf("identity show after update: %s", r)
+	}
+	fails(t, as, 2, "nothing to update", "identity", "update", ids[0]["ID"])
 	ok(t, as, "identity", "delete", ids[0]["ID"])
 
 	ok(t, as, "group", "create", "devs", "--scope", "debian", "--member", "bob", "--ephemeral")
@@ -440,6 +445,15 @@ func TestEveryAdminCommand(t *testing.T) {
 	}
 	ok(t, as, "group", "remove-member", "debian/devs", "bob")
 	fails(t, as, 1, "not a member", "group", "remove-member", "devs", "bob")
+	ok(t, as, "group", "update", "devs", "--name", "team", "--ephemeral=false", "--members", "bob,carol")
+	if g := rows(t, ok(t, as, "group", "list").stdout); len(g) != 1 || g[0]["NAME"] != "team" || g[0]["MEMBERS"] != "bob,carol" || g[0]["EPHEMERAL"] != "no" {
+		t.Errorf("groups after update: %v", g)
+	}
+	ok(t, as, "group", "update", "debian/team", "--name", "devs", "--members", "")
+	if g := rows(t, ok(t, as, "group", "list").stdout); len(g) != 1 || g[0]["MEMBERS"] != "-" {
+		t.Errorf("groups after emptying: %v", g)
+	}
+	ok(t, as, "group", "add-member", "devs", "carol")
 	ok(t, as, "workspace", "member", "add", "main", "--group", "devs", "--role", "contributor")
 	ok(t, as, "workspace", "member", "add", "main", "--user", "bob", "--role", "owner")
 	if m := rows(t, ok(t, as, "workspace", "member", "list", "main").stdout); len(m) != 2 {
@@ -453,6 +467,11 @@ func TestEveryAdminCommand(t *testing.T) {
 	if len(tokens) != 1 || tokens[0]["SCOPE"] != "debian" || tokens[0]["EXPIRES_AT"] == "-" {
 		t.Errorf("carol's tokens: %v", tokens)
 	}
+	ok(t, as, "token", "update", tokens[0]["ID"], "--comment", "ci", "--no-expiry")
+	if tk := rows(t, ok(t, as, "token", "list", "--user", "carol").stdout); tk[0]["COMMENT"] != "ci" || tk[0]["EXPIRES_AT"] != "-" {
+		t.Errorf("carol's token after update: %v", tk)
+	}
+	fails(t, as, 2, "exclude each other", "token", "update", tokens[0]["ID"], "--expires", "1d", "--no-expiry")
 	ok(t, as, "token", "delete", tokens[0]["ID"])
 
 	ok(t, as, "file-store", "create", "big", "--backend", "Local", "--max-size", "10GiB", "--base-directory", t.TempDir())
@@ -464,10 +483,13 @@ func TestEveryAdminCommand(t *testing.T) {
 
 	ok(t, as, "asset", "create", "--workspace", "debian/main", "--category", "test:key", "--data", `{"fingerprint": "abc"}`)
 	assets := rows(t, ok(t, as, "asset", "list", "--workspace", "main").stdout)
-	if len(assets) != 1 || assets[0]["WORKSPACE"] != "main" {
+	if len(assets) != 1 || assets[0]["WORKSPACE"] != "debian/main" {
 		t.Errorf("assets: %v", assets)
 	}
-	ok(t, as, "asset", "show", assets[0]["ID"])
+	ok(t, as, "asset", "update", assets[0]["ID"], "--data", `{"fingerprint": "def"}`)
+	if r := ok(t, as, "asset", "show", assets[0]["ID"]); !strings.Contains(r.stdout, `"fingerprint":"def"`) {
+		t.Errorf("asset show after update: %s", r)
+	}
 	fails(t, as, 2, "--data: want a JSON object", "asset", "create", "--workspace", "main", "--category", "x", "--data", "{broken")
 	ok(t, as, "asset", "delete", assets[0]["ID"])
 
@@ -481,7 +503,11 @@ func TestEveryAdminCommand(t *testing.T) {
 	if c := rows(t, ok(t, as, "collection", "list").stdout); len(c) != 1 || c[0]["ITEM_COUNT"] != "1" {
 		t.Errorf("collections: %v", c)
 	}
-	ok(t, as, "collection", "show", "suites")
+	ok(t, as, "collection", "update", "suites", "--name", "releases", "--data", `{"vendor": "debian"}`)
+	if r := ok(t, as, "collection", "show", "releases"); !strings.Contains(r.stdout, `"vendor":"debian"`) {
+		t.Errorf("collection show after update: %s", r)
+	}
+	ok(t, as, "collection", "update", "releases", "--name", "suites")
 	ok(t, as, "collection", "item", "remove", "suites", "trixie")
 	ok(t, as, "collection", "delete", "suites")
 
@@ -607,7 +633,7 @@ func TestClientSettings(t *testing.T) {
 	write(bad, "server = \"http://x\"\nscope = \"debian\"\n")
 	fails(t, env, 2, `unknown key "scope"`, "workspace", "list", "--client-config", bad)
 	fails(t, env, 2, "no such file", "scope", "list", "--client-config", filepath.Join(t.TempDir(), "missing.toml"))
-	fails(t, env, 2, "invalid server URL", "scope", "list", "--server", "127.0.0.1:8420")
+	fails(t, env, 2, "invalid server URL", "scope", "list", "--server", "ftp://127.0.0.1:8420")
 }
 
 func TestVersionAndHelp(t *testing.T) {

@@ -100,7 +100,50 @@ func newGroupCommand() *cobra.Command {
 		}),
 	}
 
-	cmd.AddCommand(create, list, groups.showCommand(o, resolveGroup), addMember, removeMember,
+	var (
+		newName      string
+		newMembers   []string
+		setEphemeral bool
+	)
+	update := &cobra.Command{
+		Use:   "update GROUP [--name NAME] [--ephemeral=true|false] [--members USER,...]",
+		Short: "Rename a group, mark it ephemeral or not, or replace its members",
+		Long: `Change a group (admins only). GROUP is an id, scope/name, or a name that is
+unique among the groups you can see. --members replaces the whole member list
+(--members '' empties it); add-member and remove-member change it one user at
+a time. A group stays in its scope.`,
+		Args: cobra.ExactArgs(1),
+		RunE: run(o, func(s *session, args []string) error {
+			id, err := resolveGroup(s, args[0])
+			if err != nil {
+				return err
+			}
+			body := map[string]any{}
+			if s.changed("name") {
+				body["name"] = newName
+			}
+			if s.changed("ephemeral") {
+				body["ephemeral"] = setEphemeral
+			}
+			if s.changed("members") {
+				refs := make([]any, 0, len(newMembers))
+				for _, m := range newMembers {
+					if m = strings.TrimSpace(m); m != "" {
+						refs = append(refs, refValue(m))
+					}
+				}
+				body["members"] = refs
+			}
+			_, err = groups.update(s, id, body)
+			return err
+		}),
+	}
+	uf := update.Flags()
+	uf.StringVar(&newName, "name", "", "new name")
+	uf.BoolVar(&setEphemeral, "ephemeral", false, "--ephemeral marks the group as created by automation, --ephemeral=false as kept by people")
+	uf.StringSliceVar(&newMembers, "members", nil, "the new member list, by username or id, separated by commas")
+
+	cmd.AddCommand(create, list, groups.showCommand(o, resolveGroup), update, addMember, removeMember,
 		groups.deleteCommand(o, resolveGroup))
 	return cmd
 }

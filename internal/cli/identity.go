@@ -57,6 +57,35 @@ func newIdentityCommand() *cobra.Command {
 	list.Flags().StringVar(&listUser, "user", "", "only identities of this user (username or id)")
 	list.Flags().StringVar(&listIssuer, "issuer", "", "only identities at this issuer")
 
-	cmd.AddCommand(create, list, identities.showCommand(o, identities.byName), identities.deleteCommand(o, identities.byName))
+	var newUser, newIssuer, newSubject string
+	update := &cobra.Command{
+		Use:   "update ID [--user USER] [--issuer ISSUER] [--subject SUBJECT]",
+		Short: "Change which user an identity logs in as, or its issuer and subject",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(o, func(s *session, args []string) error {
+			id, err := identities.byName(s, args[0])
+			if err != nil {
+				return err
+			}
+			body := map[string]any{}
+			if s.changed("user") {
+				body["user"] = refValue(newUser)
+			}
+			if s.changed("issuer") {
+				body["issuer"] = newIssuer
+			}
+			if s.changed("subject") {
+				body["subject"] = newSubject
+			}
+			_, err = identities.update(s, id, body)
+			return err
+		}),
+	}
+	uf := update.Flags()
+	uf.StringVar(&newUser, "user", "", "link the identity to this user instead, by username or id")
+	uf.StringVar(&newIssuer, "issuer", "", "new issuer")
+	uf.StringVar(&newSubject, "subject", "", "new subject at the issuer")
+
+	cmd.AddCommand(create, list, identities.showCommand(o, identities.byName), update, identities.deleteCommand(o, identities.byName))
 	return cmd
 }

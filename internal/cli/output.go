@@ -21,11 +21,19 @@ type object = map[string]any
 type column struct {
 	header string
 	value  func(object) string
+	// key is the JSON field the column shows, "" for a computed column;
+	// a record shows that field once, under the column's header.
+	key string
 }
 
 // field is the column showing one JSON field as is.
 func field(header, name string) column {
-	return column{header, func(o object) string { return format(o[name]) }}
+	return column{header: header, value: func(o object) string { return format(o[name]) }, key: name}
+}
+
+// computed is a column that derives its value from several fields.
+func computed(header string, value func(object) string) column {
+	return column{header: header, value: value}
 }
 
 // printer writes command results as aligned tables (for people) or as the
@@ -71,7 +79,8 @@ func (p *printer) record(cols []column, o object) error {
 	shown := map[string]bool{}
 	for _, c := range cols {
 		fmt.Fprintf(tw, "%s:\t%s\n", c.header, clean(c.value(o)))
-		shown[strings.ToLower(strings.ReplaceAll(c.header, " ", "_"))] = true
+		shown[c.key] = true
+		shown[strings.ToLower(c.header)] = true
 	}
 	var rest []string
 	for k := range o {

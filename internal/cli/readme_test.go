@@ -3,6 +3,7 @@ package cli_test
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -85,80 +86,40 @@ func TestReadmeConfigurationTable(t *testing.T) {
 	scope.InheritedFlags().VisitAll(func(f *pflag.Flag) { check(f, "client-config") })
 }
 
-// TestReadmeTour runs the README's tour, line by line, against a real
-// server, so that it keeps working as written.
-func TestReadmeTour(t *testing.T) {
-	text := readme(t)
-	i := strings.Index(text, "## A short tour")
+// TestReadmeSameShape keeps the tour's promise true: every resource it
+// lists has each subcommand of `kiln RESOURCE create|list|show|update|delete`,
+// and each extra command it names exists.
+func TestReadmeSameShape(t *testing.T) {
+	text := strings.Join(strings.Fields(readme(t)), " ")
+	i := strings.Index(text, "Everything has the same shape: `kiln RESOURCE ")
 	if i < 0 {
-		t.Fatal("README has no tour section")
+		t.Fatal("the README no longer says that everything has the same shape")
 	}
 	text = text[i:]
-	start := strings.Index(text, "```sh\n")
-	end := strings.Index(text[start+6:], "```")
-	if start < 0 || end < 0 {
-		t.Fatal("the tour has no sh block")
+	end := strings.Index(text, "`kiln version`")
+	if end < 0 {
+		t.Fatal("the same-shape sentence no longer ends with `kiln version`")
 	}
-	block := text[start+6 : start+6+end]
-
-	srv := startServer(t, cleanEnv(t))
-	// The tour relies on the default server address and KILN_TOKEN from
-	// the admin-token file; here the server has a random port and a temp
-	// data directory.
-	env := append(cleanEnv(t), "KILN_SERVER="+srv.url, "KILN_TOKEN="+readAdminToken(t, srv.dataDir))
-	ran := 0
-	for _, line := range strings.Split(block, "\n") {
-		line = strings.TrimSpace(line)
-		switch {
-		case line == "":
-		case line == "export KILN_TOKEN=$(cat kiln-data/admin-token)":
-		case strings.HasPrefix(line, "kiln "):
-			r := ok(t, env, splitWords(line)[1:]...)
-			ran++
-			if strings.HasPrefix(line, "kiln workspace list") {
-				ws := rows(t, r.stdout)
-				if len(ws) != 2 || ws[0]["NAME"] != "sandbox" || ws[1]["NAME"] != "embargoed" || ws[1]["PUBLIC"] != "no" ||
-					ws[1]["EXPIRATION_DELAY"] != "720h0m0s" {
-					t.Errorf("workspace list differs from the README:\n%s", r.stdout)
-				}
+	text = text[:end]
+	subs := strings.Split(strings.TrimSuffix(strings.Fields(text[len("Everything has the same shape: `kiln RESOURCE "):])[0], "`"), "|")
+	resources := regexp.MustCompile("`([a-z-]+)`").FindAllStringSubmatch(text[:strings.Index(text, ", plus")], -1)
+	if len(subs) != 5 || len(resources) < 9 {
+		t.Fatalf("cannot read the same-shape sentence: %q gives %v and %v", text, subs, resources)
+	}
+	root := cli.New(nil, nil)
+	for _, r := range resources {
+		for _, sub := range subs {
+			if c, _, err := root.Find([]string{r[1], sub}); err != nil || c.Name() != sub {
+				t.Errorf("the README promises `kiln %s %s`, which does not exist", r[1], sub)
 			}
-		default:
-			t.Errorf("the tour has a line this test does not know how to run: %q", line)
 		}
 	}
-	if ran < 5 {
-		t.Errorf("only %d kiln commands in the tour", ran)
-	}
-}
-
-// splitWords splits a shell command line on spaces, honouring single and
-// double quotes (enough for the README's examples).
-func splitWords(s string) []string {
-	var words []string
-	var cur strings.Builder
-	var quote rune
-	inWord := false
-	for _, r := range s {
-		switch {
-		case quote != 0 && r == quote:
-			quote = 0
-		case quote != 0:
-			cur.WriteRune(r)
-		case r == '\'' || r == '"':
-			quote, inWord = r, true
-		case r == ' ':
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
+	for _, m := range regexp.MustCompile("`kiln ([a-z -]+) ([a-z|-]+)`").FindAllStringSubmatch(text[strings.Index(text, ", plus"):], -1) {
+		for _, sub := range strings.Split(m[2], "|") {
+			args := append(strings.Fields(m[1]), sub)
+			if c, _, err := root.Find(args); err != nil || c.Name() != sub {
+				t.Errorf("the README promises `kiln %s`, which does not exist", strings.Join(args, " "))
 			}
-		default:
-			cur.WriteRune(r)
-			inWord = true
 		}
 	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words
 }

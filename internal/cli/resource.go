@@ -49,11 +49,33 @@ func (s *session) changed(flag string) bool { return s.cmd.Flags().Changed(flag)
 type resource struct {
 	singular string // "workspace", in messages and command names
 	plural   string // "workspaces", the API's collection segment
+	// command is the `kiln COMMAND` group that manages the resource, when
+	// it is not singular ("work" for work requests), so that messages
+	// suggest commands that exist.
+	command string
 	// nameKey is the JSON field holding the object's name, used to find an
 	// object by name; "" when objects are referred to by id only.
 	nameKey string
 	// cols returns the table columns; names turns references into names.
 	cols func(*names) []column
+}
+
+// commandName is the `kiln …` group of the resource: "kiln " + this +
+// " list" is a command that exists.
+func (r *resource) commandName() string {
+	if r.command != "" {
+		return r.command
+	}
+	return r.singular
+}
+
+// withArticle puts "a" or "an" before noun, as it is pronounced: "an
+// artifact", "a workspace", "a user" (a yoo-, as "a unique").
+func withArticle(noun string) string {
+	if noun != "" && strings.ContainsRune("aeio", rune(noun[0])) {
+		return "an " + noun
+	}
+	return "a " + noun
 }
 
 func (r *resource) path(segments ...string) string {
@@ -73,7 +95,7 @@ func (r *resource) resolve(s *session, ref string, filter url.Values) (string, e
 		return ref, nil
 	}
 	if r.nameKey == "" {
-		return "", usageError{fmt.Errorf("%s %q: refer to a %s by its id (see 'kiln %s list')", r.singular, ref, r.singular, r.singular)}
+		return "", usageError{fmt.Errorf("%s %q: refer to %s by its id (see 'kiln %s list')", r.singular, ref, withArticle(r.singular), r.commandName())}
 	}
 	q := url.Values{"limit": {"1000"}}
 	for k, v := range filter {
@@ -167,7 +189,7 @@ func (r *resource) create(s *session, body any) (object, error) {
 // update patches the object with body and prints the result.
 func (r *resource) update(s *session, id string, body map[string]any) (object, error) {
 	if len(body) == 0 {
-		return nil, usageError{fmt.Errorf("nothing to update: give at least one flag (see 'kiln %s update --help')", r.singular)}
+		return nil, usageError{fmt.Errorf("nothing to update: give at least one flag (see 'kiln %s update --help')", r.commandName())}
 	}
 	return r.send(s, http.MethodPatch, r.path(id), body, "updated")
 }
@@ -246,7 +268,7 @@ func (r *resource) deleteCommand(o *clientOptions, resolve resolver) *cobra.Comm
 	return &cobra.Command{
 		Use:     "delete " + r.refName(),
 		Aliases: []string{"rm"},
-		Short:   "Delete a " + r.singular,
+		Short:   "Delete " + withArticle(r.singular),
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := o.session(cmd)
@@ -272,7 +294,7 @@ func (r *resource) refName() string {
 
 // group returns the command `kiln <use>` with the client flags.
 func group(use, short string) (*cobra.Command, *clientOptions) {
-	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs, RunE: helpOnly}
+	cmd := &cobra.Command{Use: use, Short: short, RunE: helpOnly}
 	return cmd, addClientFlags(cmd)
 }
 

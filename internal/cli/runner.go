@@ -12,13 +12,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-build/kiln/internal/client"
 	"github.com/kiln-build/kiln/internal/runner"
 	"github.com/kiln-build/kiln/internal/telemetry"
 )
 
-// newRunnerCommand is `kiln runner`, with the flags of SPEC §9. Like the
-// server's, every flag can also be set as KILN_<FLAG> or as a key of the
-// --config file (architectures = ["arm64", "armhf"]).
+// newRunnerCommand is `kiln runner`, with the flags the conventions fix
+// (docs/architecture.md#conventions). Like the server's, every flag can
+// also be set as KILN_<FLAG> or as a key of the --config file
+// (architectures = ["arm64", "armhf"]).
 func newRunnerCommand() *cobra.Command {
 	var (
 		cfg       runner.Config
@@ -55,6 +57,11 @@ Every flag can also be set as KILN_<FLAG> or in the TOML --config file.`,
 			if cfg.Server == "" {
 				return usageError{fmt.Errorf("--server is required (or KILN_SERVER, or server in --config)")}
 			}
+			server, err := client.ServerURL(cfg.Server)
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.Server = server.String()
 			cfg.Logger = logger
 			cfg.Out = cmd.ErrOrStderr()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
@@ -89,10 +96,10 @@ var workers = &resource{
 	singular: "worker", plural: "workers", nameKey: "name",
 	cols: func(*names) []column {
 		return []column{field("ID", "id"), field("NAME", "name"), field("TYPE", "worker_type"), field("ENABLED", "enabled"),
-			column{"CONNECTED", func(o object) string { return format(o["connected_at"] != nil) }},
+			computed("CONNECTED", func(o object) string { return format(o["connected_at"] != nil) }),
 			field("BUSY", "busy"),
-			column{"ARCHITECTURES", func(o object) string { return metaField(o, "system:architectures") }},
-			column{"BACKENDS", func(o object) string { return metaField(o, "system:backends") }},
+			computed("ARCHITECTURES", func(o object) string { return metaField(o, "system:architectures") }),
+			computed("BACKENDS", func(o object) string { return metaField(o, "system:backends") }),
 			field("LAST_SEEN_AT", "last_seen_at")}
 	},
 }

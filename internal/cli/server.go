@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -19,8 +21,9 @@ import (
 	"github.com/kiln-build/kiln/internal/workflow"
 )
 
-// newServerCommand is `kiln server`, with the flags of SPEC §9. Every flag
-// can also be set as KILN_<FLAG> or as a key of the --config file.
+// newServerCommand is `kiln server`, with the flags the conventions fix
+// (docs/architecture.md#conventions). Every flag can also be set as
+// KILN_<FLAG> or as a key of the --config file.
 func newServerCommand() *cobra.Command {
 	var (
 		cfg       server.Config
@@ -57,6 +60,7 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 			}
 			cfg.BootstrapToken = os.Getenv(server.BootstrapTokenEnv)
 			cfg.Out = cmd.OutOrStdout()
+			cfg.AdminCommand = adminCommand()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			// After the first signal, restore the default handling: a
@@ -102,4 +106,81 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// adminCommand is how the person starting the server here runs the admin
+// commands from the same directory, for the next step the server prints.
+func adminCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "kiln"
+	}
+	wd, _ := os.Getwd()
+	onPath, _ := exec.LookPath("kiln")
+	return adminCommandFor(exe, wd, onPath)
+}
+
+// adminCommandFor decides adminCommand for this executable, working
+// directory and the "kiln" found on PATH ("" when none): "kiln" when that
+// is this binary; "go run ./cmd/kiln" (relative to wd) when go run built
+// this binary, since it is deleted when the server stops; else this
+// binary's path, relative when it lies below wd ("./kiln").
+func adminCommandFor(exe, wd, onPath string) string {
+	if onPath != "" && sameFile(onPath, exe) {
+		return "kiln"
+	}
+	// go run builds into the build cache (…/go-build/xx/…-d/kiln, Go
+	// 1.24 on) or a temporary go-build… directory.
+	if strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		for dir := wd; dir != ""; dir = parentDir(dir) {
+			if fileExists(filepath.Join(dir, "go.mod")) && fileExists(filepath.Join(dir, "cmd", "kiln", "main.go")) {
+				rel, err := filepath.Rel(wd, filepath.Join(dir, "cmd", "kiln"))
+				if err != nil {
+					break
+				}
+				if !strings.HasPrefix(rel, "..") {
+					rel = "." + string(filepath.Separator) + rel
+				}
+				return "go run " + shellWord(rel)
+			}
+		}
+		return "kiln" // go run from outside the repository: nothing better to say
+	}
+	if rel, err := filepath.Rel(wd, exe); err == nil && wd != "" && !strings.HasPrefix(rel, "..") {
+		return shellWord("." + string(filepath.Separator) + rel)
+	}
+	return shellWord(exe)
+}
+
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// parentDir is dir's parent, or "" at the root.
+func parentDir(dir string) string {
+	if p := filepath.Dir(dir); p != dir {
+		return p
+	}
+	return ""
+}
+
+// shellWord quotes s for a POSIX shell when it needs it.
+func shellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == '+' || r == ',' || r == ':' ||
+			(r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z'))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -14,12 +14,12 @@ import (
 )
 
 var templates = &resource{
-	singular: "workflow template", plural: "workflow-templates", nameKey: "name",
+	singular: "workflow template", plural: "workflow-templates", command: "template", nameKey: "name",
 	cols: func(n *names) []column {
 		return []column{field("ID", "id"), field("NAME", "name"), field("KIND", "task_name"),
-			n.column("WORKSPACE", "workspace", "workspaces", "name"), field("PRIORITY", "priority"),
-			column{"PARAMETERS", templateInfo(func(t *workflow.Template) []string { return t.RequiredParameters() })},
-			column{"METRICS", templateInfo(metricNames)},
+			n.workspaceColumn("WORKSPACE", "workspace"), field("PRIORITY", "priority"),
+			computed("PARAMETERS", templateInfo(func(t *workflow.Template) []string { return t.RequiredParameters() })),
+			computed("METRICS", templateInfo(metricNames)),
 			field("CREATED_AT", "created_at")}
 	},
 }

@@ -53,15 +53,11 @@ Without --user the token is yours; admins may create tokens for any user.
 				body["enabled"] = false
 			}
 			if expires != "" {
-				d, err := parseDuration("--expires", expires)
+				at, err := expiresAt(expires)
 				if err != nil {
 					return err
 				}
-				dur, _ := time.ParseDuration(d)
-				if dur <= 0 {
-					return usageError{fmt.Errorf("--expires %q: must be more than zero", expires)}
-				}
-				body["expires_at"] = time.Now().Add(dur).UTC().Format(time.RFC3339)
+				body["expires_at"] = at
 			}
 			var raw json.RawMessage
 			if err := s.c.Do(s.ctx, http.MethodPost, tokens.path(), body, &raw); err != nil {
@@ -120,9 +116,65 @@ Without --user the token is yours; admins may create tokens for any user.
 		}
 	}
 
-	cmd.AddCommand(create, list, tokens.showCommand(o, tokens.byName),
+	var (
+		newComment, newExpires string
+		neverExpires           bool
+	)
+	update := &cobra.Command{
+		Use:   "update ID [--comment TEXT] [--expires DURATION | --no-expiry]",
+		Short: "Change a token's comment or expiry (yours; any token for admins)",
+		Long: `Change a token's comment or expiry. Who and what a token speaks for (its user,
+worker and scope) is fixed: create a new token instead. To stop a token now,
+use 'kiln token disable'.`,
+		Args: cobra.ExactArgs(1),
+		RunE: run(o, func(s *session, args []string) error {
+			if s.changed("expires") && neverExpires {
+				return usageError{fmt.Errorf("--expires and --no-expiry exclude each other")}
+			}
+			id, err := tokens.byName(s, args[0])
+			if err != nil {
+				return err
+			}
+			body := map[string]any{}
+			if s.changed("comment") {
+				body["comment"] = newComment
+			}
+			if s.changed("expires") {
+				at, err := expiresAt(newExpires)
+				if err != nil {
+					return err
+				}
+				body["expires_at"] = at
+			}
+			if neverExpires {
+				body["expires_at"] = nil
+			}
+			_, err = tokens.update(s, id, body)
+			return err
+		}),
+	}
+	uf := update.Flags()
+	uf.StringVar(&newComment, "comment", "", "what the token is for")
+	uf.StringVar(&newExpires, "expires", "", "expire the token this long from now, e.g. 720h or 90d")
+	uf.BoolVar(&neverExpires, "no-expiry", false, "the token never expires")
+
+	cmd.AddCommand(create, list, tokens.showCommand(o, tokens.byName), update,
 		setEnabled("disable", "Disable a token: requests with it fail until it is enabled again", false),
 		setEnabled("enable", "Enable a disabled token", true),
 		tokens.deleteCommand(o, tokens.byName))
 	return cmd
+}
+
+// expiresAt turns --expires (a duration from now, e.g. 90d) into the
+// RFC 3339 time the API takes.
+func expiresAt(flag string) (string, error) {
+	d, err := parseDuration("--expires", flag)
+	if err != nil {
+		return "", err
+	}
+	dur, _ := time.ParseDuration(d)
+	if dur <= 0 {
+		return "", usageError{fmt.Errorf("--expires %q: must be more than zero", flag)}
+	}
+	return time.Now().Add(dur).UTC().Format(time.RFC3339), nil
 }

@@ -41,7 +41,7 @@ func parseSize(flag, s string) (int64, error) {
 
 // sizeColumn shows a byte count as "10 GiB".
 func sizeColumn(header, name string) column {
-	return column{header, func(o object) string {
+	return column{header: header, key: name, value: func(o object) string {
 		if n, ok := o[name].(json.Number); ok {
 			if v, err := n.Int64(); err == nil && v >= 0 {
 				return humanize.IBytes(uint64(v))

@@ -25,10 +25,10 @@ import (
 )
 
 var workRequests = &resource{
-	singular: "work request", plural: "work-requests",
+	singular: "work request", plural: "work-requests", command: "work",
 	cols: func(n *names) []column {
 		return []column{field("ID", "id"), field("TYPE", "task_type"), field("TASK", "task_name"),
-			n.column("WORKSPACE", "workspace", "workspaces", "name"), field("STATUS", "status"), field("RESULT", "result"),
+			n.workspaceColumn("WORKSPACE", "workspace"), field("STATUS", "status"), field("RESULT", "result"),
 			n.column("WORKER", "worker", "workers", "name"), field("CREATED_AT", "created_at")}
 	},
 }
@@ -36,9 +36,9 @@ var workRequests = &resource{
 var artifacts = &resource{
 	singular: "artifact", plural: "artifacts",
 	cols: func(n *names) []column {
-		return []column{field("ID", "id"), field("CATEGORY", "category"), n.column("WORKSPACE", "workspace", "workspaces", "name"),
+		return []column{field("ID", "id"), field("CATEGORY", "category"), n.workspaceColumn("WORKSPACE", "workspace"),
 			field("WORK_REQUEST", "created_by_work_request"),
-			column{"FILES", func(o object) string {
+			computed("FILES", func(o object) string {
 				files, _ := o["files"].([]any)
 				names := make([]string, 0, len(files))
 				for _, f := range files {
@@ -50,7 +50,7 @@ var artifacts = &resource{
 					return "-"
 				}
 				return strings.Join(names, ",")
-			}},
+			}),
 			field("CREATED_AT", "created_at")}
 	},
 }
@@ -63,8 +63,8 @@ func newWorkCommand() *cobra.Command {
 		taskType, workspace, data, script, arch, backend, timeout string
 		priority, maxRetries                                      int
 		deps                                                      []int64
-		outputs, env                                              []string
-		wait, follow                                              bool
+		artifactPaths, env                                        []string
+		wait, follow, waitAnyway                                  bool
 	)
 	submit := &cobra.Command{
 		Use:   "submit TASK_NAME --workspace WORKSPACE",
@@ -72,17 +72,22 @@ func newWorkCommand() *cobra.Command {
 		Long: `Submit a work request and print it.
 
 Worker tasks run on runners: noop, and command, which runs a shell script in a
-fresh working directory. --script, --env, --timeout and --output fill in a
+fresh working directory. --script, --env, --timeout and --artifact fill in a
 command task's data; --data gives any task's data as JSON (or @file.json), and
 the other flags are merged into it.
 
   kiln work submit command --workspace debian/main \
-      --script 'echo hello > hello.txt' --output hello.txt --wait
+      --script 'echo hello > hello.txt' --artifact hello.txt --wait
 
---output PATH[:CATEGORY] declares a file the script leaves in its working
+--artifact PATH[:CATEGORY] declares a file the script leaves in its working
 directory; it is uploaded as an artifact (category kiln:file by default).
+(-o/--output is the output format, as for every admin command.)
 --wait waits until the request is finished and exits non-zero unless it
-succeeded; --follow also prints its log as it runs.`,
+succeeded; --follow also prints its log as it runs. When no connected worker
+can run the request (its architecture or backend is nowhere), they say so at
+once on stderr, naming what is connected, give a runner a few seconds to
+connect, then stop waiting (the request stays pending) unless
+--wait-for-runner is given.`,
 		Args: cobra.ExactArgs(1),
 		RunE: run(o, func(s *session, args []string) error {
 			td := map[string]any{}
@@ -118,9 +123,9 @@ succeeded; --follow also prints its log as it runs.`,
 				}
 				td["env"] = m
 			}
-			if len(outputs) > 0 {
+			if len(artifactPaths) > 0 {
 				var outs []map[string]string
-				for _, spec := range outputs {
+				for _, spec := range artifactPaths {
 					p, cat, _ := strings.Cut(spec, ":")
 					out := map[string]string{"path": p}
 					if cat != "" {
@@ -158,7 +163,7 @@ succeeded; --follow also prints its log as it runs.`,
 				return workRequests.print(s, raw)
 			}
 			s.p.note("work request %s submitted; waiting for it to finish", id)
-			return waitForRequest(s, id, follow)
+			return waitForRequest(s, id, follow, &runnerCheck{anyway: waitAnyway, abort: "kiln work abort " + id})
 		}),
 	}
 	sf := submit.Flags()
@@ -168,7 +173,7 @@ succeeded; --follow also prints its log as it runs.`,
 	sf.StringVar(&script, "script", "", "command task: the shell script to run")
 	sf.StringArrayVar(&env, "env", nil, "command task: NAME=VALUE for the script's environment (repeatable)")
 	sf.StringVar(&timeout, "timeout", "", "command task: time limit, e.g. 30m (default 1h)")
-	sf.StringArrayVar(&outputs, "output", nil, "command task: PATH[:CATEGORY] of a file to upload as an artifact (repeatable)")
+	sf.StringArrayVar(&artifactPaths, "artifact", nil, "command task: PATH[:CATEGORY] of a file the script leaves, to upload as an artifact (repeatable)")
 	sf.StringVar(&arch, "host-architecture", runner.DebianArchitecture(runtime.GOARCH), "Worker task: architecture of the runner it needs")
 	sf.StringVar(&backend, "backend", "auto", "Worker task: backend: auto, host or unshare")
 	sf.IntVar(&priority, "priority", 0, "priority; higher runs first (above 0: admins only)")
@@ -176,6 +181,7 @@ succeeded; --follow also prints its log as it runs.`,
 	sf.Int64SliceVar(&deps, "depends-on", nil, "ids of work requests that must succeed first")
 	sf.BoolVar(&wait, "wait", false, "wait until it is finished; exit non-zero unless it succeeded")
 	sf.BoolVar(&follow, "follow", false, "wait, printing its log as it runs")
+	sf.BoolVar(&waitAnyway, "wait-for-runner", false, "with --wait or --follow: keep waiting when no connected worker can run the request, until one connects")
 	_ = submit.MarkFlagRequired("workspace")
 
 	var status, lworkspace, taskName, ltype, worker string
@@ -255,7 +261,7 @@ printing until the request has finished.`,
 				return err
 			}
 			if followLogs {
-				return waitForRequest(s, id, true)
+				return waitForRequest(s, id, true, nil)
 			}
 			var raw json.RawMessage
 			if err := s.c.Do(s.ctx, http.MethodGet, workRequests.path(id, "logs"), nil, &raw); err != nil {
@@ -273,8 +279,9 @@ printing until the request has finished.`,
 
 // waitForRequest polls a request until it has finished, printing its log
 // as it grows when follow is set, then prints its outcome. It fails unless
-// the request succeeded, so that scripts can chain on it.
-func waitForRequest(s *session, id string, follow bool) error {
+// the request succeeded, so that scripts can chain on it, and, given a
+// runnerCheck, when nothing connected can run the request.
+func waitForRequest(s *session, id string, follow bool, rc *runnerCheck) error {
 	var offset int
 	var last object
 	err := waitFor(s.ctx, 500*time.Millisecond, func() (bool, error) {
@@ -287,6 +294,11 @@ func waitForRequest(s *session, id string, follow bool) error {
 			return false, err
 		}
 		last = o
+		if rc != nil {
+			if err := rc.poll(s, []object{o}); err != nil {
+				return false, err
+			}
+		}
 		status := format(o["status"])
 		finished := status == "completed" || status == "aborted"
 		if follow && (status == "running" || finished) {
@@ -486,7 +498,11 @@ func filePath(id, name string) string {
 // rawRequest sends a request whose body or answer is a file, streamed,
 // which the JSON client does not do.
 func rawRequest(ctx context.Context, o *clientOptions, method, p string, body io.Reader, size int64) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(o.server, "/")+p, body)
+	base, err := client.ServerURL(o.server)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base.String()+p, body)
 	if err != nil {
 		return nil, err
 	}
@@ -499,7 +515,7 @@ func rawRequest(ctx context.Context, o *clientOptions, method, p string, body io
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the server at %s: %w", o.server, err)
+		return nil, fmt.Errorf("cannot reach the server at %s: %w", base, err)
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()

@@ -15,13 +15,13 @@ var workflows = &resource{
 	singular: "workflow", plural: "workflows",
 	cols: func(n *names) []column {
 		return []column{field("ID", "id"),
-			column{"TEMPLATE", func(o object) string {
+			computed("TEMPLATE", func(o object) string {
 				data, _ := o["task_data"].(map[string]any)
 				return format(data["template"])
-			}},
-			field("KIND", "task_name"), n.column("WORKSPACE", "workspace", "workspaces", "name"),
+			}),
+			field("KIND", "task_name"), n.workspaceColumn("WORKSPACE", "workspace"),
 			field("STATUS", "status"), field("RESULT", "result"),
-			column{"STEPS", func(o object) string {
+			computed("STEPS", func(o object) string {
 				if s, ok := o["steps"].(string); ok {
 					return s // set by printWorkflow
 				}
@@ -33,7 +33,7 @@ var workflows = &resource{
 					}
 				}
 				return fmt.Sprintf("%d/%d", done, len(kids))
-			}},
+			}),
 			n.column("CREATED_BY", "created_by", "users", "username"), field("CREATED_AT", "created_at")}
 	},
 }
@@ -90,9 +90,10 @@ func newWorkflowCommand() *cobra.Command {
 	cmd, o := group("workflow", "Start, list, show and abort workflows")
 
 	var (
-		params    []string
-		workspace string
-		wait      bool
+		params     []string
+		workspace  string
+		wait       bool
+		waitAnyway bool
 	)
 	start := &cobra.Command{
 		Use:   "start TEMPLATE [--param NAME=VALUE]...",
@@ -104,7 +105,10 @@ unless the template fixes it; 'kiln template show' lists them.
   kiln workflow start build-all --param version=1.2.3 --wait
 
 --wait waits until the workflow has finished and exits non-zero unless it
-succeeded.`,
+succeeded. When no connected worker can run one of its steps (a matrix over an
+architecture no runner has), it says so at once on stderr, naming what is
+connected, gives a runner a few seconds to connect, then stops waiting (the
+workflow keeps running) unless --wait-for-runner is given.`,
 		Args: cobra.ExactArgs(1),
 		RunE: run(o, func(s *session, args []string) error {
 			values := map[string]string{}
@@ -141,12 +145,17 @@ succeeded.`,
 			}
 			s.p.note("workflow %s started; waiting for it to finish", id)
 			var last object
+			rc := &runnerCheck{anyway: waitAnyway, abort: "kiln workflow abort " + id}
 			err = waitFor(s.ctx, 500*time.Millisecond, func() (bool, error) {
 				r, o, err := s.getWorkflow(id)
 				if err != nil {
 					return false, err
 				}
 				raw, last = r, o
+				kids, _ := o["children"].([]any)
+				if err := rc.poll(s, decodeObjects(kids)); err != nil {
+					return false, err
+				}
 				st := format(o["status"])
 				return st == "completed" || st == "aborted", nil
 			})
@@ -166,6 +175,7 @@ succeeded.`,
 	sf.StringArrayVar(&params, "param", nil, "NAME=VALUE for {{params.NAME}} (repeatable)")
 	sf.StringVar(&workspace, "workspace", "", "the template's workspace, when several have one of that name")
 	sf.BoolVar(&wait, "wait", false, "wait until it has finished; exit non-zero unless it succeeded")
+	sf.BoolVar(&waitAnyway, "wait-for-runner", false, "with --wait: keep waiting when no connected worker can run a step, until one connects")
 
 	var status, lworkspace, kind string
 	list := &cobra.Command{

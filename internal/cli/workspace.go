@@ -161,14 +161,14 @@ that is unique among the workspaces you can see.`,
 
 // members of a workspace, under /workspaces/{id}/members/.
 func memberColumns(n *names) []column {
-	return []column{field("ID", "id"), n.column("USER", "user", "users", "username"),
+	return []column{field("ID", "id"), n.workspaceColumn("WORKSPACE", "workspace"), n.column("USER", "user", "users", "username"),
 		n.column("GROUP", "group", "groups", "name"), field("ROLE", "role")}
 }
 
 // newMemberCommand is `kiln workspace member`: who holds which role
 // (viewer, contributor, owner) in a workspace.
 func newMemberCommand(o *clientOptions) *cobra.Command {
-	cmd := &cobra.Command{Use: "member", Short: "Grant and revoke roles in a workspace", Args: cobra.NoArgs, RunE: helpOnly}
+	cmd := &cobra.Command{Use: "member", Short: "Grant and revoke roles in a workspace", RunE: helpOnly}
 
 	var user, grp, role string
 	add := &cobra.Command{

@@ -1,7 +1,8 @@
 // Package suggest finds the name a user probably meant when they typed one
 // that does not exist, so that configuration and template errors can say
-// "did you mean …?". Configuration keys and template fields share it, so
-// both forgive the same typos.
+// "did you mean …?". Configuration keys, template fields, and the command
+// line's commands and flags share it, so all of them forgive the same
+// typos.
 package suggest
 
 import "strings"
