@@ -123,3 +123,60 @@ func TestReadmeSameShape(t *testing.T) {
 		}
 	}
 }
+
+// TestArchitectureCitations keeps the citations of docs/architecture.md
+// followable: every "docs/architecture.md#<anchor>" in the repository's Go
+// and Markdown files, and every "#<anchor>" link inside the document, names
+// an anchor the document defines.
+func TestArchitectureCitations(t *testing.T) {
+	root := filepath.Join("..", "..")
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "architecture.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	for _, m := range regexp.MustCompile(`<a id="([a-z0-9-]+)"></a>`).FindAllStringSubmatch(string(doc), -1) {
+		if anchors[m[1]] {
+			t.Errorf("docs/architecture.md defines the anchor %q twice", m[1])
+		}
+		anchors[m[1]] = true
+	}
+	if len(anchors) < 15 {
+		t.Fatalf("docs/architecture.md defines only %d anchors", len(anchors))
+	}
+	for _, m := range regexp.MustCompile(`\]\(#([a-z0-9-]+)\)`).FindAllStringSubmatch(string(doc), -1) {
+		if !anchors[m[1]] {
+			t.Errorf("docs/architecture.md links to #%s, which it does not define", m[1])
+		}
+	}
+	cite := regexp.MustCompile(`architecture\.md#([a-z0-9-]+)`)
+	cited := 0
+	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !(strings.HasSuffix(path, ".go") || strings.HasSuffix(path, ".md")) {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range cite.FindAllStringSubmatch(string(data), -1) {
+			cited++
+			if !anchors[m[1]] {
+				t.Errorf("%s cites docs/architecture.md#%s, which does not exist", path, m[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cited == 0 {
+		t.Error("nothing cites docs/architecture.md")
+	}
+}
