@@ -109,7 +109,11 @@ func describeOffers(offers []model.Offer) string {
 			if archs == "" {
 				archs = "no architecture"
 			}
-			parts[i] = fmt.Sprintf("%s (%s; backends %s)", o.Name, archs, strings.Join(append([]string{model.BackendAuto}, o.Backends...), ", "))
+			backends := strings.Join(o.Backends, ", ")
+			if backends == "" {
+				backends = "none"
+			}
+			parts[i] = fmt.Sprintf("%s (%s; backends %s)", o.Name, archs, backends)
 		case model.WorkerServer:
 			parts[i] = o.Name + " (Server tasks)"
 		default:
@@ -163,7 +167,7 @@ func (rc *runnerCheck) poll(s *session, objs []object) error {
 		for i, n := range left {
 			msg[i] = n.String()
 		}
-		s.p.note("kiln: no connected worker can run %s; no worker pool offers it either.", strings.Join(msg, "; "))
+		s.p.note("kiln: no connected worker can run %s, and no worker pool offers one.", strings.Join(msg, "; "))
 		s.p.note("kiln: connected: %s.", describeOffers(connected))
 		var could []string
 		for _, o := range away {

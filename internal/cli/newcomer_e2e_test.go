@@ -138,8 +138,8 @@ func TestWaitSaysWhatIsConnected(t *testing.T) {
 	began := time.Now()
 	r := fails(t, as, 1, "stopped waiting: nothing connected can run work request", "work", "submit", "noop",
 		"--workspace", "demo/main", "--host-architecture", "arm64", "--wait")
-	for _, want := range []string{"no connected worker can run work request 1, for arm64 with backend auto",
-		"kiln: connected: ", "runner-amd64 (amd64; backends auto, host", "(Server tasks)", "kiln work abort 1", "--wait-for-runner"} {
+	for _, want := range []string{"no connected worker can run work request 1, for arm64 with backend auto, and no worker pool offers one.",
+		"kiln: connected: ", "runner-amd64 (amd64; backends host", "(Server tasks)", "kiln work abort 1", "--wait-for-runner"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
 		}
