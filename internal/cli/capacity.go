@@ -96,24 +96,37 @@ func stranded(needs []need, offers []model.Offer) []need {
 }
 
 // describeOffers names offers for people: "runner-amd64 (amd64, i386;
-// backends host, unshare)", "server-1 (Server tasks)".
+// backends host, unshare)", "server-1 (Server tasks)"; beyond
+// maxNamedOffers, what they offer between them, so that a large farm
+// gets one line.
 func describeOffers(offers []model.Offer) string {
 	if len(offers) == 0 {
 		return "none"
+	}
+	if len(offers) > maxNamedOffers {
+		var archs, backends, other []string
+		for _, o := range offers {
+			if o.WorkerType != model.WorkerExternal {
+				other = appendNew(other, string(o.WorkerType))
+				continue
+			}
+			for _, a := range o.Architectures {
+				archs = appendNew(archs, a)
+			}
+			for _, b := range o.Backends {
+				backends = appendNew(backends, b)
+			}
+		}
+		slices.Sort(archs)
+		slices.Sort(backends)
+		return fmt.Sprintf("%d workers: runners for %s (backends %s), and %s workers",
+			len(offers), orNone(archs), orNone(backends), orNone(other))
 	}
 	parts := make([]string, len(offers))
 	for i, o := range offers {
 		switch o.WorkerType {
 		case model.WorkerExternal:
-			archs := strings.Join(o.Architectures, ", ")
-			if archs == "" {
-				archs = "no architecture"
-			}
-			backends := strings.Join(o.Backends, ", ")
-			if backends == "" {
-				backends = "none"
-			}
-			parts[i] = fmt.Sprintf("%s (%s; backends %s)", o.Name, archs, backends)
+			parts[i] = fmt.Sprintf("%s (%s; backends %s)", o.Name, orNone(o.Architectures), orNone(o.Backends))
 		case model.WorkerServer:
 			parts[i] = o.Name + " (Server tasks)"
 		default:
@@ -121,6 +134,23 @@ func describeOffers(offers []model.Offer) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// maxNamedOffers is how many connected workers --wait names one by one.
+const maxNamedOffers = 6
+
+func appendNew(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
+func orNone(list []string) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	return strings.Join(list, ", ")
 }
 
 // runnerCheck is what --wait does about work that nothing connected can
@@ -149,13 +179,13 @@ func (rc *runnerCheck) poll(s *session, objs []object) error {
 	connected, away, err := farmOffers(s)
 	if err != nil {
 		rc.done = true
-		s.p.note("kiln: cannot tell which workers are connected (%v); waiting", err)
+		s.p.warn("cannot tell which workers are connected (%v); waiting", err)
 		return nil
 	}
 	left := stranded(needs, connected)
 	if len(left) == 0 {
 		if rc.warned {
-			s.p.note("kiln: a worker that can run it is connected now; waiting for it to finish")
+			s.p.warn("a worker that can run it is connected now; waiting for it to finish")
 		}
 		rc.done = true
 		return nil
@@ -167,8 +197,8 @@ func (rc *runnerCheck) poll(s *session, objs []object) error {
 		for i, n := range left {
 			msg[i] = n.String()
 		}
-		s.p.note("kiln: no connected worker can run %s, and no worker pool offers one.", strings.Join(msg, "; "))
-		s.p.note("kiln: connected: %s.", describeOffers(connected))
+		s.p.warn("no connected worker can run %s, and no worker pool offers one.", strings.Join(msg, "; "))
+		s.p.warn("connected: %s.", describeOffers(connected))
 		var could []string
 		for _, o := range away {
 			if len(stranded(left, []model.Offer{o})) < len(left) {
@@ -176,14 +206,14 @@ func (rc *runnerCheck) poll(s *session, objs []object) error {
 			}
 		}
 		if len(could) > 0 {
-			s.p.note("kiln: not connected now, but could run it: %s.", strings.Join(could, ", "))
+			s.p.warn("not connected now, but could run it: %s.", strings.Join(could, ", "))
 		}
 		if rc.anyway {
-			s.p.note("kiln: waiting until one connects (--wait-for-runner).")
+			s.p.warn("waiting until one connects (--wait-for-runner).")
 			rc.done = true
 			return nil
 		}
-		s.p.note("kiln: giving a runner %s to connect.", runnerGrace)
+		s.p.warn("giving a runner %s to connect.", runnerGrace)
 	}
 	if time.Now().After(rc.deadline) {
 		what := make([]string, len(left))

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/kiln-build/kiln/internal/model"
 )
 
 // allResources are the REST resources the admin commands manage.
@@ -148,5 +151,30 @@ func TestDidYouMeanEverywhere(t *testing.T) {
 	}
 	if err := subcommandArgs(root, []string{"frobnicate"}); err == nil || strings.Contains(err.Error(), "did you mean") {
 		t.Errorf("nothing is near frobnicate: %v", err)
+	}
+}
+
+// TestDescribeOffers: --wait names a few connected workers, and sums up
+// many in one line.
+func TestDescribeOffers(t *testing.T) {
+	few := []model.Offer{
+		{Name: "b1", WorkerType: model.WorkerExternal, Architectures: []string{"amd64", "i386"}, Backends: []string{"host"}},
+		{Name: "srv", WorkerType: model.WorkerServer},
+		{Name: "odd", WorkerType: model.WorkerExternal},
+	}
+	if got, want := describeOffers(few), "b1 (amd64, i386; backends host), srv (Server tasks), odd (none; backends none)"; got != want {
+		t.Errorf("describeOffers = %q, want %q", got, want)
+	}
+	var many []model.Offer
+	for i := range 9 {
+		arch := []string{"amd64", "arm64", "riscv64"}[i%3]
+		many = append(many, model.Offer{Name: fmt.Sprint("b", i), WorkerType: model.WorkerExternal, Architectures: []string{arch}, Backends: []string{"unshare", "host"}})
+	}
+	many = append(many, model.Offer{Name: "srv", WorkerType: model.WorkerServer})
+	if got, want := describeOffers(many), "10 workers: runners for amd64, arm64, riscv64 (backends host, unshare), and server workers"; got != want {
+		t.Errorf("describeOffers = %q, want %q", got, want)
+	}
+	if got := describeOffers(nil); got != "none" {
+		t.Errorf("describeOffers(nil) = %q", got)
 	}
 }

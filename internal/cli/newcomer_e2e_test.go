@@ -136,8 +136,9 @@ func TestWaitSaysWhatIsConnected(t *testing.T) {
 	waitConnected(t, as, "runner-amd64")
 
 	began := time.Now()
+	// -o json: the warning still reaches stderr, stdout stays for scripts
 	r := fails(t, as, 1, "stopped waiting: nothing connected can run work request", "work", "submit", "noop",
-		"--workspace", "demo/main", "--host-architecture", "arm64", "--wait")
+		"--workspace", "demo/main", "--host-architecture", "arm64", "--wait", "-o", "json")
 	for _, want := range []string{"no connected worker can run work request 1, for arm64 with backend auto, and no worker pool offers one.",
 		"kiln: connected: ", "runner-amd64 (amd64; backends host", "(Server tasks)", "kiln work abort 1", "--wait-for-runner"} {
 		if !strings.Contains(r.stderr, want) {

@@ -124,6 +124,12 @@ func (p *printer) note(format string, args ...any) {
 	}
 }
 
+// warn prints, in every output mode, something the person must know that
+// is not the result: it goes to stderr, so stdout stays what scripts read.
+func (p *printer) warn(format string, args ...any) {
+	fmt.Fprintf(p.err, "kiln: "+format+"\n", args...)
+}
+
 // format renders a JSON value for a table cell.
 func format(v any) string {
 	switch x := v.(type) {
