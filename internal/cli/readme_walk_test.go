@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"os"
@@ -219,12 +220,18 @@ func startReadmeServer(t *testing.T, dir string) string {
 // runShell runs script with bash in dir, as the README's second terminal:
 // the variables an earlier script exported (saved in state) are set, and
 // this script's are saved for the next. It fails the test unless bash
-// exits 0, and returns what it printed.
+// exits 0 within two minutes (then bash and everything it started are
+// killed), and returns what it printed.
 func runShell(t *testing.T, dir string, env []string, state, script string) string {
 	t.Helper()
 	full := "if [ -f " + state + " ]; then . " + state + "; fi\n" + script + "\nexport -p > " + state + "\n"
-	cmd := exec.Command("bash", "-e", "-u", "-o", "pipefail", "-c", full)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-e", "-u", "-o", "pipefail", "-c", full)
 	cmd.Dir, cmd.Env = dir, env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the README's commands failed: %v\n%s\n--- output ---\n%s", err, script, out)
