@@ -157,5 +157,5 @@ func ExampleNewRegistry() {
 	n, _ := testutil.GatherAndCount(reg, "go_goroutines", "process_start_time_seconds", "go_memstats_alloc_bytes")
 	fmt.Println(n)
 	// Output:
-	// 2
+	// 3
 }

@@ -1,8 +1,6 @@
 package telemetry
 
 import (
-	"regexp"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -15,20 +13,21 @@ import (
 // without name clashes, and means nothing a dependency registers globally
 // leaks onto /metrics.
 //
-// The Go collector is configured with runtime/metrics only, without the
-// legacy MemStats families. With MemStats, client_golang emits both a gauge
-// go_memstats_alloc_bytes and a counter go_memstats_alloc_bytes_total, which
-// in OpenMetrics are two families with the same name; Prometheus tolerates
-// that but promtool and strict parsers reject the exposition. (This is what
-// the deprecated collectors.WithGoCollections(GoRuntimeMetricsCollection)
-// does, spelt with the options that replace it.)
+// The Go collector is client_golang's default one: go_memstats_*,
+// go_gc_duration_seconds, go_goroutines, go_threads, go_info and the few
+// runtime/metrics gauges it adds (GOGC, GOMEMLIMIT, GOMAXPROCS) — the set
+// every Go dashboard and alert is written against. It is deliberately not
+// the whole runtime/metrics collection, which replaces go_memstats_* with
+// about 45 go_godebug_* and other families nobody graphs.
+//
+// One quirk is accepted knowingly: in OpenMetrics the gauge
+// go_memstats_alloc_bytes and the counter go_memstats_alloc_bytes_total
+// share the family name go_memstats_alloc_bytes. Prometheus ingests both;
+// promtool reads only the text format, where they are distinct.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		collectors.NewGoCollector(
-			collectors.WithGoCollectorMemStatsMetricsDisabled(),
-			collectors.WithGoCollectorRuntimeMetrics(collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile("/.*")}),
-		),
+		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return reg
