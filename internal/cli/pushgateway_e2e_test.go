@@ -149,9 +149,6 @@ func TestPushgatewayEndToEnd(t *testing.T) {
 		if v, ok := value(t, g, "kiln_runner_jobs_finished_total", map[string]string{"task": "noop", "result": "success"}); !ok || v != 1 {
 			t.Errorf("pushed jobs finished{noop,success} = %v (present %v), want 1", v, ok)
 		}
-		if v, ok := value(t, g, "kiln_runner_version_info", nil); !ok || v != 1 {
-			t.Errorf("no version info pushed")
-		}
 		success, ok := value(t, g, "kiln_runner_last_success_timestamp_seconds", nil)
 		if !ok {
 			t.Fatalf("no kiln_runner_last_success_timestamp_seconds in %v", g.Metrics)

@@ -90,7 +90,7 @@ type metrics struct {
 
 func newMetrics() (*metrics, error) {
 	reg := telemetry.NewRegistry()
-	if err := telemetry.RegisterInfo(reg, "kiln_runner_version_info", "Build information of the kiln runner; always 1.", telemetry.ReadBuildInfo()); err != nil {
+	if err := telemetry.RegisterBuildInfo(reg, telemetry.ReadBuildInfo()); err != nil {
 		return nil, err
 	}
 	m := &metrics{

@@ -412,7 +412,7 @@ func TestRunnerMetricsThroughARealTask(t *testing.T) {
 	}
 }
 
-// checkVersionInfo: kiln_runner_version_info carries the real build facts,
+// checkVersionInfo: kiln_build_info carries the real build facts,
 // every label set and none empty.
 func checkVersionInfo(t *testing.T, g prometheus.Gatherer) {
 	t.Helper()
@@ -424,7 +424,7 @@ func checkVersionInfo(t *testing.T, g prometheus.Gatherer) {
 	want := map[string]string{"version": bi.Version, "revision": bi.Revision, "branch": bi.Branch, "built_at": bi.BuiltAt,
 		"go_version": runtime.Version(), "os": runtime.GOOS, "architecture": runtime.GOARCH}
 	for _, mf := range mfs {
-		if mf.GetName() != "kiln_runner_version_info" {
+		if mf.GetName() != "kiln_build_info" {
 			continue
 		}
 		if len(mf.GetMetric()) != 1 || mf.GetMetric()[0].GetGauge().GetValue() != 1 {
@@ -444,7 +444,7 @@ func checkVersionInfo(t *testing.T, g prometheus.Gatherer) {
 		}
 		return
 	}
-	t.Error("no kiln_runner_version_info")
+	t.Error("no kiln_build_info")
 }
 
 // TestRunnerMetricsConnectErrors: a runner whose server is down counts

@@ -18,7 +18,7 @@ import (
 
 // TestVersionInfoOfAReleaseBuild builds kiln the way a release is built,
 // with the build stamps set by -ldflags -X (see the README), runs a runner
-// with --metrics-server and reads kiln_runner_version_info from its
+// with --metrics-server and reads kiln_build_info from its
 // /metrics: every label carries the real value, the stamps and the
 // toolchain's, and `kiln version` says the same.
 func TestVersionInfoOfAReleaseBuild(t *testing.T) {
@@ -93,12 +93,12 @@ func TestVersionInfoOfAReleaseBuild(t *testing.T) {
 		"built_at": builtAt, "go_version": runtime.Version(), "os": runtime.GOOS, "architecture": runtime.GOARCH}
 	var line string
 	for _, l := range strings.Split(text, "\n") {
-		if strings.HasPrefix(l, "kiln_runner_version_info{") {
+		if strings.HasPrefix(l, "kiln_build_info{") {
 			line = l
 		}
 	}
 	if line == "" {
-		t.Fatalf("no kiln_runner_version_info in:\n%s", text)
+		t.Fatalf("no kiln_build_info in:\n%s", text)
 	}
 	for k, v := range want {
 		if !strings.Contains(line, k+`="`+v+`"`) {

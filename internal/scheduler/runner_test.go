@@ -198,7 +198,7 @@ func TestRunnerOnceMetricsAndPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"kiln_runner_version_info{", "go_goroutines", "process_cpu_seconds_total", "kiln_runner_connection_state{"} {
+	for _, want := range []string{"kiln_build_info{", "go_goroutines", "process_cpu_seconds_total", "kiln_runner_connection_state{"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("runner metrics lack %s", want)
 		}

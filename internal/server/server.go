@@ -486,7 +486,7 @@ func redactDSN(dsn string) string {
 // that the internal listener serves.
 func registerMetrics(reg *prometheus.Registry, st store.Store) error {
 	bi := telemetry.ReadBuildInfo()
-	if err := telemetry.RegisterInfo(reg, "kiln_server_info", "Build information of the kiln server; always 1.", bi); err != nil {
+	if err := telemetry.RegisterBuildInfo(reg, bi); err != nil {
 		return err
 	}
 	if pool, ok := st.(interface{ DB() *sql.DB }); ok {

@@ -246,7 +246,7 @@ func TestRunMetricsServer(t *testing.T) {
 		`kiln_http_requests_total{code="200",method="get",route="GET /api/1.0/scopes/{$}"} 1`,
 		`kiln_http_requests_total{code="404",method="get",route="GET /api/1.0/scopes/{id}/{$}"} 1`,
 		`kiln_http_requests_total{code="404",method="get",route="unmatched"} 1`,
-		"kiln_server_info{",
+		"kiln_build_info{",
 		"go_goroutines",
 		"process_cpu_seconds_total",
 		"go_sql_open_connections",

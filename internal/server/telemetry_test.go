@@ -223,7 +223,7 @@ func TestServerMetricsPromtool(t *testing.T) {
 	fams := scrape(t, r.Metrics)
 	for _, name := range []string{
 		"kiln_http_requests_total", "kiln_http_request_duration_seconds", "kiln_http_requests_in_flight",
-		"kiln_server_info", "go_goroutines", "process_cpu_seconds_total", "process_resident_memory_bytes",
+		"kiln_build_info", "go_goroutines", "process_cpu_seconds_total", "process_resident_memory_bytes",
 		"go_sql_open_connections", "go_sql_max_open_connections", "go_sql_wait_count_total",
 		"kiln_scheduler_queue_wait_seconds", "kiln_scheduler_assignments_total", "kiln_scheduler_requeued_total",
 		"kiln_outgoing_requests_total", "kiln_outgoing_request_duration_seconds", "kiln_incoming_events_total",
@@ -242,10 +242,10 @@ func TestServerMetricsPromtool(t *testing.T) {
 	if _, ok := fams["go_sql_open_connections"].get("db_name=kiln"); !ok {
 		t.Errorf("database pool statistics without db_name=kiln: %v", fams["go_sql_open_connections"].series)
 	}
-	for labels := range fams["kiln_server_info"].series {
+	for labels := range fams["kiln_build_info"].series {
 		for _, l := range strings.Split(labels, ",") {
 			if k, v, _ := strings.Cut(l, "="); v == "" {
-				t.Errorf("kiln_server_info has an empty %s", k)
+				t.Errorf("kiln_build_info has an empty %s", k)
 			}
 		}
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 // Build stamps, set at link time so that a running binary can say exactly
-// what it is (in its info metric, logs and --version):
+// what it is (in kiln_build_info, logs and --version):
 //
 //	go build -ldflags "-X github.com/kiln-build/kiln/internal/telemetry.Version=1.2.3 \
 //	  -X github.com/kiln-build/kiln/internal/telemetry.Revision=$(git rev-parse --short HEAD) \
@@ -34,8 +34,8 @@ var (
 // would then disagree about which labels the info metric has.
 const unknown = "unknown"
 
-// BuildInfo describes the running binary. Its fields are the labels of the
-// info metric (see RegisterInfo), so that one query tells which version,
+// BuildInfo describes the running binary. Its fields are the labels of
+// kiln_build_info (see RegisterBuildInfo), so that one query tells which version,
 // commit and toolchain every server and runner of a farm runs.
 type BuildInfo struct {
 	Version      string
@@ -98,20 +98,28 @@ func fillFromModuleInfo(bi *BuildInfo, info *debug.BuildInfo) {
 	}
 }
 
-// RegisterInfo registers a constant gauge of value 1 named name (for
-// instance "kiln_server_info" or "kiln_runner_version_info"), labelled with
-// version, revision, branch, go_version, os, architecture and built_at.
+// BuildInfoName is the name of the build-information metric of every
+// kiln process: the server's internal listener and the runner's listener
+// both export it, with the same labels, because they are one binary. Which
+// process a series comes from is the scrape's job, never the metric's
+// name, so one query (count by (version) (kiln_build_info)) covers a whole
+// farm. The name follows the <namespace>_build_info convention of
+// Prometheus' own programs (prometheus_build_info, pushgateway_build_info).
+const BuildInfoName = "kiln_build_info"
+
+// RegisterBuildInfo registers BuildInfoName: a constant gauge of value 1
+// labelled with version, revision, branch, go_version, os, architecture and
+// built_at.
 //
 // An info metric is how Prometheus answers "what runs where": joined on
 // instance, it lets alerts and dashboards show versions next to any other
-// series, and a rollout shows as one label set replacing another. The help
-// string is a parameter so that each binary describes itself accurately.
-// Empty fields are exported as "unknown". It returns the registerer's error,
-// e.g. when the name is already taken.
-func RegisterInfo(reg prometheus.Registerer, name, help string, bi BuildInfo) error {
+// series, and a rollout shows as one label set replacing another. Empty
+// fields are exported as "unknown". It returns the registerer's error, e.g.
+// when the metric is already registered.
+func RegisterBuildInfo(reg prometheus.Registerer, bi BuildInfo) error {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: name,
-		Help: help,
+		Name: BuildInfoName,
+		Help: "Build information of this kiln process (server or runner: the same binary); always 1.",
 		ConstLabels: prometheus.Labels{
 			"version":      orUnknown(bi.Version),
 			"revision":     orUnknown(bi.Revision),

@@ -61,20 +61,20 @@ func TestFillFromModuleInfo(t *testing.T) {
 	}
 }
 
-func TestRegisterInfo(t *testing.T) {
+func TestRegisterBuildInfo(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	bi := BuildInfo{Version: "1.2.3", Revision: "abc1234", GoVersion: "go1.26.8", OS: "linux", Architecture: "amd64"}
-	if err := RegisterInfo(reg, "kiln_runner_version_info", "Build information of the kiln runner; always 1.", bi); err != nil {
+	if err := RegisterBuildInfo(reg, bi); err != nil {
 		t.Fatal(err)
 	}
-	want := `# HELP kiln_runner_version_info Build information of the kiln runner; always 1.
-# TYPE kiln_runner_version_info gauge
-kiln_runner_version_info{architecture="amd64",branch="unknown",built_at="unknown",go_version="go1.26.8",os="linux",revision="abc1234",version="1.2.3"} 1
+	want := `# HELP kiln_build_info Build information of this kiln process (server or runner: the same binary); always 1.
+# TYPE kiln_build_info gauge
+kiln_build_info{architecture="amd64",branch="unknown",built_at="unknown",go_version="go1.26.8",os="linux",revision="abc1234",version="1.2.3"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
-	if err := RegisterInfo(reg, "kiln_runner_version_info", "Build information of the kiln runner; always 1.", bi); err == nil {
+	if err := RegisterBuildInfo(reg, bi); err == nil {
 		t.Error("registering the info metric twice succeeded")
 	}
 }

@@ -24,8 +24,7 @@ func ExampleServe() {
 		return
 	}
 	reg := telemetry.NewRegistry()
-	if err := telemetry.RegisterInfo(reg, "kiln_runner_version_info",
-		"Build information of the kiln runner; always 1.", telemetry.ReadBuildInfo()); err != nil {
+	if err := telemetry.RegisterBuildInfo(reg, telemetry.ReadBuildInfo()); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -48,7 +47,7 @@ func ExampleServe() {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	fmt.Println(resp.StatusCode, strings.Contains(string(body), "kiln_runner_version_info{"))
+	fmt.Println(resp.StatusCode, strings.Contains(string(body), "kiln_build_info{"))
 
 	cancel() // on SIGTERM
 	fmt.Println(<-done)
@@ -136,20 +135,20 @@ func ExampleEventMetrics_Observe() {
 	// kiln_incoming_events_total{outcome="processed",source="github",type="push"} 1
 }
 
-func ExampleRegisterInfo() {
+func ExampleRegisterBuildInfo() {
 	reg := prometheus.NewRegistry()
 	bi := telemetry.BuildInfo{Version: "1.2.3", Revision: "abc1234", Branch: "main",
 		GoVersion: "go1.26.8", OS: "linux", Architecture: "arm64", BuiltAt: "2026-11-21T10:00:00Z"}
-	if err := telemetry.RegisterInfo(reg, "kiln_server_info", "Build information of the kiln server; always 1.", bi); err != nil {
+	if err := telemetry.RegisterBuildInfo(reg, bi); err != nil {
 		fmt.Println(err)
 		return
 	}
-	out, _ := testutil.GatherAndFormat(reg, expfmt.TypeTextPlain, "kiln_server_info")
+	out, _ := testutil.GatherAndFormat(reg, expfmt.TypeTextPlain, "kiln_build_info")
 	fmt.Print(string(out))
 	// Output:
-	// # HELP kiln_server_info Build information of the kiln server; always 1.
-	// # TYPE kiln_server_info gauge
-	// kiln_server_info{architecture="arm64",branch="main",built_at="2026-11-21T10:00:00Z",go_version="go1.26.8",os="linux",revision="abc1234",version="1.2.3"} 1
+	// # HELP kiln_build_info Build information of this kiln process (server or runner: the same binary); always 1.
+	// # TYPE kiln_build_info gauge
+	// kiln_build_info{architecture="arm64",branch="main",built_at="2026-11-21T10:00:00Z",go_version="go1.26.8",os="linux",revision="abc1234",version="1.2.3"} 1
 }
 
 func ExampleNewRegistry() {

@@ -358,7 +358,7 @@ func TestGatherAndLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := RegisterInfo(reg, "kiln_server_info", "Build information of the kiln server; always 1.", ReadBuildInfo()); err != nil {
+	if err := RegisterBuildInfo(reg, ReadBuildInfo()); err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
@@ -378,7 +378,7 @@ func TestGatherAndLint(t *testing.T) {
 	}
 	for _, name := range []string{
 		"kiln_http_requests_total", "kiln_http_request_duration_seconds", "kiln_http_requests_in_flight",
-		"kiln_outgoing_requests_total", "kiln_incoming_events_total", "kiln_server_info",
+		"kiln_outgoing_requests_total", "kiln_incoming_events_total", "kiln_build_info",
 		"promhttp_metric_handler_requests_total", "go_goroutines", "process_cpu_seconds_total",
 	} {
 		if n, err := testutil.GatherAndCount(reg, name); err != nil || n == 0 {
