@@ -86,6 +86,10 @@ type metrics struct {
 	queueWait *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
 	outgoing  *telemetry.OutgoingMetrics
+	// logs counts the warnings and errors the runner logs
+	// (kiln_runner_errors_total{level}, GitLab Runner's
+	// gitlab_runner_errors_total).
+	logs *telemetry.LogMetrics
 }
 
 func newMetrics() (*metrics, error) {
@@ -124,6 +128,10 @@ func newMetrics() (*metrics, error) {
 		return nil, err
 	}
 	m.outgoing = out
+	if m.logs, err = telemetry.NewLogMetrics(reg, "kiln_runner_errors_total",
+		"Warnings and errors the runner logged, by level (warning, error), whatever --log-level lets through."); err != nil {
+		return nil, err
+	}
 	// Series that exist from the start, so that rate() and ratios work
 	// from the first event rather than the second.
 	for _, k := range []string{errConnect, errHeartbeat, errProtocol, errUpload, errResult} {

@@ -475,6 +475,10 @@ func TestRunnerMetricsConnectErrors(t *testing.T) {
 	if v, _ := sample(t, m.reg, "kiln_runner_connection_state", map[string]string{"state": ConnConnected}); v != 0 {
 		t.Error("a runner that never connected says it is connected")
 	}
+	// each lost connection is logged as a warning, and counted so
+	if v, _ := sample(t, m.reg, "kiln_runner_errors_total", map[string]string{"level": "warning"}); v < 2 {
+		t.Errorf("errors_total{level=warning} = %v, want the failed connections' warnings", v)
+	}
 	if _, ok := sample(t, m.reg, "kiln_runner_heartbeat_age_seconds", nil); ok {
 		t.Error("heartbeat age reported before the server was ever heard")
 	}

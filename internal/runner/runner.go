@@ -284,9 +284,7 @@ func newRunner(ctx context.Context, cfg Config, m *metrics) (*Runner, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.Logger = m.logs.Logger(cfg.Logger) // nil: count, discard
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}

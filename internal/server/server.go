@@ -186,6 +186,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	defer ln.Close()
 
 	reg := telemetry.NewRegistry()
+	logs, err := telemetry.NewLogMetrics(reg, "kiln_server_errors_total",
+		"Warnings and errors the server logged, by level (warning, error), whatever --log-level lets through.")
+	if err != nil {
+		return err
+	}
+	logger = logs.Logger(logger)
 	var internal *telemetry.Server
 	if cfg.MetricsServer != "" {
 		addr, err := telemetry.ParseListenAddress(cfg.MetricsServer)

@@ -227,7 +227,8 @@ func TestServerMetricsPromtool(t *testing.T) {
 		"go_sql_open_connections", "go_sql_max_open_connections", "go_sql_wait_count_total",
 		"kiln_scheduler_queue_wait_seconds", "kiln_scheduler_assignments_total", "kiln_scheduler_requeued_total",
 		"kiln_outgoing_requests_total", "kiln_outgoing_request_duration_seconds", "kiln_incoming_events_total",
-		"kiln_notify_queue_length", "kiln_notify_dropped_total",
+		"kiln_notify_queue_length", "kiln_notify_dropped_total", "kiln_server_errors_total",
+		"go_memstats_alloc_bytes", "go_gc_duration_seconds",
 	} {
 		if fams[name] == nil {
 			t.Errorf("internal /metrics lacks %s", name)
