@@ -23,7 +23,7 @@ import (
 func (r *Runner) start(wr model.WorkRequest) {
 	ctx, cancel := context.WithCancel(context.Background())
 	j := &job{wr: wr, cancel: cancel, logPath: filepath.Join(r.cfg.WorkDir, "logs", strconv.FormatInt(wr.ID, 10)+".log"),
-		stage: StagePreparing}
+		stage: StagePreparing, stageSince: time.Now()}
 	r.metrics.jobReceived(&wr, time.Now())
 	r.mu.Lock()
 	r.job = j
@@ -47,14 +47,14 @@ func (r *Runner) run(ctx context.Context, j *job) {
 	j.result, j.finished = res, true
 	release, dropped := j.release, j.dropped
 	r.mu.Unlock()
-	result := string(out.Result)
+	result, reason := string(out.Result), failureOf(out)
 	switch {
 	case dropped:
-		result = resultCancelled
+		result, reason = resultCancelled, tasks.FailureCanceled
 	case release:
-		result = resultHandedBack
+		result, reason = resultHandedBack, ""
 	}
-	r.metrics.jobDone(j.wr.TaskName, result, stats.Duration)
+	r.metrics.jobDone(j.wr.TaskName, result, reason, stats.Duration)
 	r.setStage(j, StageFinishing)
 	switch {
 	case dropped:
@@ -117,7 +117,23 @@ func (r *Runner) execute(ctx context.Context, j *job) tasks.Outcome {
 }
 
 func failed(format string, args ...any) tasks.Outcome {
-	return tasks.Outcome{Result: model.ResultError, Output: map[string]any{"error": fmt.Sprintf(format, args...)}}
+	return tasks.Outcome{Result: model.ResultError, Failure: tasks.FailureSystem,
+		Output: map[string]any{"error": fmt.Sprintf(format, args...)}}
+}
+
+// failureOf is why a task that did not succeed failed: what the task
+// says, or, when it says nothing, the runner's fault for an error and the
+// script's for a failure.
+func failureOf(out tasks.Outcome) tasks.Failure {
+	switch {
+	case out.Result == model.ResultSuccess || out.Result == model.ResultSkipped:
+		return ""
+	case out.Failure != "":
+		return out.Failure
+	case out.Result == model.ResultFailure:
+		return tasks.FailureScript
+	}
+	return tasks.FailureSystem
 }
 
 // baseEnv is the environment scripts start from: the runner's own minus
@@ -153,7 +169,7 @@ func (r *Runner) upload(ctx context.Context, wrID int64, category string, data j
 		ID int64 `json:"id"`
 	}
 	err = r.retry(ctx, func() error {
-		resp, err := r.request(ctx, http.MethodPost, "/api/1.0/artifacts/", "application/json", bytes.NewReader(decl), int64(len(decl)))
+		resp, err := r.request(withEndpoint(ctx, endpointCreateArtifact), http.MethodPost, "/api/1.0/artifacts/", "application/json", bytes.NewReader(decl), int64(len(decl)))
 		if err != nil {
 			return err
 		}
@@ -177,7 +193,7 @@ func (r *Runner) upload(ctx context.Context, wrID int64, category string, data j
 			return permanent{err}
 		}
 		defer f.Close()
-		resp, err := r.request(ctx, http.MethodPut, target, "application/octet-stream", f, size)
+		resp, err := r.request(withEndpoint(ctx, endpointUploadFile), http.MethodPut, target, "application/octet-stream", f, size)
 		if err != nil {
 			return err
 		}

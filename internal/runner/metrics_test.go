@@ -368,8 +368,36 @@ func TestRunnerMetricsThroughARealTask(t *testing.T) {
 			t.Errorf("%s{task=command} count = %v, want 1", h, n)
 		}
 	}
-	if n, _ := sample(t, reg, "kiln_runner_outgoing_requests_total", map[string]string{"service": "server", "outcome": "success"}); n < 3 {
-		t.Errorf("outgoing requests to the server: %v, want the connection and the uploads", n)
+	// every request to the server, by endpoint and status: the
+	// connection, the output's and the log's declarations and contents
+	for _, c := range []struct {
+		endpoint, code string
+		min            float64
+	}{{"connect", "101", 1}, {"create_artifact", "201", 2}, {"upload_file", "201", 2}} {
+		want := map[string]string{"endpoint": c.endpoint, "code": c.code}
+		if n, _ := sample(t, reg, "kiln_runner_api_requests_total", want); n < c.min {
+			t.Errorf("api_requests_total%v = %v, want at least %v", want, n, c.min)
+		}
+		if n, _ := sample(t, reg, "kiln_runner_api_request_duration_seconds", want); n < c.min {
+			t.Errorf("api_request_duration_seconds%v count = %v, want at least %v", want, n, c.min)
+		}
+	}
+	if v := testutil.ToFloat64(m.started.WithLabelValues("command")); v != 1 {
+		t.Errorf("jobs_started_total{command} = %v, want 1", v)
+	}
+	for _, g := range []string{"kiln_runner_concurrent", "kiln_runner_limit"} {
+		if v, ok := sample(t, reg, g, nil); !ok || v != 1 {
+			t.Errorf("%s = %v (present %v), want 1", g, v, ok)
+		}
+	}
+	// each stage was left once, the last one when the server acknowledged
+	for _, st := range []string{StagePreparing, StageRunningScript, StageUploadingArtifacts, StageFinishing} {
+		if n, _ := sample(t, reg, "kiln_runner_job_stage_duration_seconds", map[string]string{"stage": st}); n != 1 {
+			t.Errorf("job_stage_duration_seconds{stage=%s} count = %v, want 1", st, n)
+		}
+	}
+	if n, _ := sample(t, reg, "kiln_runner_failed_jobs_total", map[string]string{"task": "command", "failure_reason": "script_failure"}); n != 0 {
+		t.Errorf("a successful job counted as failed: %v", n)
 	}
 	for _, kind := range []string{"connect", "heartbeat", "protocol", "upload", "result"} {
 		if v := testutil.ToFloat64(m.errors.WithLabelValues(kind)); v != 0 {
@@ -403,6 +431,11 @@ func TestRunnerMetricsThroughARealTask(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(m.finished.WithLabelValues("command", "handed_back")); v != 1 {
 		t.Errorf("jobs finished{command,handed_back} = %v, want 1", v)
+	}
+	for _, f := range []string{"script_failure", "job_execution_timeout", "job_canceled", "runner_system_failure", "upload_failure"} {
+		if v := testutil.ToFloat64(m.failed.WithLabelValues("command", f)); v != 0 {
+			t.Errorf("a handed-back job counted as failed_jobs_total{%s} = %v: it goes back to the queue, it did not fail", f, v)
+		}
 	}
 	if st, _ := f.status(second); st != "pending" {
 		t.Errorf("the handed-back request is %s, want pending", st)
@@ -482,13 +515,70 @@ func TestRunnerMetricsConnectErrors(t *testing.T) {
 	if _, ok := sample(t, m.reg, "kiln_runner_heartbeat_age_seconds", nil); ok {
 		t.Error("heartbeat age reported before the server was ever heard")
 	}
-	if n, _ := sample(t, m.reg, "kiln_runner_outgoing_requests_total", map[string]string{"service": "server", "outcome": "error"}); n < 2 {
-		t.Errorf("outgoing errors: %v", n)
+	if n, _ := sample(t, m.reg, "kiln_runner_api_requests_total", map[string]string{"endpoint": "connect", "code": "error"}); n < 2 {
+		t.Errorf("api_requests_total{endpoint=connect,code=error} = %v, want the failed connections", n)
 	}
 	cancel()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the runner did not stop")
+	}
+}
+
+// TestRunnerFailureReasons runs tasks that fail in each way a script can
+// and one the server cancels, and reads kiln_runner_failed_jobs_total by
+// failure_reason: each counted once, under its own reason.
+func TestRunnerFailureReasons(t *testing.T) {
+	f := startFarm(t)
+	arch := Metadata(context.Background(), nil, "").HostArchitecture
+	m, err := newMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := newRunner(ctx, Config{Server: f.url, Token: f.workerToken("reasons"), Name: "reasons", WorkDir: t.TempDir(),
+		Architectures: []string{arch}, HostArchitecture: arch, ShutdownGrace: time.Second}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); r.serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-stopped
+	})
+	failed := func(reason string) float64 { return testutil.ToFloat64(m.failed.WithLabelValues("command", reason)) }
+	run := func(data map[string]any, wantResult string) {
+		t.Helper()
+		data["host_architecture"], data["backend"] = arch, "host"
+		id := f.submit(data)
+		until(t, 30*time.Second, "the request to complete", func() bool { st, _ := f.status(id); return st == "completed" })
+		if _, res := f.status(id); res != wantResult {
+			t.Fatalf("request %d: result %s, want %s", id, res, wantResult)
+		}
+	}
+	run(map[string]any{"script": "exit 3"}, "failure")
+	run(map[string]any{"script": "sleep 30", "timeout": 0.2}, "failure")
+	run(map[string]any{"script": "true", "outputs": []map[string]any{{"path": "never-made.txt", "category": "test:x"}}}, "failure")
+
+	// the server cancels a running request: the runner stops it
+	id := f.submit(map[string]any{"host_architecture": arch, "backend": "host", "script": "sleep 60"})
+	until(t, 20*time.Second, "the script to run", func() bool { return slices.Equal(jobSeries(t, m.reg), []string{"running_script/running=1"}) })
+	f.call("POST", fmt.Sprintf("/api/1.0/work-requests/%d/abort/", id), map[string]any{}, 200, nil)
+	until(t, 20*time.Second, "the cancellation to be counted", func() bool { return failed("job_canceled") == 1 })
+
+	for reason, want := range map[string]float64{"script_failure": 2, "job_execution_timeout": 1, "job_canceled": 1,
+		"runner_system_failure": 0, "upload_failure": 0} {
+		if v := failed(reason); v != want {
+			t.Errorf("failed_jobs_total{command,%s} = %v, want %v", reason, v, want)
+		}
+	}
+	if v := testutil.ToFloat64(m.started.WithLabelValues("command")); v != 4 {
+		t.Errorf("jobs_started_total{command} = %v, want 4", v)
+	}
+	if v := testutil.ToFloat64(m.finished.WithLabelValues("command", "cancelled")); v != 1 {
+		t.Errorf("jobs_finished_total{command,cancelled} = %v, want 1", v)
 	}
 }

@@ -143,8 +143,10 @@ type job struct {
 	sentIn int
 	// retryAt delays resending after the server failed to record it.
 	retryAt time.Time
-	// stage is where the job is, one of the Stage… constants.
-	stage string
+	// stage is where the job is, one of the Stage… constants, since
+	// stageSince.
+	stage      string
+	stageSince time.Time
 }
 
 // state is the job's state label; r.mu must be held.
@@ -299,10 +301,9 @@ func newRunner(ctx context.Context, cfg Config, m *metrics) (*Runner, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o750); err != nil {
 		return nil, fmt.Errorf("--work-dir: %w", err)
 	}
-	// Every request to the server is counted and timed by outcome.
-	client := *cfg.HTTPClient
-	client.Transport = m.outgoing.RoundTripper("server", client.Transport)
-	r := &Runner{cfg: cfg, log: cfg.Logger.With("runner", cfg.Name), http: &client, metrics: m,
+	// Every request to the server is counted and timed by endpoint and
+	// status code.
+	r := &Runner{cfg: cfg, log: cfg.Logger.With("runner", cfg.Name), http: m.apiClient(cfg.HTTPClient), metrics: m,
 		conn: ConnDisconnected, changed: make(chan struct{}, 1)}
 	if err := m.reg.Register(stateCollector{r}); err != nil {
 		return nil, err
@@ -439,10 +440,15 @@ func (r *Runner) heard() {
 	r.mu.Unlock()
 }
 
-// setStage moves a job to another stage, for kiln_runner_jobs.
+// setStage moves a job to another stage, for kiln_runner_jobs and
+// kiln_runner_job_stage_duration_seconds.
 func (r *Runner) setStage(j *job, stage string) {
 	r.mu.Lock()
-	j.stage = stage
+	if j.stage != stage {
+		now := time.Now()
+		r.metrics.stageDone(j.stage, now.Sub(j.stageSince))
+		j.stage, j.stageSince = stage, now
+	}
 	hook := r.stageHook
 	state := j.state()
 	r.mu.Unlock()

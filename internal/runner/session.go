@@ -48,7 +48,7 @@ func (c *conn) send(ctx context.Context, typ string, body any) error {
 // wrong, and retrying will not make it right.
 func (r *Runner) dial(ctx context.Context) (*websocket.Conn, error) {
 	u := strings.TrimSuffix(r.cfg.Server, "/") + protocol.Path
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(withEndpoint(ctx, endpointConnect), 30*time.Second)
 	defer cancel()
 	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
 		HTTPClient:   &http.Client{Transport: r.http.Transport},
@@ -217,8 +217,12 @@ func (r *Runner) resume(keep []int64) {
 	j.cancel()
 }
 
-// clearJob forgets the current job; r.mu must be held.
+// clearJob forgets the current job, which leaves its last stage; r.mu
+// must be held.
 func (r *Runner) clearJob() {
+	if j := r.job; j != nil {
+		r.metrics.stageDone(j.stage, time.Since(j.stageSince))
+	}
 	r.job = nil
 }
 

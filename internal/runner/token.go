@@ -86,7 +86,7 @@ func (r *Runner) register(ctx context.Context, secret string) error {
 	h := sha256.Sum256([]byte(secret))
 	body, _ := json.Marshal(protocol.Register{Name: r.cfg.Name, SecretHash: hex.EncodeToString(h[:])})
 	url := strings.TrimSuffix(r.cfg.Server, "/") + protocol.RegisterPath
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(withEndpoint(ctx, endpointRegister), http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return errFatal{fmt.Errorf("--server: %w", err)}
 	}

@@ -79,17 +79,17 @@ func runCommand(ctx context.Context, wr *model.WorkRequest, env *Env, sampler *d
 	switch {
 	case cancelled:
 		logf("interrupted")
-		out.Result = model.ResultError
+		out.Result, out.Failure = model.ResultError, FailureCanceled
 		out.set("error", "the task was interrupted")
 		return out
 	case timedOut:
 		logf("timed out after %s", timeout)
-		out.Result = model.ResultFailure
+		out.Result, out.Failure = model.ResultFailure, FailureTimeout
 		out.set("error", fmt.Sprintf("timed out after %s", timeout))
 		return out
 	case code != 0:
 		logf("the script failed: %s", state)
-		out.Result = model.ResultFailure
+		out.Result, out.Failure = model.ResultFailure, FailureScript
 		return out
 	}
 	logf("the script succeeded")
@@ -101,7 +101,7 @@ func runCommand(ctx context.Context, wr *model.WorkRequest, env *Env, sampler *d
 		info, err := os.Lstat(p)
 		if err != nil || !info.Mode().IsRegular() {
 			logf("declared output %s was not produced (or is not a regular file)", o.Path)
-			out.Result = model.ResultFailure
+			out.Result, out.Failure = model.ResultFailure, FailureScript
 			out.set("error", fmt.Sprintf("declared output %q was not produced", o.Path))
 			return out
 		}
@@ -111,7 +111,7 @@ func runCommand(ctx context.Context, wr *model.WorkRequest, env *Env, sampler *d
 		id, err := env.Upload(ctx, Upload{Category: o.Category, Data: o.Data, Name: o.Path, Path: p})
 		if err != nil {
 			logf("uploading %s failed: %v", o.Path, err)
-			out.Result = model.ResultError
+			out.Result, out.Failure = model.ResultError, FailureUpload
 			out.set("error", fmt.Sprintf("uploading %q: %v", o.Path, err))
 			return out
 		}

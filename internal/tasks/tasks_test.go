@@ -160,14 +160,14 @@ i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done`,
 func TestCommandFailureTimeoutAndMissingOutput(t *testing.T) {
 	fx := newFixture(t)
 	out := tasks.RunWorker(context.Background(), command(t, map[string]any{"script": "exit 3"}), fx.env)
-	if out.Result != model.ResultFailure || out.Output["exit_code"] != 3 {
+	if out.Result != model.ResultFailure || out.Output["exit_code"] != 3 || out.Failure != tasks.FailureScript {
 		t.Fatalf("exit 3: %+v", out)
 	}
 
 	fx = newFixture(t)
 	start := time.Now()
 	out = tasks.RunWorker(context.Background(), command(t, map[string]any{"script": "sleep 30 & sleep 30", "timeout": 0.3}), fx.env)
-	if out.Result != model.ResultFailure || !strings.Contains(out.Output["error"].(string), "timed out") {
+	if out.Result != model.ResultFailure || !strings.Contains(out.Output["error"].(string), "timed out") || out.Failure != tasks.FailureTimeout {
 		t.Fatalf("timeout: %+v", out)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -177,8 +177,16 @@ func TestCommandFailureTimeoutAndMissingOutput(t *testing.T) {
 	fx = newFixture(t)
 	out = tasks.RunWorker(context.Background(), command(t, map[string]any{"script": "true",
 		"outputs": []map[string]string{{"path": "nothing.txt"}}}), fx.env)
-	if out.Result != model.ResultFailure || !strings.Contains(out.Output["error"].(string), "nothing.txt") {
+	if out.Result != model.ResultFailure || !strings.Contains(out.Output["error"].(string), "nothing.txt") || out.Failure != tasks.FailureScript {
 		t.Fatalf("missing output: %+v", out)
+	}
+
+	fx = newFixture(t)
+	fx.env.Upload = func(context.Context, tasks.Upload) (int64, error) { return 0, errors.New("the file store is full") }
+	out = tasks.RunWorker(context.Background(), command(t, map[string]any{"script": "echo x > out.txt",
+		"outputs": []map[string]string{{"path": "out.txt"}}}), fx.env)
+	if out.Result != model.ResultError || out.Failure != tasks.FailureUpload {
+		t.Fatalf("failed upload: %+v", out)
 	}
 }
 
@@ -194,7 +202,7 @@ func TestCommandCancelKillsEverything(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	cancel()
 	out := <-done
-	if out.Result != model.ResultError {
+	if out.Result != model.ResultError || out.Failure != tasks.FailureCanceled {
 		t.Fatalf("cancelled: %+v", out)
 	}
 	os.Remove(marker)
@@ -221,11 +229,11 @@ func TestCommandUnshare(t *testing.T) {
 func TestNoop(t *testing.T) {
 	fx := newFixture(t)
 	out := tasks.RunWorker(context.Background(), &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop"}, fx.env)
-	if out.Result != model.ResultSuccess || out.Statistics.Duration <= 0 {
+	if out.Result != model.ResultSuccess || out.Statistics.Duration <= 0 || out.Failure != "" {
 		t.Fatalf("%+v", out)
 	}
 	out = tasks.RunWorker(context.Background(), &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "nope"}, fx.env)
-	if out.Result != model.ResultError {
+	if out.Result != model.ResultError || out.Failure != tasks.FailureSystem {
 		t.Fatalf("%+v", out)
 	}
 }

@@ -64,6 +64,36 @@ type Outcome struct {
 	Result     model.Result
 	Output     map[string]any
 	Statistics model.RuntimeStatistics
+	// Failure says why a task that did not succeed failed; empty on
+	// success. It stays on the runner (kiln_runner_failed_jobs_total).
+	Failure Failure
+}
+
+// Failure is why a task failed, in GitLab Runner's failure_reason words
+// (gitlab_runner_failed_jobs_total), which operators' alerts already use:
+// the script's fault, the clock's, the runner's or the upload's.
+type Failure string
+
+// The reasons a task fails.
+const (
+	// FailureScript: the script exited non-zero or did not produce a
+	// declared output.
+	FailureScript Failure = "script_failure"
+	// FailureTimeout: the script ran past its timeout.
+	FailureTimeout Failure = "job_execution_timeout"
+	// FailureCanceled: the task was interrupted (aborted, given to another
+	// runner).
+	FailureCanceled Failure = "job_canceled"
+	// FailureSystem: the runner could not run the task at all (working
+	// directory, backend, unknown task).
+	FailureSystem Failure = "runner_system_failure"
+	// FailureUpload: a declared output could not be uploaded.
+	FailureUpload Failure = "upload_failure"
+)
+
+// Failures lists every Failure, for metrics that show each from the start.
+func Failures() []Failure {
+	return []Failure{FailureScript, FailureTimeout, FailureCanceled, FailureSystem, FailureUpload}
 }
 
 func (o *Outcome) set(k string, v any) {
@@ -74,7 +104,7 @@ func (o *Outcome) set(k string, v any) {
 }
 
 func errorOutcome(format string, args ...any) Outcome {
-	o := Outcome{Result: model.ResultError}
+	o := Outcome{Result: model.ResultError, Failure: FailureSystem}
 	o.set("error", fmt.Sprintf(format, args...))
 	return o
 }
@@ -98,6 +128,7 @@ func RunWorker(ctx context.Context, wr *model.WorkRequest, env *Env) Outcome {
 	out.Statistics.Duration = time.Since(start).Seconds()
 	if ctx.Err() != nil && out.Result == model.ResultSuccess {
 		out.Result = model.ResultError
+		out.Failure = FailureCanceled
 		out.set("error", "the task was interrupted")
 	}
 	return out
