@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,11 +159,7 @@ func TestPushgatewayEndToEnd(t *testing.T) {
 		if _, ok := value(t, g, "kiln_runner_last_failure_timestamp_seconds", nil); ok {
 			t.Error("a successful run pushed a failure timestamp")
 		}
-		for name := range g.Metrics {
-			if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
-				t.Errorf("the runner pushed %s, a figure of a process that is gone", name)
-			}
-		}
+		onlyOutcomes(t, gw, "once-1")
 
 		// A run that fails (its token is refused) pushes its failure and
 		// leaves the last success alone.
@@ -181,6 +179,69 @@ func TestPushgatewayEndToEnd(t *testing.T) {
 			t.Fatal("the failed run pushed no failure timestamp")
 		}
 		inRange(t, "last failure", failure, before, after)
+	})
+
+	// A one-shot runner that did not do its task pushes no last_success
+	// and exits non-zero, whatever stopped it.
+	t.Run("runner --once that never reached its server", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		unreachable := "http://" + ln.Addr().String()
+		ln.Close()
+		before := time.Now()
+		p := startKiln(t, cleanEnv(t, "KILN_TOKEN="+workerToken), "runner", "--once", "--server", unreachable,
+			"--name", "once-unreachable", "--work-dir", t.TempDir(), "--pushgateway", gw.URL, "--max-backoff", "200ms")
+		p.waitStderr(t, "reconnecting")
+		r := p.terminate(t)
+		if r.code != 1 || !strings.Contains(r.stderr, "stopped before running a task") {
+			t.Fatalf("want exit 1 and 'stopped before running a task': %s", r)
+		}
+		g := failedRun(t, gw, "once-unreachable", before)
+		if v, ok := value(t, g, "kiln_runner_api_requests_total", map[string]string{"endpoint": "connect", "code": "error"}); !ok || v < 1 {
+			t.Errorf("pushed api_requests_total{connect,error} = %v (present %v), want the failed connections", v, ok)
+		}
+	})
+
+	t.Run("runner --once stopped by SIGTERM before any task", func(t *testing.T) {
+		w := apiJSON(t, srv.url, admin, "POST", "/api/1.0/workers/", map[string]any{"name": "once-idle"}, 201)
+		before := time.Now()
+		p := startKiln(t, cleanEnv(t, "KILN_TOKEN="+w["token"].(map[string]any)["secret"].(string)), "runner", "--once",
+			"--server", srv.url, "--name", "once-idle", "--work-dir", t.TempDir(), "--pushgateway", gw.URL,
+			"--architectures", "amd64", "--host-architecture", "amd64")
+		p.waitStderr(t, "msg=connected")
+		r := p.terminate(t)
+		if r.code != 1 || !strings.Contains(r.stderr, "stopped before running a task") {
+			t.Fatalf("want exit 1 and 'stopped before running a task': %s", r)
+		}
+		g := failedRun(t, gw, "once-idle", before)
+		if v, ok := value(t, g, "kiln_runner_api_requests_total", map[string]string{"endpoint": "connect", "code": "101"}); !ok || v != 1 {
+			t.Errorf("pushed api_requests_total{connect,101} = %v (present %v), want 1", v, ok)
+		}
+	})
+
+	t.Run("runner --once whose task fails", func(t *testing.T) {
+		w := apiJSON(t, srv.url, admin, "POST", "/api/1.0/workers/", map[string]any{"name": "once-fails"}, 201)
+		apiJSON(t, srv.url, admin, "POST", "/api/1.0/work-requests/", map[string]any{"task_type": "Worker",
+			"task_name": "command", "workspace": "e2e/main",
+			"task_data": map[string]any{"host_architecture": "amd64", "backend": "host", "script": "exit 3"}}, 201)
+		before := time.Now()
+		r := kilnTimeout(t, 60*time.Second, cleanEnv(t, "KILN_TOKEN="+w["token"].(map[string]any)["secret"].(string)),
+			"runner", "--once", "--server", srv.url, "--name", "once-fails", "--work-dir", t.TempDir(), "--pushgateway", gw.URL,
+			"--architectures", "amd64", "--host-architecture", "amd64")
+		if r.code != 1 || !strings.Contains(r.stderr, "the task finished with result failure") {
+			t.Fatalf("want exit 1 and 'the task finished with result failure': %s", r)
+		}
+		g := failedRun(t, gw, "once-fails", before)
+		if v, ok := value(t, g, "kiln_runner_failed_jobs_total", map[string]string{"task": "command", "failure_reason": "script_failure"}); !ok || v != 1 {
+			t.Errorf("pushed failed_jobs_total{command,script_failure} = %v (present %v), want 1", v, ok)
+		}
+		if v, ok := value(t, g, "kiln_runner_jobs_finished_total", map[string]string{"task": "command", "result": "failure"}); !ok || v != 1 {
+			t.Errorf("pushed jobs_finished_total{command,failure} = %v (present %v), want 1", v, ok)
+		}
+		// what the gateway holds passes promtool, as Prometheus scrapes it
+		testpeers.CheckMetrics(t, testpeers.ScrapeText(t, gw.URL+"/metrics"))
 	})
 
 	t.Run("expire", func(t *testing.T) {
@@ -267,4 +328,116 @@ func TestPushgatewayEndToEnd(t *testing.T) {
 			t.Errorf("the failed run's artifacts_deleted = %v, want 0", v)
 		}
 	})
+}
+
+// pushedByRunner are the families a one-shot runner may push: what its
+// run did (runner.outcomeFamilies), the run's timestamps, and what the
+// Pushgateway adds to every group itself.
+var pushedByRunner = map[string]bool{
+	"kiln_runner_jobs_started_total": true, "kiln_runner_jobs_finished_total": true, "kiln_runner_failed_jobs_total": true,
+	"kiln_runner_job_duration_seconds": true, "kiln_runner_job_stage_duration_seconds": true,
+	"kiln_runner_job_queue_wait_seconds": true, "kiln_runner_server_errors_total": true,
+	"kiln_runner_api_requests_total": true, "kiln_runner_api_request_duration_seconds": true,
+	"kiln_runner_errors_total":                   true,
+	"kiln_runner_last_success_timestamp_seconds": true, "kiln_runner_last_failure_timestamp_seconds": true,
+	"push_time_seconds": true, "push_failure_time_seconds": true,
+}
+
+// onlyOutcomes checks that the group of the runner instance holds only
+// outcome families: no live-state gauge (jobs, connection_state,
+// heartbeat_age_seconds) that would stay frozen in the gateway, no
+// configuration, no Go or process figures of a process that is gone.
+func onlyOutcomes(t *testing.T, gw *testpeers.Pushgateway, instance string) {
+	t.Helper()
+	fams := gw.Families(t, "kiln_runner", instance)
+	if len(fams) == 0 {
+		t.Fatalf("nothing pushed for instance %s", instance)
+	}
+	for name := range fams {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+		if !pushedByRunner[name] && !pushedByRunner[base] {
+			t.Errorf("the runner %s pushed %s, which is not an outcome of its run", instance, name)
+		}
+	}
+}
+
+// failedRun checks the group of a runner whose run failed after from:
+// a fresh last_failure, no last_success, only outcome families.
+func failedRun(t *testing.T, gw *testpeers.Pushgateway, instance string, from time.Time) testpeers.Group {
+	t.Helper()
+	g := group(t, gw, "kiln_runner", instance)
+	if v, ok := value(t, g, "kiln_runner_last_success_timestamp_seconds", nil); ok {
+		t.Errorf("the failed run of %s pushed last_success = %v", instance, v)
+	}
+	failure, ok := value(t, g, "kiln_runner_last_failure_timestamp_seconds", nil)
+	if !ok {
+		t.Fatalf("the failed run of %s pushed no last_failure: %v", instance, g.Metrics)
+	}
+	inRange(t, "last failure", failure, from, time.Now())
+	onlyOutcomes(t, gw, instance)
+	return g
+}
+
+// bgKiln is a kiln process running in the background.
+type bgKiln struct {
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	stderr *lockedBuffer
+	done   chan struct{}
+	code   int
+}
+
+// startKiln starts the kiln binary; the test's end kills it if it still
+// runs.
+func startKiln(t *testing.T, env []string, args ...string) *bgKiln {
+	t.Helper()
+	p := &bgKiln{stderr: newLockedBuffer(), done: make(chan struct{})}
+	p.cmd = exec.Command(kilnBin, args...)
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := p.cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			p.code = ee.ExitCode()
+		}
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// waitStderr waits until the process has written want on stderr.
+func (p *bgKiln) waitStderr(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.stderr.String(), want) {
+		select {
+		case <-p.done:
+			t.Fatalf("kiln exited before saying %q:\n%s", want, p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kiln did not say %q within 30s:\n%s", want, p.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// terminate sends SIGTERM and waits for the process to exit.
+func (p *bgKiln) terminate(t *testing.T) result {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("kiln did not exit within 30s of SIGTERM:\n%s", p.stderr)
+	}
+	return result{stdout: p.stdout.String(), stderr: p.stderr.String(), code: p.code}
 }

@@ -45,7 +45,9 @@ memory.
 
 SIGTERM or SIGINT: the runner takes no new work and lets the current task
 finish within --shutdown-grace, else stops it and hands it back to the queue.
-A second signal stops it at once. --once runs one task and exits.
+A second signal stops it at once. --once runs one task and exits: 0 when the
+task succeeded and the server recorded it, 1 otherwise (no task before
+SIGTERM, a failed task, a task handed back).
 
 Every flag can also be set as KILN_<FLAG> or in the TOML --config file.`,
 		Args: cobra.NoArgs,
@@ -82,8 +84,8 @@ Every flag can also be set as KILN_<FLAG> or in the TOML --config file.`,
 	f.StringSliceVar(&cfg.Architectures, "architectures", nil, "architectures this runner builds for, e.g. amd64,i386 (default: detected)")
 	f.StringVar(&cfg.HostArchitecture, "host-architecture", "", "the runner's own architecture (default: detected)")
 	f.Var(telemetry.NewListenAddressValue(&cfg.MetricsServer), "metrics-server", "address of the runner's /metrics and pprof listener, [host]:port (default port 9252); off when not set. No authentication: keep it private")
-	f.BoolVar(&cfg.Once, "once", false, "run one task, then exit")
-	f.StringVar(&cfg.Pushgateway, "pushgateway", "", "Pushgateway URL that receives the runner's metrics when it exits (for --once): job kiln_runner, instance the runner's name")
+	f.BoolVar(&cfg.Once, "once", false, "run one task, then exit (non-zero unless the task succeeded)")
+	f.StringVar(&cfg.Pushgateway, "pushgateway", "", "Pushgateway URL that receives the outcome of the run when the runner exits (for --once): job kiln_runner, instance the runner's name")
 	f.BoolVar(&cfg.Register, "register", false, "register as a new worker even when a token is set or saved")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", runner.DefaultShutdownGrace, "how long the current task may run on after SIGTERM before it is handed back")
 	f.DurationVar(&cfg.MaxBackoff, "max-backoff", runner.DefaultMaxBackoff, "longest wait between attempts to reconnect")

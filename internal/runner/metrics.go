@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/tasks"
@@ -226,6 +227,40 @@ func newMetrics() (*metrics, error) {
 		m.stages.WithLabelValues(st)
 	}
 	return m, nil
+}
+
+// outcomeFamilies are the families that say what a run did: the ones a
+// one-shot runner pushes to the Pushgateway when it exits. Left out on
+// purpose: the live state (kiln_runner_jobs, connection_state,
+// heartbeat_age_seconds), which would stay frozen in the gateway and show
+// a long-gone runner as connected; the configuration (concurrent, limit)
+// and build info, which describe a process, not a run; the Go and process
+// collectors of a process that is gone.
+var outcomeFamilies = map[string]bool{
+	"kiln_runner_jobs_started_total":           true,
+	"kiln_runner_jobs_finished_total":          true,
+	"kiln_runner_failed_jobs_total":            true,
+	"kiln_runner_job_duration_seconds":         true,
+	"kiln_runner_job_stage_duration_seconds":   true,
+	"kiln_runner_job_queue_wait_seconds":       true,
+	"kiln_runner_server_errors_total":          true,
+	"kiln_runner_api_requests_total":           true,
+	"kiln_runner_api_request_duration_seconds": true,
+	"kiln_runner_errors_total":                 true,
+}
+
+// outcomes gathers outcomeFamilies.
+func (m *metrics) outcomes() prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := m.reg.Gather()
+		out := mfs[:0]
+		for _, mf := range mfs {
+			if outcomeFamilies[mf.GetName()] {
+				out = append(out, mf)
+			}
+		}
+		return out, err
+	})
 }
 
 // setCapacity records how many tasks the runner runs at once.

@@ -19,7 +19,8 @@
 //     concurrently because of a flaky link.
 //   - SIGTERM (ctx ending) means: take no new work, let the current task
 //     finish within ShutdownGrace, else stop it and hand it back to the
-//     queue, then exit. --once means: run one task and exit.
+//     queue, then exit. --once means: run one task and exit, successfully
+//     only when that task succeeded.
 //   - Every process a task starts dies with the task: its process group is
 //     killed at the end and strays are found by a marker in their
 //     environment. When the runner itself is killed, the kernel kills the
@@ -78,10 +79,12 @@ type Config struct {
 	// MetricsServer is the address of the runner's /metrics and pprof
 	// listener (SPEC §4); off when empty.
 	MetricsServer string
-	// Pushgateway, when set, receives the runner's metrics when it exits,
-	// for one-shot runners (--once) that no Prometheus could scrape: job
-	// "kiln_runner", instance the runner's name, with
-	// kiln_runner_last_success_timestamp_seconds when the run succeeded
+	// Pushgateway, when set, receives the outcome of the run when the
+	// runner exits, for one-shot runners (--once) that no Prometheus could
+	// scrape: job "kiln_runner", instance the runner's name. Only what the
+	// run did is pushed (see outcomeFamilies), with
+	// kiln_runner_last_success_timestamp_seconds when its last task
+	// succeeded and kiln_runner_last_failure_timestamp_seconds otherwise
 	// (see telemetry.PushRun).
 	Pushgateway string
 	// ShutdownGrace is how long the current task may still run after
@@ -118,7 +121,13 @@ type Runner struct {
 	lastHeard time.Time
 	draining  bool
 	onceDone  bool
-	changed   chan struct{} // wakes the session loop after a state change
+	// runs counts the jobs the server is done with (results recorded,
+	// hand-backs, cancellations); lastRun is how the last one ended, a
+	// model.Result or one of resultCancelled, resultHandedBack,
+	// resultNotRecorded.
+	runs    int
+	lastRun string
+	changed chan struct{} // wakes the session loop after a state change
 	// hard ends everything: the grace period and the hand-back are over.
 	hard context.Context
 	// stageHook, when set (by tests), hears every stage change of a job.
@@ -163,11 +172,16 @@ func (j *job) state() string {
 // Run runs the runner until ctx ends (then shuts down gracefully, see the
 // package comment) or, with Once, until its first task is reported. It
 // fails on what retrying cannot fix: an unusable configuration, a token
-// the server refuses, a name already taken at registration.
+// the server refuses, a name already taken at registration. With Once it
+// also fails when its task did not run, did not succeed or was not
+// recorded by the server: a one-shot runner exits 0 only for a task done.
 //
-// With Pushgateway set, the runner's metrics are pushed when Run returns,
-// whether it failed or not; only a run that returns nil records
-// kiln_runner_last_success_timestamp_seconds.
+// With Pushgateway set, the outcome of the run is pushed when Run returns,
+// whether it failed or not. The run succeeded when Run returns nil and the
+// last task the server was done with succeeded; only then is
+// kiln_runner_last_success_timestamp_seconds pushed. A runner stopped
+// before any task, or one that never reached its server, pushes
+// kiln_runner_last_failure_timestamp_seconds.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Pushgateway != "" {
 		if err := telemetry.CheckPushURL(cfg.Pushgateway); err != nil {
@@ -187,12 +201,22 @@ func Run(ctx context.Context, cfg Config) error {
 	if err == nil {
 		err = r.serve(ctx)
 	}
+	runs, last := 0, ""
+	if r != nil {
+		r.mu.Lock()
+		runs, last = r.runs, r.lastRun
+		r.mu.Unlock()
+	}
+	success := err == nil && runs > 0 && last == string(model.ResultSuccess)
+	if err == nil && cfg.Once && !success {
+		err = onceFailed(runs, last)
+	}
 	if cfg.Pushgateway != "" {
 		name := cfg.Name
 		if r != nil {
 			name = r.cfg.Name
 		}
-		if perr := pushMetrics(context.WithoutCancel(ctx), cfg, name, m, err == nil); perr != nil {
+		if perr := pushMetrics(context.WithoutCancel(ctx), cfg, name, m, success); perr != nil {
 			logger := cfg.Logger
 			if logger == nil {
 				logger = slog.New(slog.DiscardHandler)
@@ -457,13 +481,49 @@ func (r *Runner) setStage(j *job, stage string) {
 	}
 }
 
-// pushMetrics sends the runner's own metrics (kiln_runner_*, without the
-// Go and process collectors of a process about to exit) to the
+// resultNotRecorded is lastRun for a finished task whose result the
+// server no longer expected (it had given the request to someone else).
+const resultNotRecorded = "not_recorded"
+
+// recordRun notes that the server is done with job j; r.mu must be held.
+// gone says the server did not record its result.
+func (r *Runner) recordRun(j *job, gone bool) {
+	r.runs++
+	switch {
+	case j.dropped:
+		r.lastRun = resultCancelled
+	case j.release:
+		r.lastRun = resultHandedBack
+	case gone:
+		r.lastRun = resultNotRecorded
+	default:
+		r.lastRun = string(j.result.Result)
+	}
+}
+
+// onceFailed says why a --once run that met no error did not do its task.
+func onceFailed(runs int, last string) error {
+	switch {
+	case runs == 0:
+		return errors.New("--once: stopped before running a task")
+	case last == resultHandedBack:
+		return errors.New("--once: the task was stopped and handed back to the queue unfinished")
+	case last == resultCancelled:
+		return errors.New("--once: the server cancelled the task")
+	case last == resultNotRecorded:
+		return errors.New("--once: the task finished but the server had given it to another runner")
+	}
+	return fmt.Errorf("--once: the task finished with result %s", last)
+}
+
+// pushMetrics sends the outcome of the run (outcomeFamilies: what the run
+// did, never the live-state gauges or the Go and process collectors of a
+// process about to exit, which would stay frozen in the gateway) to the
 // Pushgateway: job "kiln_runner", instance the runner's name. Its own
 // HTTP client keeps these pushes out of the counts of requests to the
 // server.
 func pushMetrics(ctx context.Context, cfg Config, name string, m *metrics, success bool) error {
 	return telemetry.PushRun(ctx, telemetry.PushConfig{
 		URL: cfg.Pushgateway, Job: "kiln_runner", Instance: name, Namespace: "kiln_runner",
-	}, telemetry.WithPrefix(m.reg, "kiln_runner_"), success, time.Now())
+	}, m.outcomes(), success, time.Now())
 }

@@ -252,6 +252,7 @@ func (r *Runner) reconcile(ctx context.Context, c *conn, readySent *bool) (bool,
 		}
 		return false, nil
 	case j.finished && j.dropped:
+		r.recordRun(j, false)
 		if r.cfg.Once {
 			r.onceDone = true
 		}
@@ -311,6 +312,7 @@ func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, re
 		if a.Gone {
 			r.log.Info("the server no longer expects this result", "work_request", a.WorkRequest, "reason", a.Error)
 		}
+		r.recordRun(j, a.Gone)
 		if r.cfg.Once {
 			r.onceDone = true
 		}

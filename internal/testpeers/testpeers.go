@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/kiln-build/kiln/internal/testkit"
 )
 
@@ -263,6 +266,35 @@ func (g *Pushgateway) Groups(t testing.TB) []Group {
 			}
 		}
 		out = append(out, grp)
+	}
+	return out
+}
+
+// Families returns, family by family, the label sets of the series the
+// Pushgateway exposes on its own /metrics (the text format, as Prometheus
+// would scrape it) for the group {job, instance}: exactly what reached
+// the gateway from that group, histograms and summaries included, which
+// the JSON API of Groups shows only in part. A histogram's family is
+// listed once, under its own name.
+func (g *Pushgateway) Families(t testing.TB, job, instance string) map[string][]map[string]string {
+	t.Helper()
+	body := ScrapeText(t, g.URL+"/metrics")
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("the Pushgateway's /metrics: %v", err)
+	}
+	out := map[string][]map[string]string{}
+	for name, mf := range fams {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			if labels["job"] == job && labels["instance"] == instance {
+				out[name] = append(out[name], labels)
+			}
+		}
 	}
 	return out
 }
