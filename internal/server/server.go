@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/localrunners"
 	"github.com/kiln-build/kiln/internal/runner/protocol"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/telemetry"
@@ -81,6 +83,10 @@ type Config struct {
 	// LocalRunners is the number of runners the server starts as child
 	// processes of its own binary (see startLocalRunners).
 	LocalRunners int
+	// LocalRunnersMetricsServer, when set, gives the local runners metrics
+	// listeners: the first on this address ("[host]:port", a fixed port),
+	// the next ones on the following ports.
+	LocalRunnersMetricsServer string
 	// RunnerCommand is the command of a local runner, without its flags;
 	// default the server's own executable with "runner". Tests set it.
 	RunnerCommand []string
@@ -286,7 +292,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		addrs.Metrics = "http://" + internal.Addr().String()
 	}
 	printWelcome(cfg.Out, addrs, boot, cfg.AdminCommand)
-	runners, serveErr := startLocalRunners(ctx, st, cfg, addrs.API, logger)
+	runners, serveErr := startLocalRunners(ctx, st, cfg, addrs.API, reg, logger)
 	if serveErr == nil && cfg.Started != nil {
 		cfg.Started(addrs)
 	}
@@ -303,7 +309,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	// or hand back their task. Then the runner connections, which the HTTP
 	// server's Shutdown does not wait for, then the scheduler.
 	if runners != nil {
-		runners.stop(cfg.ShutdownTimeout)
+		runners.Stop(cfg.ShutdownTimeout)
 	}
 	sched.Close()
 	stop()
@@ -326,6 +332,28 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 func checkConfig(cfg *Config) error {
 	if cfg.LocalRunners < 0 {
 		return fmt.Errorf("--local-runners: must be 0 or more, got %d", cfg.LocalRunners)
+	}
+	if cfg.LocalRunnersMetricsServer != "" {
+		addr, err := telemetry.ParseListenAddress(cfg.LocalRunnersMetricsServer)
+		if err != nil {
+			return fmt.Errorf("--local-runners-metrics-server: %w", err)
+		}
+		addrs, err := localrunners.MetricsAddresses(addr, max(cfg.LocalRunners, 1))
+		if err != nil {
+			return fmt.Errorf("--local-runners-metrics-server: %w", err)
+		}
+		// the server's own listeners would make every child fail to bind
+		own := []string{cfg.Listen}
+		if cfg.MetricsServer != "" {
+			if a, err := telemetry.ParseListenAddress(cfg.MetricsServer); err == nil {
+				own = append(own, a)
+			}
+		}
+		for _, a := range addrs {
+			if slices.Contains(own, a) {
+				return fmt.Errorf("--local-runners-metrics-server: a local runner would listen on %s, where the server itself listens", a)
+			}
+		}
 	}
 	for _, u := range cfg.NotifyURLs {
 		if err := checkNotifyURL(u); err != nil {

@@ -7,18 +7,17 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
-	"time"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kiln-build/kiln/internal/localrunners"
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/scheduler"
 	"github.com/kiln-build/kiln/internal/store"
+	"github.com/kiln-build/kiln/internal/telemetry"
 )
 
 // newScheduler builds the scheduler of this server process. Its server
@@ -40,26 +39,16 @@ func newScheduler(st store.Store, cfg Config, reg prometheus.Registerer, logger 
 	})
 }
 
-// localRunners are the runner processes started by --local-runners.
-type localRunners struct {
-	logger *slog.Logger
-	mu     sync.Mutex
-	procs  []*exec.Cmd
-	done   []chan struct{}
-}
-
-// startLocalRunners starts n runners as child processes of this server,
-// each a `kiln runner` talking to the server's API like any other runner:
-// they share nothing with the server but its URL. Each gets a worker of its
-// own (created enabled on first start) and a fresh token, passed in the
-// environment so that it stays out of the process list; the previous
-// tokens of these workers are deleted. Their logs go to
-// <data-dir>/runners/<name>.log. The children die with the server, even a
-// server killed with SIGKILL (Pdeathsig).
-func startLocalRunners(ctx context.Context, st store.Store, cfg Config, apiURL string, logger *slog.Logger) (*localRunners, error) {
-	lr := &localRunners{logger: logger}
+// startLocalRunners starts cfg.LocalRunners runners as child processes of
+// this server (package localrunners supervises them), each a `kiln runner`
+// talking to the server's API like any other runner: they share nothing
+// with the server but its URL. Each gets a worker of its own (created
+// enabled on first start) and a fresh token; the previous tokens of these
+// workers are deleted. With cfg.LocalRunnersMetricsServer, runner i
+// listens for scrapes on its port + i - 1.
+func startLocalRunners(ctx context.Context, st store.Store, cfg Config, apiURL string, reg prometheus.Registerer, logger *slog.Logger) (*localrunners.Supervisor, error) {
 	if cfg.LocalRunners == 0 {
-		return lr, nil
+		return nil, nil
 	}
 	command := cfg.RunnerCommand
 	if len(command) == 0 {
@@ -69,49 +58,34 @@ func startLocalRunners(ctx context.Context, st store.Store, cfg Config, apiURL s
 		}
 		command = []string{exe, "runner"}
 	}
-	base, err := filepath.Abs(filepath.Join(cfg.DataDir, "runners"))
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(base, 0o750); err != nil {
-		return nil, fmt.Errorf("--local-runners: %w", err)
+	var metrics []string
+	if cfg.LocalRunnersMetricsServer != "" {
+		addr, err := telemetry.ParseListenAddress(cfg.LocalRunnersMetricsServer)
+		if err == nil {
+			metrics, err = localrunners.MetricsAddresses(addr, cfg.LocalRunners)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--local-runners-metrics-server: %w", err)
+		}
 	}
 	host, _ := os.Hostname()
-	_, port, _ := net.SplitHostPort(apiURL[len("http://"):])
-	for i := 1; i <= cfg.LocalRunners; i++ {
-		name := scheduler.WorkerName("local", host, port, strconv.Itoa(i))
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(apiURL, "http://"))
+	rs := make([]localrunners.Runner, cfg.LocalRunners)
+	for i := range rs {
+		name := scheduler.WorkerName("local", host, port, strconv.Itoa(i+1))
 		secret, err := localWorkerToken(ctx, st, name)
 		if err != nil {
-			lr.stop(time.Second)
 			return nil, fmt.Errorf("--local-runners: %w", err)
 		}
-		logPath := filepath.Join(base, name+".log")
-		logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		if err != nil {
-			lr.stop(time.Second)
-			return nil, fmt.Errorf("--local-runners: %w", err)
+		rs[i] = localrunners.Runner{Name: name, Token: secret}
+		if metrics != nil {
+			rs[i].MetricsServer = metrics[i]
 		}
-		args := append(append([]string{}, command[1:]...),
-			"--server", apiURL, "--name", name, "--work-dir", filepath.Join(base, name),
-			"--shutdown-grace", (cfg.ShutdownTimeout / 2).String())
-		cmd := exec.Command(command[0], args...)
-		cmd.Env = append(os.Environ(), "KILN_TOKEN="+secret)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			lr.stop(time.Second)
-			return nil, fmt.Errorf("--local-runners: starting %s: %w", command[0], err)
-		}
-		logf.Close() // the child has its own copy
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		lr.mu.Lock()
-		lr.procs, lr.done = append(lr.procs, cmd), append(lr.done, done)
-		lr.mu.Unlock()
-		logger.Info("local runner started", "worker", name, "pid", cmd.Process.Pid, "log", logPath)
 	}
-	return lr, nil
+	return localrunners.Start(localrunners.Config{
+		Command: command, Server: apiURL, Dir: filepath.Join(cfg.DataDir, "runners"),
+		ShutdownGrace: cfg.ShutdownTimeout / 2, Logger: logger.With("component", "local-runners"), Registerer: reg,
+	}, rs)
 }
 
 // localWorkerToken finds or creates the enabled external worker name and
@@ -152,26 +126,4 @@ func localWorkerToken(ctx context.Context, st store.Store, name string) (string,
 		return "", err
 	}
 	return tok.Secret, nil
-}
-
-// stop asks every local runner to stop (SIGTERM: they finish or hand back
-// their task) and kills those still running after timeout.
-func (lr *localRunners) stop(timeout time.Duration) {
-	lr.mu.Lock()
-	procs, done := lr.procs, lr.done
-	lr.procs, lr.done = nil, nil
-	lr.mu.Unlock()
-	for _, p := range procs {
-		p.Process.Signal(syscall.SIGTERM)
-	}
-	deadline := time.After(timeout)
-	for i, d := range done {
-		select {
-		case <-d:
-		case <-deadline:
-			lr.logger.Warn("local runner did not stop in time; killing it", "pid", procs[i].Process.Pid)
-			procs[i].Process.Kill()
-			<-d
-		}
-	}
 }
