@@ -66,6 +66,12 @@ const hookPushEvent = "push"
 // unknownSource labels events for a source the receiver does not know.
 const unknownSource = "unknown"
 
+// unauthenticatedType is the type label of events whose sender did not
+// prove who it is (no token, a bad token or signature, a body too large to
+// check): their event header is anyone's to write, and labelling by it
+// would let anybody create series.
+const unauthenticatedType = "unauthenticated"
+
 // hookRoutes: the webhook receiver. Events are authenticated either like
 // any API call (Authorization: Token, acting as the token's user) or by an
 // HMAC-SHA256 signature of the body with the server's webhook secret
@@ -95,11 +101,14 @@ func (a *API) receiveHook(w http.ResponseWriter, r *http.Request) {
 	if eventType == "" {
 		eventType = src.defaultEvent
 	}
-	outcome, err := a.hook(w, r, src, eventType)
+	outcome, authenticated, err := a.hook(w, r, src, eventType)
 	if err != nil {
 		if _, internal := asProblem(err); internal {
 			outcome = telemetry.EventFailed // kiln's fault (the database), not the sender's
 		}
+	}
+	if !authenticated {
+		eventType = unauthenticatedType
 	}
 	a.observeHook(name, eventType, outcome)
 	if err != nil {
@@ -113,21 +122,30 @@ func (a *API) observeHook(source, eventType, outcome string) {
 	}
 }
 
-// hook handles one event and returns its outcome; on error nothing was
-// written and the caller answers the error.
-func (a *API) hook(w http.ResponseWriter, r *http.Request, src hookSource, eventType string) (string, error) {
+// hook handles one event and returns its outcome and whether its sender
+// proved who it is; on error nothing was written and the caller answers
+// the error.
+func (a *API) hook(w http.ResponseWriter, r *http.Request, src hookSource, eventType string) (string, bool, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return telemetry.EventRejected, errorf(http.StatusRequestEntityTooLarge, "", "the event is larger than %d bytes", tooBig.Limit)
+			return telemetry.EventRejected, false, errorf(http.StatusRequestEntityTooLarge, "", "the event is larger than %d bytes", tooBig.Limit)
 		}
-		return telemetry.EventRejected, errorf(http.StatusBadRequest, "", "reading the event: %v", err)
+		return telemetry.EventRejected, false, errorf(http.StatusBadRequest, "", "reading the event: %v", err)
 	}
 	p, outcome, err := a.hookPrincipal(r, src, body)
 	if err != nil {
-		return outcome, err
+		// failed is the one outcome after the sender proved who it is (the
+		// webhook user is missing: the operator's mistake)
+		return outcome, outcome == telemetry.EventFailed, err
 	}
+	outcome, err = a.authenticatedHook(w, r, src, eventType, p, body)
+	return outcome, true, err
+}
+
+// authenticatedHook handles an event whose sender is p.
+func (a *API) authenticatedHook(w http.ResponseWriter, r *http.Request, src hookSource, eventType string, p *store.Principal, body []byte) (string, error) {
 	switch {
 	case eventType == "":
 		return telemetry.EventRejected, errorf(http.StatusBadRequest, src.eventHeader, "the %s header is missing", src.eventHeader)

@@ -152,19 +152,31 @@ func TestWebhooksStartWork(t *testing.T) {
 		t.Errorf("an event kiln does not act on: %d %s", code, body)
 	}
 
+	// Whoever cannot authenticate chooses no label: a flood of made-up
+	// event types adds no series.
+	for i := range 40 {
+		hook("kiln", "", fmt.Sprintf("made-up-%d", i), nil, workRequest)
+		hook("github", "", fmt.Sprintf("made-up-%d", i), map[string]string{"X-Hub-Signature-256": "sha256=00"}, push)
+	}
+
 	fams := scrape(t, r.Metrics)
 	events := fams["kiln_incoming_events_total"]
+	if len(events.series) != 12 {
+		t.Errorf("kiln_incoming_events_total has %d series, want 12: %v", len(events.series), events.series)
+	}
 	for labels, want := range map[string]float64{
-		"outcome=processed,source=kiln,type=push":      4,
-		"outcome=rejected,source=kiln,type=push":       9,
-		"outcome=failed,source=kiln,type=push":         1, // the webhook user did not exist yet
-		"outcome=rejected,source=github,type=other":    1, // no event type
-		"outcome=rejected,source=github,type=push":     1, // no template
-		"outcome=ignored,source=kiln,type=issues":      1,
-		"outcome=processed,source=github,type=push":    1,
-		"outcome=ignored,source=github,type=ping":      1,
-		"outcome=ignored,source=github,type=push":      1,
-		"outcome=rejected,source=unknown,type=unknown": 1,
+		"outcome=processed,source=kiln,type=push":             4,
+		"outcome=rejected,source=kiln,type=push":              4, // authenticated, then refused
+		"outcome=rejected,source=kiln,type=unauthenticated":   45,
+		"outcome=rejected,source=github,type=unauthenticated": 40,
+		"outcome=failed,source=kiln,type=push":                1, // the webhook user did not exist yet
+		"outcome=rejected,source=github,type=other":           1, // no event type
+		"outcome=rejected,source=github,type=push":            1, // no template
+		"outcome=ignored,source=kiln,type=issues":             1,
+		"outcome=processed,source=github,type=push":           1,
+		"outcome=ignored,source=github,type=ping":             1,
+		"outcome=ignored,source=github,type=push":             1,
+		"outcome=rejected,source=unknown,type=unknown":        1,
 	} {
 		if got, _ := events.get(labels); got != want {
 			t.Errorf("kiln_incoming_events_total{%s} = %v, want %v", labels, got, want)

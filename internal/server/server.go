@@ -121,6 +121,14 @@ type Config struct {
 	// ShutdownTimeout bounds graceful shutdown. Default
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// HTTPDurationBuckets are the upper bounds, in seconds, of
+	// kiln_http_request_duration_seconds; empty means
+	// telemetry.DefaultDurationBuckets.
+	HTTPDurationBuckets []float64
+	// HTTPExcludeRoutes are route patterns (as in the route label, e.g.
+	// "GET /api/1.0/open-metrics/{$}") left out of the request metrics,
+	// like the health probes; a pattern no route has is an error.
+	HTTPExcludeRoutes []string
 	// Out receives the few lines meant for the person who started the
 	// server (where it listens, how to use the admin token); logs go to
 	// the logger. Default io.Discard.
@@ -567,10 +575,11 @@ const (
 	readyPattern   = "GET /-/ready"
 )
 
-// uninstrumented are the public port's routes kept out of the request
-// metrics: a runner's WebSocket lives for hours (it would sit in the
-// in-flight gauge and stretch the duration histogram), and the probes are
-// polled every few seconds (they would drown the API's figures).
+// uninstrumented are the public port's routes always kept out of the
+// request metrics: a runner's WebSocket lives for hours (it would sit in
+// the in-flight gauge and stretch the duration histogram), and the probes
+// are polled every few seconds (they would drown the API's figures).
+// cfg.HTTPExcludeRoutes adds the operator's own.
 var uninstrumented = map[string]bool{
 	"GET " + protocol.Path + "{$}": true,
 	healthyPattern:                 true,
@@ -587,21 +596,33 @@ func publicRoutes(st store.Store, cfg Config, logger *slog.Logger, d api.Dispatc
 }
 
 // newHandler builds the public port's handler from publicRoutes: each
-// route instrumented by its pattern unless it is uninstrumented, and
-// everything else counted as unmatched. Nothing of the internal listener
-// (/metrics, pprof) is ever registered here.
+// route instrumented by its pattern unless it is uninstrumented or one of
+// cfg.HTTPExcludeRoutes, and everything else counted as unmatched. A
+// handler that panics is answered 500, logged and counted
+// (kiln_http_panics_total). Nothing of the internal listener (/metrics,
+// pprof) is ever registered here.
 func newHandler(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.Registerer, d api.Dispatcher) (http.Handler, error) {
-	m, err := telemetry.NewHTTPMetrics(reg, "kiln", "http")
-	if err != nil {
-		return nil, err
-	}
 	events, err := telemetry.NewEventMetrics(reg, "kiln")
 	if err != nil {
 		return nil, err
 	}
+	routes := publicRoutes(st, cfg, logger, d, events)
+	exclude := map[string]bool{}
+	for _, p := range cfg.HTTPExcludeRoutes {
+		if !slices.ContainsFunc(routes, func(r api.Route) bool { return r.Pattern == p }) {
+			return nil, fmt.Errorf("--http-exclude-routes: no route has the pattern %q; give patterns as the route label of kiln_http_requests_total shows them, e.g. %q",
+				p, "GET /api/1.0/open-metrics/{$}")
+		}
+		exclude[p] = true
+	}
+	m, err := telemetry.NewHTTPMetrics(reg, "kiln", "http", telemetry.WithDurationBuckets(cfg.HTTPDurationBuckets),
+		telemetry.WithPanicLogger(logger))
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
-	for _, r := range publicRoutes(st, cfg, logger, d, events) {
-		if uninstrumented[r.Pattern] {
+	for _, r := range routes {
+		if uninstrumented[r.Pattern] || exclude[r.Pattern] {
 			m.HandleUninstrumented(mux, r.Pattern, r.Handler)
 			continue
 		}

@@ -295,6 +295,8 @@ func TestRunConfigErrors(t *testing.T) {
 		{"short bootstrap token", Config{BootstrapToken: "short"}, "too short"},
 		{"bootstrap token with space", Config{BootstrapToken: "kiln_0123456789 abcdef"}, "spaces"},
 		{"bad database", Config{Database: "postgres://127.0.0.1:1/x?connect_timeout=1"}, "database postgres://127.0.0.1:1/x"},
+		{"unknown excluded route", Config{HTTPExcludeRoutes: []string{"GET /api/1.0/open-metrics/"}},
+			`--http-exclude-routes: no route has the pattern "GET /api/1.0/open-metrics/"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

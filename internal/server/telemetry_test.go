@@ -227,7 +227,7 @@ func TestServerMetricsPromtool(t *testing.T) {
 		"go_sql_open_connections", "go_sql_max_open_connections", "go_sql_wait_count_total",
 		"kiln_scheduler_queue_wait_seconds", "kiln_scheduler_assignments_total", "kiln_scheduler_requeued_total",
 		"kiln_outgoing_requests_total", "kiln_outgoing_request_duration_seconds", "kiln_incoming_events_total",
-		"kiln_notify_queue_length", "kiln_notify_dropped_total", "kiln_server_errors_total",
+		"kiln_notify_queue_length", "kiln_notify_dropped_total", "kiln_server_errors_total", "kiln_http_panics_total",
 		"go_memstats_alloc_bytes", "go_gc_duration_seconds",
 	} {
 		if fams[name] == nil {
@@ -261,5 +261,54 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRequestMetricsConfigured: the duration buckets and the routes left
+// out of the request metrics are the server's settings; the default
+// buckets reach past 10 s for artifact transfers.
+func TestRequestMetricsConfigured(t *testing.T) {
+	const openMetrics = "GET /api/1.0/open-metrics/{$}"
+	bucketsOf := func(metricsURL string) []string {
+		text := string(testpeers.ScrapeText(t, metricsURL+"/metrics"))
+		var les []string
+		for _, line := range strings.Split(text, "\n") {
+			if strings.HasPrefix(line, "kiln_http_request_duration_seconds_bucket{") && strings.Contains(line, `route="GET /api/1.0/scopes/{$}"`) {
+				_, le, _ := strings.Cut(line, `le="`)
+				le, _, _ = strings.Cut(le, `"`)
+				les = append(les, le)
+			}
+		}
+		return les
+	}
+
+	def := start(t, Config{MetricsServer: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data")})
+	request(t, http.MethodGet, def.API+"/api/1.0/scopes/", nil, "")
+	if got := strings.Join(bucketsOf(def.Metrics), ","); got != "0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,120,300,+Inf" {
+		t.Errorf("default buckets %s", got)
+	}
+
+	r := start(t, Config{MetricsServer: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data"),
+		HTTPDurationBuckets: []float64{0.5, 600}, HTTPExcludeRoutes: []string{openMetrics}})
+	request(t, http.MethodGet, r.API+"/api/1.0/scopes/", nil, "")
+	if code, _ := request(t, http.MethodGet, r.API+"/api/1.0/open-metrics/", nil, ""); code != 200 {
+		t.Fatalf("the excluded route does not answer: %d", code)
+	}
+	if got := strings.Join(bucketsOf(r.Metrics), ","); got != "0.5,600,+Inf" {
+		t.Errorf("configured buckets %s, want 0.5,600,+Inf", got)
+	}
+	fams := scrape(t, r.Metrics)
+	for labels := range fams["kiln_http_requests_total"].series {
+		if strings.Contains(labels, "open-metrics") {
+			t.Errorf("the excluded route is counted: %s", labels)
+		}
+	}
+	for labels := range fams["kiln_http_panics_total"].series {
+		if strings.Contains(labels, "open-metrics") {
+			t.Errorf("the excluded route has a panics series: %s", labels)
+		}
+	}
+	if _, ok := fams["kiln_http_panics_total"].get("route=GET /api/1.0/scopes/{$}"); !ok {
+		t.Errorf("no panics_total series at 0 for an instrumented route: %v", fams["kiln_http_panics_total"])
 	}
 }

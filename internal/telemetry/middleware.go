@@ -1,7 +1,11 @@
 package telemetry
 
 import (
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -27,6 +31,7 @@ const MethodOther = "other"
 //	<ns>_<sub>_requests_total{method,route,code}
 //	<ns>_<sub>_request_duration_seconds{method,route,code}   (histogram)
 //	<ns>_<sub>_requests_in_flight
+//	<ns>_<sub>_panics_total{route}
 //
 // The route label is the net/http.ServeMux pattern that matched
 // ("GET /api/1.0/work-requests/{id}/"), never the path, so /work-requests/1
@@ -45,6 +50,8 @@ type HTTPMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	panics   *prometheus.CounterVec
+	logger   *slog.Logger
 
 	// series caches the counter and histogram of each label set, so that
 	// a request costs one map lookup instead of hashing and validating its
@@ -65,13 +72,33 @@ type HTTPOption func(*httpConfig)
 
 type httpConfig struct {
 	buckets []float64
+	logger  *slog.Logger
+}
+
+// DefaultDurationBuckets returns the duration histogram's default buckets:
+// client_golang's DefBuckets (5 ms to 10 s) and then 30 s, 1, 2 and 5
+// minutes, because an artifact upload or download of a few gigabytes
+// takes minutes, and a histogram whose top bucket is 10 s cannot tell a
+// slow transfer from a stuck one.
+func DefaultDurationBuckets() []float64 {
+	return []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 }
 
 // WithDurationBuckets replaces the duration histogram's buckets (by default
-// prometheus.DefBuckets, 5ms to 10s), for servers whose latencies fall
-// outside that range.
+// DefaultDurationBuckets), for servers whose latencies fall outside that
+// range. Empty b keeps the default.
 func WithDurationBuckets(b []float64) HTTPOption {
-	return func(c *httpConfig) { c.buckets = b }
+	return func(c *httpConfig) {
+		if len(b) > 0 {
+			c.buckets = b
+		}
+	}
+}
+
+// WithPanicLogger sends the panics of instrumented handlers, with their
+// stacks, to logger. Without it they are only counted.
+func WithPanicLogger(logger *slog.Logger) HTTPOption {
+	return func(c *httpConfig) { c.logger = logger }
 }
 
 // NewHTTPMetrics creates the request metrics under namespace and subsystem
@@ -79,7 +106,7 @@ func WithDurationBuckets(b []float64) HTTPOption {
 // registration error, for instance when two HTTPMetrics share a name in one
 // registry, and then registers nothing.
 func NewHTTPMetrics(reg prometheus.Registerer, namespace, subsystem string, opts ...HTTPOption) (*HTTPMetrics, error) {
-	cfg := httpConfig{buckets: prometheus.DefBuckets}
+	cfg := httpConfig{buckets: DefaultDurationBuckets()}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -104,8 +131,15 @@ func NewHTTPMetrics(reg prometheus.Registerer, namespace, subsystem string, opts
 			Name:      "requests_in_flight",
 			Help:      "HTTP requests currently being handled by instrumented routes.",
 		}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Subsystem: subsystem,
+			Name:      "panics_total",
+			Help:      "Handlers that panicked, by route pattern; each request was answered 500 (or cut off, when its answer had begun).",
+		}, []string{"route"}),
+		logger: cfg.logger,
 	}
-	if err := registerAll(reg, m.requests, m.duration, m.inFlight); err != nil {
+	if err := registerAll(reg, m.requests, m.duration, m.inFlight, m.panics); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -126,9 +160,12 @@ func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 }
 
 // Handle registers h on mux under pattern, instrumented. It is the usual way
-// to add an API route, so that being measured is the default.
+// to add an API route, so that being measured is the default. The route's
+// panics_total series starts at 0, so that its first panic is an increase
+// an alert sees.
 func (m *HTTPMetrics) Handle(mux *http.ServeMux, pattern string, h http.Handler) {
 	mux.Handle(pattern, m.Wrap(h))
+	m.panics.WithLabelValues(pattern)
 }
 
 // HandleUninstrumented registers h on mux under pattern without metrics, for
@@ -151,8 +188,14 @@ func (m *HTTPMetrics) HandleUninstrumented(mux *http.ServeMux, pattern string, h
 // pattern in r.Pattern of the request it passes on. A request that reaches
 // Wrap with no pattern is labelled RouteUnmatched.
 //
-// A handler that panics is counted with code "500", whatever it had
-// written, since its client got a broken response; the panic goes on.
+// A handler that panics is a bug: it is counted in panics_total and, with
+// code "500", in the request metrics, logged with its stack (see
+// WithPanicLogger), and its client gets a 500 (problem+json) instead of a
+// dropped connection. When the handler had already begun its answer, the
+// connection is cut (panic(http.ErrAbortHandler)), so the client sees an
+// error rather than a truncated answer that looks complete. A handler that
+// panics with http.ErrAbortHandler itself, the sanctioned way to abort a
+// response, is counted as a 500 and not as a panic.
 func (m *HTTPMetrics) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Below CountUnmatched, reuse its recorder (and tell it the request
@@ -168,14 +211,36 @@ func (m *HTTPMetrics) Wrap(h http.Handler) http.Handler {
 		done := false
 		defer func() {
 			m.inFlight.Dec()
-			if !done {
-				m.observe(r.Method, routeOf(r), http.StatusInternalServerError, time.Since(rec.start))
+			if done {
+				return
 			}
+			p := recover()
+			m.observe(r.Method, routeOf(r), http.StatusInternalServerError, time.Since(rec.start))
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			m.panicked(rec, r, p)
 		}()
 		h.ServeHTTP(w, r)
 		done = true
 		m.observe(r.Method, routeOf(r), rec.code(), time.Since(rec.start))
 	})
+}
+
+// panicked counts and logs a handler's panic p and answers 500 if it can.
+func (m *HTTPMetrics) panicked(rec *statusRecorder, r *http.Request, p any) {
+	m.panics.WithLabelValues(routeOf(r)).Inc()
+	if m.logger != nil {
+		m.logger.Error("panic serving an HTTP request", "method", r.Method, "route", routeOf(r),
+			"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	}
+	if rec.status != 0 {
+		panic(http.ErrAbortHandler) // the answer has begun: cut it off
+	}
+	rec.Header().Set("Content-Type", "application/problem+json")
+	rec.Header().Del("Content-Length")
+	rec.WriteHeader(http.StatusInternalServerError)
+	io.WriteString(rec, `{"type":"about:blank","title":"Internal Server Error","status":500,"detail":"the server met an unexpected error; it is logged"}`+"\n")
 }
 
 // CountUnmatched wraps the whole mux (or the top of the handler chain) so

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -229,7 +230,70 @@ func TestHTTPMetricsInFlight(t *testing.T) {
 	}
 }
 
+// TestHTTPMetricsPanic: a handler's panic is counted on its own, logged
+// with its stack and answered 500; one that had begun its answer cuts the
+// connection; http.ErrAbortHandler, a deliberate abort, is no panic.
 func TestHTTPMetricsPanic(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	var logs strings.Builder
+	m, err := NewHTTPMetrics(reg, "kiln", "http", WithPanicLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	m.Handle(mux, "GET /bug", http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("index out of range") }))
+	m.Handle(mux, "GET /late-bug", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "half an answer")
+		panic("nil map")
+	}))
+	h := m.CountUnmatched(mux)
+
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/bug", nil))
+	if rec.Code != 500 || rec.Header().Get("Content-Type") != "application/problem+json" || !strings.Contains(rec.Body.String(), `"status":500`) {
+		t.Errorf("a panicking handler answered %d %q %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+	if !strings.Contains(logs.String(), "panic serving an HTTP request") || !strings.Contains(logs.String(), "index out of range") ||
+		!strings.Contains(logs.String(), "middleware_test.go") {
+		t.Errorf("the panic was not logged with its stack:\n%s", logs.String())
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != http.ErrAbortHandler {
+				t.Errorf("a panic after the answer began: %v, want http.ErrAbortHandler to cut the connection", p)
+			}
+		}()
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/late-bug", nil))
+	}()
+	for _, c := range []struct {
+		route string
+		want  float64
+	}{{"GET /bug", 1}, {"GET /late-bug", 1}} {
+		if v := testutil.ToFloat64(m.panics.WithLabelValues(c.route)); v != c.want {
+			t.Errorf("panics_total{%s} = %v, want %v", c.route, v, c.want)
+		}
+		if v := testutil.ToFloat64(m.requests.WithLabelValues("get", c.route, "500")); v != 1 {
+			t.Errorf("requests_total{%s,500} = %v, want 1", c.route, v)
+		}
+	}
+	if v := testutil.ToFloat64(m.inFlight); v != 0 {
+		t.Errorf("in flight = %v after panics, want 0", v)
+	}
+
+	// and over real HTTP: the client gets the 500, not a dropped connection
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/bug")
+	if err != nil {
+		t.Fatalf("GET /bug over HTTP: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 500 {
+		t.Errorf("GET /bug over HTTP: %d", resp.StatusCode)
+	}
+}
+
+func TestHTTPMetricsAbortHandler(t *testing.T) {
 	f := newAPIFixture(t)
 	func() {
 		defer func() {
@@ -240,7 +304,13 @@ func TestHTTPMetricsPanic(t *testing.T) {
 		f.serve("GET", "/panic")
 	}()
 	if got := f.series(t); got["get "+patternPanic+" 500"] != 1 || len(got) != 1 {
-		t.Errorf("series after a panic: %v, want one 500", got)
+		t.Errorf("series after an abort: %v, want one 500", got)
+	}
+	if v := testutil.ToFloat64(f.m.panics.WithLabelValues(patternPanic)); v != 0 {
+		t.Errorf("an abort counted as a panic")
+	}
+	if n := testutil.CollectAndCount(f.m.panics); n != 4 {
+		t.Errorf("panics_total has %d series, want one at 0 for each of the 4 instrumented routes", n)
 	}
 	if v := testutil.ToFloat64(f.m.inFlight); v != 0 {
 		t.Errorf("in flight = %v after a panic, want 0", v)
