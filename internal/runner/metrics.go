@@ -191,9 +191,9 @@ func newMetrics() (*metrics, error) {
 		}, []string{"endpoint", "code"}),
 		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kiln_runner_api_request_duration_seconds",
-			Help:    "Time until the server answered the runner's HTTP requests (request body included), by endpoint and status code.",
+			Help:    "Time until the server answered the runner's HTTP requests (request body included), or until they failed, by endpoint.",
 			Buckets: apiBuckets,
-		}, []string{"endpoint", "code"}),
+		}, []string{"endpoint"}),
 	}
 	for _, c := range []prometheus.Collector{m.concurrent, m.limit, m.started, m.finished, m.failed, m.duration, m.stages,
 		m.queueWait, m.errors, m.apiRequests, m.apiDuration} {
@@ -225,6 +225,11 @@ func newMetrics() (*metrics, error) {
 	}
 	for _, st := range []string{StagePreparing, StageRunningScript, StageUploadingArtifacts, StageFinishing} {
 		m.stages.WithLabelValues(st)
+	}
+	// the duration of every endpoint from the start, so that the first
+	// requests count in rate() and in the quantiles
+	for _, e := range []string{endpointRegister, endpointConnect, endpointCreateArtifact, endpointUploadFile} {
+		m.apiDuration.WithLabelValues(e)
 	}
 	return m, nil
 }
@@ -340,7 +345,7 @@ func (t apiTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		code = strconv.Itoa(resp.StatusCode)
 	}
 	t.m.apiRequests.WithLabelValues(endpoint, code).Inc()
-	t.m.apiDuration.WithLabelValues(endpoint, code).Observe(time.Since(start).Seconds())
+	t.m.apiDuration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
 	return resp, err
 }
 

@@ -378,8 +378,8 @@ func TestRunnerMetricsThroughARealTask(t *testing.T) {
 		if n, _ := sample(t, reg, "kiln_runner_api_requests_total", want); n < c.min {
 			t.Errorf("api_requests_total%v = %v, want at least %v", want, n, c.min)
 		}
-		if n, _ := sample(t, reg, "kiln_runner_api_request_duration_seconds", want); n < c.min {
-			t.Errorf("api_request_duration_seconds%v count = %v, want at least %v", want, n, c.min)
+		if n, _ := sample(t, reg, "kiln_runner_api_request_duration_seconds", map[string]string{"endpoint": c.endpoint}); n < c.min {
+			t.Errorf("api_request_duration_seconds{endpoint=%s} count = %v, want at least %v", c.endpoint, n, c.min)
 		}
 	}
 	if v := testutil.ToFloat64(m.started.WithLabelValues("command")); v != 1 {
