@@ -110,10 +110,25 @@ type ScrapeJob struct {
 // second.
 func StartPrometheus(t testing.TB, jobs ...ScrapeJob) *Prometheus {
 	t.Helper()
+	return StartPrometheusWithRules(t, nil, jobs...)
+}
+
+// StartPrometheusWithRules starts Prometheus on loopback scraping the jobs
+// every second and evaluating the rule files (absolute paths) every
+// second.
+func StartPrometheusWithRules(t testing.TB, ruleFiles []string, jobs ...ScrapeJob) *Prometheus {
+	t.Helper()
 	bin := need(t, "prometheus", "prometheus")
 	dir := t.TempDir()
 	var cfg bytes.Buffer
-	cfg.WriteString("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n")
+	cfg.WriteString("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n")
+	if len(ruleFiles) > 0 {
+		cfg.WriteString("rule_files:\n")
+		for _, f := range ruleFiles {
+			fmt.Fprintf(&cfg, "  - %q\n", f)
+		}
+	}
+	cfg.WriteString("scrape_configs:\n")
 	for _, j := range jobs {
 		fmt.Fprintf(&cfg, "  - job_name: %q\n    metrics_path: %q\n    honor_labels: %t\n    static_configs:\n      - targets: [%q]\n",
 			j.Name, j.MetricsPath, j.HonorLabels, j.Target)
@@ -188,6 +203,48 @@ func (p *Prometheus) Eventually(t testing.TB, q string, timeout time.Duration, c
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// RuleState is the state of one rule as Prometheus' /api/v1/rules shows
+// it.
+type RuleState struct {
+	Group, Name, Type, Health, LastError string
+	Evaluated                            bool // evaluated at least once
+}
+
+// Rules returns the state of every loaded rule.
+func (p *Prometheus) Rules(t testing.TB) []RuleState {
+	t.Helper()
+	resp, err := http.Get(p.URL + "/api/v1/rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Groups []struct {
+				Name  string `json:"name"`
+				Rules []struct {
+					Name           string    `json:"name"`
+					Type           string    `json:"type"`
+					Health         string    `json:"health"`
+					LastError      string    `json:"lastError"`
+					LastEvaluation time.Time `json:"lastEvaluation"`
+				} `json:"rules"`
+			} `json:"groups"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	var out []RuleState
+	for _, g := range body.Data.Groups {
+		for _, r := range g.Rules {
+			out = append(out, RuleState{Group: g.Name, Name: r.Name, Type: r.Type, Health: r.Health, LastError: r.LastError,
+				Evaluated: r.LastEvaluation.Year() > 2000})
+		}
+	}
+	return out
 }
 
 // Targets returns the health of every scrape target ("up", "down") with
