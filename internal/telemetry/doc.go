@@ -1,7 +1,8 @@
 // Package telemetry holds what the kiln server and runner need to watch
 // themselves: parsing the address of the internal metrics listener, the
-// listener itself (/metrics and pprof), HTTP instrumentation by route pattern,
-// outgoing-call and incoming-event counters, build information, and pushing
+// listener itself (/metrics and pprof), HTTP instrumentation by route pattern
+// (panics included), outgoing-call and incoming-event counters, counts of
+// the warnings and errors a process logs, build information, and pushing
 // the metrics of short-lived jobs to a Pushgateway (PushRun).
 //
 // It exists as one package so that the server (SPEC §5) and the runner

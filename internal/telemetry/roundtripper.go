@@ -19,7 +19,7 @@ const (
 )
 
 // OutgoingMetrics counts and times calls kiln makes to other services
-// (the server from a runner, S3, a Pushgateway, webhooks), by the service
+// (notifications, S3, webhooks), by the service
 // the caller names and the outcome:
 //
 //	<ns>_outgoing_requests_total{service,outcome}
