@@ -135,40 +135,6 @@ func TestExpandParameterErrors(t *testing.T) {
 	}
 }
 
-func TestConditions(t *testing.T) {
-	vars := map[string]string{"status": "Succeeded", "duration": "61.5", "task.name": "build-amd64"}
-	lookup := func(v string) string { return vars[v] }
-	for src, want := range map[string]bool{
-		"{{status}} == Succeeded":                                 true,
-		"{{status}} != Succeeded":                                 false,
-		"{{ status }} == 'Succeeded'":                             true,
-		`{{status}} == "Failed" || {{status}} == Error`:           false,
-		"{{duration}} > 60":                                       true,
-		"{{duration}} >= 61.5 && {{duration}} <= 61.5":            true,
-		"{{duration}} < 60":                                       false,
-		"{{duration}} == 61.50":                                   true, // numbers compare as numbers
-		"{{task.name}} == build-amd64":                            true,
-		"!({{task.name}} == build-amd64)":                         false,
-		"{{status}} == Failed || {{duration}} > 1 && 1 == 2":      false, // && binds tighter
-		"({{status}} == Failed || {{duration}} > 1) && 1 == 1":    true,
-		"{{status}} == Succeeded && !({{duration}} > 3600)":       true,
-		"{{status}} == Failed && {{duration}} > 1 || 2 == 2":      true,
-		"{{status}} == Failed && ({{duration}} > 1 || 2 == 2)":    false,
-		"!!({{status}} == Succeeded)":                             true,
-		"{{status}}==Succeeded&&{{task.name}}!=build-arm64":       true,
-		"{{duration}} > {{duration}} || {{status}} == {{status}}": true,
-	} {
-		c, err := parseCond(src)
-		if err != nil {
-			t.Errorf("%s: %v", src, err)
-			continue
-		}
-		if got := c.eval(lookup); got != want {
-			t.Errorf("%s = %v, want %v", src, got, want)
-		}
-	}
-}
-
 // Task data that uses parameters is checked when a workflow starts, with
 // the run's values; the rest is checked when the template is saved.
 func TestTaskDataCheckedWithParameters(t *testing.T) {

@@ -1,10 +1,16 @@
 package workflow
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/vm"
 )
 
 // Variables are written {{name}} (spaces inside the braces are allowed).
@@ -69,7 +75,8 @@ func (t textTemplate) render(lookup func(string) string) string {
 	return b.String()
 }
 
-// A when-condition is a small boolean language, after Argo's:
+// A when-condition is a boolean expression after Argo's, evaluated with
+// expr-lang/expr as Argo evaluates its own:
 //
 //	cond    := and ( "||" and )*
 //	and     := unary ( "&&" unary )*
@@ -78,68 +85,54 @@ func (t textTemplate) render(lookup func(string) string) string {
 //	operand := {{variable}} | word | 'quoted' | "quoted"
 //
 // Words are runs of letters, digits and . _ - : / + (Succeeded, 3.5,
-// build-amd64). == and != compare numbers when both sides are numbers and
-// text otherwise; the ordering operators compare numbers only, which the
+// build-amd64), which expr would read as arithmetic. So kiln reads the
+// tokens, and hands expr each comparison as a call that compares text:
+// `{{status}} == Failed` becomes `(cmp("==", Var("status"), "Failed"))`.
+// expr parses the &&, ||, ! and parentheses around them and runs the
+// program. == and != compare numbers when both sides are numbers and text
+// otherwise; the ordering operators compare numbers only, which the
 // validator checks before a template is saved.
 
-// cond is a parsed when-condition.
-type cond interface {
-	eval(lookup func(string) string) bool
-	walk(func(*comparison))
+// condition is a parsed when-condition.
+type condition struct {
+	program     *vm.Program
+	comparisons []*comparison
 }
 
-type logical struct {
-	and  bool
-	l, r cond
+// eval says whether the condition holds for the variables lookup gives.
+func (c *condition) eval(lookup func(string) string) bool {
+	out, err := expr.Run(c.program, whenEnv{lookup})
+	holds, _ := out.(bool)
+	return err == nil && holds
 }
 
-func (c *logical) eval(lookup func(string) string) bool {
-	if c.and {
-		return c.l.eval(lookup) && c.r.eval(lookup)
+// walk calls f for every comparison, in source order.
+func (c *condition) walk(f func(*comparison)) {
+	for _, cmp := range c.comparisons {
+		f(cmp)
 	}
-	return c.l.eval(lookup) || c.r.eval(lookup)
 }
 
-func (c *logical) walk(f func(*comparison)) { c.l.walk(f); c.r.walk(f) }
+// whenEnv is what a condition's program reads: Var("status") is the value
+// of {{status}}.
+type whenEnv struct{ lookup func(string) string }
 
-type negation struct{ x cond }
+// Var returns the value of a variable; expr calls it.
+func (e whenEnv) Var(name string) string { return e.lookup(name) }
 
-func (c *negation) eval(lookup func(string) string) bool { return !c.x.eval(lookup) }
-func (c *negation) walk(f func(*comparison))             { c.x.walk(f) }
-
-// operand is a variable or a literal.
-type operand struct {
-	variable string
-	literal  string
+var whenOptions = []expr.Option{
+	expr.Env(whenEnv{}),
+	expr.AsBool(),
+	expr.Function("cmp", func(p ...any) (any, error) { return compare(p[0].(string), p[1].(string), p[2].(string)), nil },
+		new(func(op, a, b string) bool)),
 }
 
-func (o operand) value(lookup func(string) string) string {
-	if o.variable != "" {
-		return lookup(o.variable)
-	}
-	return o.literal
-}
-
-func (o operand) String() string {
-	if o.variable != "" {
-		return "{{" + o.variable + "}}"
-	}
-	return strconv.Quote(o.literal)
-}
-
-type comparison struct {
-	op   string
-	l, r operand
-}
-
-func (c *comparison) walk(f func(*comparison)) { f(c) }
-
-func (c *comparison) eval(lookup func(string) string) bool {
-	a, b := c.l.value(lookup), c.r.value(lookup)
+// compare compares two operands' values with op.
+func compare(op, a, b string) bool {
 	x, errA := strconv.ParseFloat(a, 64)
 	y, errB := strconv.ParseFloat(b, 64)
 	numeric := errA == nil && errB == nil
-	switch c.op {
+	switch op {
 	case "==":
 		if numeric {
 			return x == y
@@ -154,7 +147,7 @@ func (c *comparison) eval(lookup func(string) string) bool {
 	if !numeric {
 		return false
 	}
-	switch c.op {
+	switch op {
 	case "<":
 		return x < y
 	case "<=":
@@ -165,6 +158,33 @@ func (c *comparison) eval(lookup func(string) string) bool {
 		return x >= y
 	}
 	return false
+}
+
+// operand is a variable or a literal.
+type operand struct {
+	variable string
+	literal  string
+}
+
+func (o operand) String() string {
+	if o.variable != "" {
+		return "{{" + o.variable + "}}"
+	}
+	return strconv.Quote(o.literal)
+}
+
+// source is the operand as expr reads it.
+func (o operand) source() string {
+	if o.variable != "" {
+		return "Var(" + strconv.Quote(o.variable) + ")"
+	}
+	return strconv.Quote(o.literal)
+}
+
+// comparison is one "operand op operand" of a condition.
+type comparison struct {
+	op   string
+	l, r operand
 }
 
 type tokenKind int
@@ -186,6 +206,7 @@ type token struct {
 	kind tokenKind
 	text string // variable name, word, unquoted text or operator
 	pos  int    // byte offset, for messages
+	at   int    // rune offset in expr's source, or -1 inside a comparison
 }
 
 func (t token) String() string {
@@ -194,10 +215,17 @@ func (t token) String() string {
 		return "the end"
 	case tokVar:
 		return "{{" + t.text + "}}"
-	case tokQuoted:
-		return strconv.Quote(t.text)
 	}
 	return strconv.Quote(t.text)
+}
+
+func (t token) isOperand() bool { return t.kind == tokVar || t.kind == tokWord || t.kind == tokQuoted }
+
+func (t token) operand() operand {
+	if t.kind == tokVar {
+		return operand{variable: t.text}
+	}
+	return operand{literal: t.text}
 }
 
 func isWordByte(c byte) bool {
@@ -206,6 +234,7 @@ func isWordByte(c byte) bool {
 
 func lex(s string) ([]token, error) {
 	var out []token
+	add := func(kind tokenKind, text string, pos int) { out = append(out, token{kind, text, pos, -1}) }
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
@@ -216,36 +245,36 @@ func lex(s string) ([]token, error) {
 			if m == nil || m[0] != 0 {
 				return nil, fmt.Errorf("at %d: %q does not start a {{variable}}", i+1, abbreviate(s[i:]))
 			}
-			out = append(out, token{tokVar, s[i+m[2] : i+m[3]], i})
+			add(tokVar, s[i+m[2]:i+m[3]], i)
 			i += m[1]
 		case c == '\'' || c == '"':
 			j := strings.IndexByte(s[i+1:], c)
 			if j < 0 {
 				return nil, fmt.Errorf("at %d: the quoted text is not closed", i+1)
 			}
-			out = append(out, token{tokQuoted, s[i+1 : i+1+j], i})
+			add(tokQuoted, s[i+1:i+1+j], i)
 			i += j + 2
 		case strings.HasPrefix(s[i:], "&&"):
-			out = append(out, token{tokAnd, "&&", i})
+			add(tokAnd, "&&", i)
 			i += 2
 		case strings.HasPrefix(s[i:], "||"):
-			out = append(out, token{tokOr, "||", i})
+			add(tokOr, "||", i)
 			i += 2
 		case strings.HasPrefix(s[i:], "=="), strings.HasPrefix(s[i:], "!="),
 			strings.HasPrefix(s[i:], "<="), strings.HasPrefix(s[i:], ">="):
-			out = append(out, token{tokOp, s[i : i+2], i})
+			add(tokOp, s[i:i+2], i)
 			i += 2
 		case c == '<' || c == '>':
-			out = append(out, token{tokOp, s[i : i+1], i})
+			add(tokOp, s[i:i+1], i)
 			i++
 		case c == '!':
-			out = append(out, token{tokNot, "!", i})
+			add(tokNot, "!", i)
 			i++
 		case c == '(':
-			out = append(out, token{tokLParen, "(", i})
+			add(tokLParen, "(", i)
 			i++
 		case c == ')':
-			out = append(out, token{tokRParen, ")", i})
+			add(tokRParen, ")", i)
 			i++
 		case c == '=':
 			return nil, fmt.Errorf("at %d: use == to compare, not =", i+1)
@@ -256,13 +285,15 @@ func lex(s string) ([]token, error) {
 			for j < len(s) && isWordByte(s[j]) {
 				j++
 			}
-			out = append(out, token{tokWord, s[i:j], i})
+			add(tokWord, s[i:j], i)
 			i = j
 		default:
-			return nil, fmt.Errorf("at %d: unexpected %q", i+1, string(rune(c)))
+			r, _ := utf8.DecodeRuneInString(s[i:])
+			return nil, fmt.Errorf("at %d: unexpected %q", i+1, string(r))
 		}
 	}
-	return append(out, token{kind: tokEnd, pos: len(s)}), nil
+	add(tokEnd, "", len(s))
+	return out, nil
 }
 
 func abbreviate(s string) string {
@@ -272,16 +303,9 @@ func abbreviate(s string) string {
 	return s
 }
 
-type parser struct {
-	toks []token
-	i    int
-}
-
-func (p *parser) peek() token { return p.toks[p.i] }
-func (p *parser) next() token { t := p.toks[p.i]; p.i++; return t }
-
-// parseCond parses a when-condition.
-func parseCond(s string) (cond, error) {
+// parseCond parses a when-condition: kiln reads the comparisons, expr the
+// rest.
+func parseCond(s string) (*condition, error) {
 	toks, err := lex(s)
 	if err != nil {
 		return nil, err
@@ -289,91 +313,75 @@ func parseCond(s string) (cond, error) {
 	if len(toks) == 1 {
 		return nil, fmt.Errorf("is empty; leave when out to emit always")
 	}
-	p := &parser{toks: toks}
-	c, err := p.or()
+	var src strings.Builder
+	var cmps []*comparison
+	for i := 0; i < len(toks); i++ {
+		t := &toks[i]
+		t.at = utf8.RuneCountInString(src.String())
+		switch {
+		case t.isOperand():
+			if i > 0 && (toks[i-1].isOperand() || toks[i-1].kind == tokRParen) {
+				return nil, unexpected(toks, i)
+			}
+			if toks[i+1].kind != tokOp {
+				return nil, unexpected(toks, i+1)
+			}
+			if !toks[i+2].isOperand() {
+				return nil, unexpected(toks, i+2)
+			}
+			c := &comparison{op: toks[i+1].text, l: t.operand(), r: toks[i+2].operand()}
+			cmps = append(cmps, c)
+			fmt.Fprintf(&src, "(cmp(%q, %s, %s))", c.op, c.l.source(), c.r.source())
+			i += 2
+		case t.kind == tokOp:
+			return nil, unexpected(toks, i)
+		default:
+			src.WriteString(t.text)
+		}
+		src.WriteByte(' ')
+	}
+	program, err := expr.Compile(src.String(), whenOptions...)
 	if err != nil {
-		return nil, err
-	}
-	if t := p.peek(); t.kind != tokEnd {
-		return nil, fmt.Errorf("at %d: unexpected %s; join conditions with && or ||", t.pos+1, t)
-	}
-	return c, nil
-}
-
-func (p *parser) or() (cond, error) {
-	l, err := p.and()
-	if err != nil {
-		return nil, err
-	}
-	for p.peek().kind == tokOr {
-		p.next()
-		r, err := p.and()
-		if err != nil {
+		var fe *file.Error
+		if !errors.As(err, &fe) {
 			return nil, err
 		}
-		l = &logical{and: false, l: l, r: r}
+		i := len(toks) - 1
+		for i > 0 && (toks[i].at < 0 || toks[i].at > fe.From) {
+			i--
+		}
+		return nil, unexpected(toks, i)
 	}
-	return l, nil
+	return &condition{program: program, comparisons: cmps}, nil
 }
 
-func (p *parser) and() (cond, error) {
-	l, err := p.unary()
-	if err != nil {
-		return nil, err
+// unexpected explains why token i cannot come where it is.
+func unexpected(toks []token, i int) error {
+	t := toks[i]
+	var prev, before token
+	if i > 0 {
+		prev = toks[i-1]
 	}
-	for p.peek().kind == tokAnd {
-		p.next()
-		r, err := p.unary()
-		if err != nil {
-			return nil, err
+	if i > 1 {
+		before = toks[i-2]
+	}
+	complete := prev.kind == tokRParen || prev.isOperand() && before.kind == tokOp
+	open := 0
+	for _, x := range toks[:i] {
+		switch x.kind {
+		case tokLParen:
+			open++
+		case tokRParen:
+			open--
 		}
-		l = &logical{and: true, l: l, r: r}
 	}
-	return l, nil
-}
-
-func (p *parser) unary() (cond, error) {
-	switch t := p.peek(); t.kind {
-	case tokNot:
-		p.next()
-		x, err := p.unary()
-		if err != nil {
-			return nil, err
-		}
-		return &negation{x}, nil
-	case tokLParen:
-		p.next()
-		c, err := p.or()
-		if err != nil {
-			return nil, err
-		}
-		if t := p.next(); t.kind != tokRParen {
-			return nil, fmt.Errorf("at %d: expected ) but found %s", t.pos+1, t)
-		}
-		return c, nil
+	switch {
+	case t.kind == tokEnd && open > 0 && complete:
+		return fmt.Errorf("at %d: expected ) but found the end", t.pos+1)
+	case complete:
+		return fmt.Errorf("at %d: unexpected %s; join conditions with && or ||", t.pos+1, t)
+	case prev.isOperand():
+		return fmt.Errorf("at %d: expected ==, !=, <, <=, > or >= after %s but found %s", t.pos+1, prev, t)
 	}
-	l, err := p.operand()
-	if err != nil {
-		return nil, err
-	}
-	op := p.next()
-	if op.kind != tokOp {
-		return nil, fmt.Errorf("at %d: expected ==, !=, <, <=, > or >= after %s but found %s", op.pos+1, l, op)
-	}
-	r, err := p.operand()
-	if err != nil {
-		return nil, err
-	}
-	return &comparison{op: op.text, l: l, r: r}, nil
-}
-
-func (p *parser) operand() (operand, error) {
-	t := p.next()
-	switch t.kind {
-	case tokVar:
-		return operand{variable: t.text}, nil
-	case tokWord, tokQuoted:
-		return operand{literal: t.text}, nil
-	}
-	return operand{}, fmt.Errorf("at %d: expected a {{variable}} or a value but found %s", t.pos+1, t)
+	return fmt.Errorf("at %d: expected a {{variable}} or a value but found %s", t.pos+1, t)
 }

@@ -150,7 +150,7 @@ type metricSpec struct {
 	kind    metricKind
 	keys    []string // declared keys, sorted
 	values  map[string]textTemplate
-	when    cond
+	when    *condition
 	value   textTemplate
 	buckets []float64
 }

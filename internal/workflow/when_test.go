@@ -132,7 +132,7 @@ var whenRefused = []struct{ src, err string }{
 	{"a b", "at 3: expected ==, !=, <, <=, > or >= after \"a\" but found \"b\""},
 	{"a == b # c", "at 8: unexpected \"#\""},
 	{"a == b, c", "at 7: unexpected \",\""},
-	{"é == é", "at 1: unexpected \"Ã\""},
+	{"é == é", "at 1: unexpected \"é\""},
 	{"a < b < c", "at 7: unexpected \"<\"; join conditions with && or ||"},
 	{"{{status}} == Failed ||| x", "at 24: use && and || (doubled)"},
 	{"!{{status}}", "at 12: expected ==, !=, <, <=, > or >= after {{status}} but found the end"},
