@@ -207,6 +207,9 @@ var readRules = map[string][]readCase{
 		{path: "/api/1.0/collections/{coll:pub}/items/", object: "coll:pub", list: []string{"item:pub"}},
 		{path: "/api/1.0/collections/{coll:priv}/items/", object: "coll:priv", list: []string{"item:priv"}},
 	},
+	"GET /api/1.0/workflow-templates/schema/{$}": {
+		{path: "/api/1.0/workflow-templates/schema/", raw: string(workflow.Schema())},
+	},
 	"GET /api/1.0/work-requests/{$}": {
 		{path: "/api/1.0/work-requests/", owner: byWorkspace,
 			list: []string{"wr:pub", "wr:priv", "wf:pub", "wf:priv", "child:pub", "child:priv"}},

@@ -27,7 +27,8 @@ type templateInput struct{}
 // sent back. Everything is validated before it is stored, metrics
 // included, with an error naming the field. Priorities above 0 are for
 // admins, as for work requests. A template that has started workflows
-// cannot be deleted (409).
+// cannot be deleted (409). workflow-templates/schema/ answers the JSON
+// Schema templates are checked against, for editors.
 func (a *API) workflowTemplateRoutes() []Route {
 	res := &resource[model.WorkflowTemplate, templateInput]{
 		a: a, name: "workflow template", path: "workflow-templates", table: a.st.WorkflowTemplates(),
@@ -54,7 +55,19 @@ func (a *API) workflowTemplateRoutes() []Route {
 	return append(routes,
 		Route{"POST " + list, a.endpoint(func(c *call) error { return createTemplate(c, res) })},
 		Route{"PATCH " + item, a.endpoint(func(c *call) error { return patchTemplate(c, res) })},
+		Route{"GET " + Prefix + "workflow-templates/schema/{$}", a.endpoint(templateSchema)},
 	)
+}
+
+// templateSchema answers the JSON Schema of workflow templates, for
+// editors (`# yaml-language-server: $schema=URL`); anyone may read it.
+func templateSchema(c *call) error {
+	if err := c.anyone(); err != nil {
+		return err
+	}
+	c.w.Header().Set("Content-Type", "application/schema+json")
+	_, err := c.w.Write(workflow.Schema())
+	return err
 }
 
 func presentTemplate(t *model.WorkflowTemplate) {

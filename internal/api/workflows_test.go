@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -51,6 +52,12 @@ func TestWorkflowTemplatesAndWorkflows(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, dsn string) {
 		e := newEnv(t, dsn)
 		alice, bob := e.tok["alice"], e.tok["bob"]
+
+		// the schema templates are checked against, for anyone's editor
+		sch := e.do("GET", "/api/1.0/workflow-templates/schema/", "", nil).want(t, 200)
+		if sch.header.Get("Content-Type") != "application/schema+json" || !bytes.Equal(sch.body, workflow.Schema()) {
+			t.Fatalf("schema: %s\n%s", sch.header.Get("Content-Type"), sch.body)
+		}
 
 		// create: validated, stored in the model's form
 		tm := e.do("POST", "/api/1.0/workflow-templates/", alice, matrixTemplate).want(t, 201).obj(t)

@@ -212,7 +212,22 @@ name the field, e.g. metrics[1].labels[0].key.
 	validate.Flags().StringVarP(&check, "file", "f", "", "the template file, YAML or JSON (required)")
 	_ = validate.MarkFlagRequired("file")
 
-	cmd.AddCommand(create, update, list, validate,
+	schema := &cobra.Command{
+		Use:   "schema",
+		Short: "Print the JSON Schema of workflow templates, for editors (no server needed)",
+		Long: `Print the JSON Schema (draft 2020-12) that templates are checked against.
+Editors validate and complete templates with it: save it, then start a YAML
+file with "# yaml-language-server: $schema=workflow-template.schema.json", or
+give a JSON file "$schema": "workflow-template.schema.json". The server
+answers it too, at /api/1.0/workflow-templates/schema/.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := cmd.OutOrStdout().Write(workflow.Schema())
+			return err
+		},
+	}
+
+	cmd.AddCommand(create, update, list, validate, schema,
 		templates.showCommand(o, templates.byName), templates.deleteCommand(o, templates.byName))
 	return cmd
 }

@@ -149,6 +149,23 @@ func TestWorkflowsEndToEnd(t *testing.T) {
 		t.Errorf("template check: %s", r)
 	}
 	ok(t, as, "template", "create", "-f", file)
+	// the schema editors use, from the binary and from the server
+	published, err := os.ReadFile(filepath.Join("..", "..", "docs", "workflow-template.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := ok(t, as, "template", "schema"); r.stdout != string(published) {
+		t.Errorf("kiln template schema is not docs/workflow-template.schema.json:\n%s", r.stdout)
+	}
+	res, err := http.Get(srv.url + "/api/1.0/workflow-templates/schema/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "application/schema+json" || string(served) != string(published) {
+		t.Errorf("the server's schema: %d %s\n%s", res.StatusCode, res.Header.Get("Content-Type"), served)
+	}
 	tmpls := rows(t, ok(t, as, "template", "list").stdout)
 	if len(tmpls) != 1 || tmpls[0]["KIND"] != "matrix" || tmpls[0]["PARAMETERS"] != "fail_on" {
 		t.Fatalf("templates: %v", tmpls)

@@ -19,11 +19,11 @@ import (
 // Templates arrive as YAML files, as JSON files and as JSON API bodies.
 // All three are first read into one generic tree (object, []any, string,
 // json.Number, bool, nil), which keeps the order of keys and the exact
-// text of numbers, and the tree is then decoded into Go values by a strict
-// decoder that knows the path of every field. That gives the same error,
-// naming the same field, whichever way a template came in — which
-// encoding/json (no paths, no order) and yaml.v3 (line numbers, Go type
-// names) cannot give on their own.
+// text of numbers; the tree is then checked against the schema
+// (schema.go) and decoded. That gives the same error, naming the same
+// field, whichever way a template came in — which encoding/json (no
+// paths, no order) and yaml.v3 (line numbers, Go type names) cannot give
+// on their own.
 
 // object is a mapping with its keys in document order.
 type object struct {
@@ -34,6 +34,19 @@ type object struct {
 func (o *object) get(key string) (any, bool) {
 	v, ok := o.vals[key]
 	return v, ok
+}
+
+func (o *object) has(key string) bool {
+	_, ok := o.vals[key]
+	return ok
+}
+
+// put sets a key, appending it when it is new.
+func (o *object) put(key string, v any) {
+	if !o.has(key) {
+		o.keys = append(o.keys, key)
+	}
+	o.vals[key] = v
 }
 
 // maxNodes bounds the size of a decoded document, aliases expanded, so that
@@ -230,7 +243,7 @@ func scalarText(v any) (string, bool) {
 // describe names the JSON type of a tree value for error messages.
 func describe(v any) string {
 	switch v.(type) {
-	case *object:
+	case *object, map[string]any:
 		return "an object"
 	case []any:
 		return "a list"
@@ -271,105 +284,6 @@ func plain(v any, path string, ps *problems) any {
 		return n
 	}
 	return v
-}
-
-var anyType = reflect.TypeFor[any]()
-
-// decode fills dst (a pointer) from a tree, reporting every problem under
-// path. Struct fields are matched by their json tag; unknown keys are
-// problems that list the known ones; null leaves a field at its zero
-// value. Strings accept unquoted numbers and booleans as written.
-func decode(v any, path string, dst any, ps *problems) {
-	decodeValue(v, path, reflect.ValueOf(dst).Elem(), ps)
-}
-
-func decodeValue(v any, path string, dst reflect.Value, ps *problems) {
-	if v == nil {
-		dst.SetZero()
-		return
-	}
-	t := dst.Type()
-	if t == anyType {
-		dst.Set(reflect.ValueOf(plain(v, path, ps)))
-		return
-	}
-	switch t.Kind() {
-	case reflect.Pointer:
-		p := reflect.New(t.Elem())
-		decodeValue(v, path, p.Elem(), ps)
-		dst.Set(p)
-	case reflect.String:
-		s, ok := scalarText(v)
-		if !ok {
-			ps.add(path, "must be a string, not %s", describe(v))
-			return
-		}
-		dst.SetString(s)
-	case reflect.Int, reflect.Int64:
-		s, ok := number(v)
-		n, err := strconv.ParseInt(s, 10, 64)
-		if !ok || err != nil || dst.OverflowInt(n) {
-			ps.add(path, "must be an integer, not %s", shown(v))
-			return
-		}
-		dst.SetInt(n)
-	case reflect.Float64:
-		s, ok := number(v)
-		f, err := strconv.ParseFloat(s, 64)
-		if !ok || err != nil {
-			ps.add(path, "must be a number, not %s", shown(v))
-			return
-		}
-		dst.SetFloat(f)
-	case reflect.Bool:
-		b, ok := v.(bool)
-		if !ok {
-			ps.add(path, "must be true or false, not %s", shown(v))
-			return
-		}
-		dst.SetBool(b)
-	case reflect.Slice:
-		list, ok := v.([]any)
-		if !ok {
-			ps.add(path, "must be a list, not %s", describe(v))
-			return
-		}
-		out := reflect.MakeSlice(t, len(list), len(list))
-		for i, e := range list {
-			decodeValue(e, index(path, i), out.Index(i), ps)
-		}
-		dst.Set(out)
-	case reflect.Map:
-		o, ok := v.(*object)
-		if !ok {
-			ps.add(path, "must be an object, not %s", describe(v))
-			return
-		}
-		out := reflect.MakeMapWithSize(t, len(o.keys))
-		for _, k := range o.keys {
-			e := reflect.New(t.Elem()).Elem()
-			decodeValue(o.vals[k], field(path, k), e, ps)
-			out.SetMapIndex(reflect.ValueOf(k).Convert(t.Key()), e)
-		}
-		dst.Set(out)
-	case reflect.Struct:
-		o, ok := v.(*object)
-		if !ok {
-			ps.add(path, "must be an object, not %s", describe(v))
-			return
-		}
-		fields, names := structFields(t)
-		for _, k := range o.keys {
-			i, ok := fields[k]
-			if !ok {
-				ps.add(field(path, k), "unknown field%s; use %s", suggest(k, names), strings.Join(names, ", "))
-				continue
-			}
-			decodeValue(o.vals[k], field(path, k), dst.Field(i), ps)
-		}
-	default:
-		panic("workflow: cannot decode into " + t.String())
-	}
 }
 
 // number is the text of a numeric scalar; quoted numbers are accepted too,

@@ -6,7 +6,9 @@
 //
 // A template (Template) is written in YAML or JSON and validated when it
 // is saved, with errors that name the field ("metrics[1].labels[0].key:
-// "bad-key" is not a valid label name"). Two kinds exist: a sequence runs
+// "bad-key" is not a valid label name"): its structure against the JSON
+// Schema docs/workflow-template.schema.json (Schema), which editors use
+// too, the rest in code. Two kinds exist: a sequence runs
 // its steps in order, each after the previous one succeeded; a matrix
 // runs one task for every combination of its matrix values (typically
 // host_architecture) and then, optionally, one step that needs all of

@@ -62,9 +62,9 @@ metrics:
 		fmt.Println(p)
 	}
 	// Output:
+	// metrics[0].name: "runs": a counter's name must end in _total (e.g. "runs_total")
 	// metrics[0].labels[0].key: "bad-key" is not a valid label name: use letters, digits and _, not starting with a digit
 	// metrics[0].labels[0].value: {{status}} is a step-level variable; here (workflow level) use {{workflow.duration}}, {{workflow.name}}, {{workflow.status}}
-	// metrics[0].name: "runs": a counter's name must end in _total (e.g. "runs_total")
 }
 
 // Metrics is registered on the server's internal registry; Record is

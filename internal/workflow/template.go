@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/kiln-build/kiln/internal/model"
@@ -181,35 +182,29 @@ func ParseJSON(data []byte) (*Template, error) {
 // document may not set.
 var readOnly = map[string]bool{"id": true, "created_at": true}
 
-// fromTree decodes a document tree, accepting the model's spelling
-// (task_name, static_parameters) beside the document's, then validates it.
+// fromTree checks and decodes a document tree, accepting the model's
+// spelling (task_name, static_parameters) beside the document's.
 func fromTree(tree any) (*Template, error) {
 	var ps problems
-	t := &Template{}
 	root, ok := tree.(*object)
 	if !ok {
 		ps.add("", "a template must be an object, not %s", describe(tree))
 		return nil, ps.err()
 	}
 	top := &object{vals: map[string]any{}}
-	put := func(k string, v any) {
-		if _, dup := top.vals[k]; !dup {
-			top.keys = append(top.keys, k)
-		}
-		top.vals[k] = v
-	}
-	static := map[string]bool{"parameters": true, "steps": true, "matrix": true, "task": true, "then": true}
+	fromStatic := map[string]bool{}
 	for _, k := range root.keys {
 		v := root.vals[k]
 		switch {
 		case readOnly[k]:
 			ps.add(k, "%q is read-only: kiln sets it", k)
+		case k == "$schema": // for editors
 		case k == "task_name":
 			if other, ok := root.get("kind"); ok && !sameScalar(other, v) {
 				ps.add("task_name", "is the stored name of kind and differs from it; give only kind")
 				continue
 			}
-			put("kind", v)
+			top.put("kind", v)
 		case k == "static_parameters":
 			sp, ok := v.(*object)
 			if !ok {
@@ -219,47 +214,74 @@ func fromTree(tree any) (*Template, error) {
 				continue
 			}
 			for _, sk := range sp.keys {
-				if !static[sk] {
+				switch {
+				case !staticKeys[sk]:
 					ps.add(field(k, sk), "unknown field%s; static_parameters holds parameters, steps, matrix, task and then",
 						suggest(sk, []string{"matrix", "parameters", "steps", "task", "then"}))
-					continue
-				}
-				if _, dup := root.get(sk); dup {
+				case root.has(sk):
 					ps.add(field(k, sk), "is also given at the top level; give it once")
-					continue
+				default:
+					top.put(sk, sp.vals[sk])
+					fromStatic[sk] = true
 				}
-				var sub problems
-				decodeStatic(sp.vals[sk], field(k, sk), sk, t, &sub)
-				ps.list = append(ps.list, sub.list...)
 			}
 		default:
-			put(k, v)
+			top.put(k, v)
 		}
 	}
-	decode(top, "", t, &ps)
+	t := fromDocument(top, fromStatic, true, &ps)
 	if err := ps.err(); err != nil {
-		return nil, err
-	}
-	if err := t.Validate(); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// decodeStatic decodes one key of static_parameters into t.
-func decodeStatic(v any, path, key string, t *Template, ps *problems) {
-	switch key {
-	case "parameters":
-		decode(v, path, &t.Parameters, ps)
-	case "steps":
-		decode(v, path, &t.Steps, ps)
-	case "matrix":
-		decode(v, path, &t.Matrix, ps)
-	case "task":
-		decode(v, path, &t.Task, ps)
-	case "then":
-		decode(v, path, &t.Then, ps)
+// staticKeys are the fields a template keeps in static_parameters.
+var staticKeys = map[string]bool{"parameters": true, "steps": true, "matrix": true, "task": true, "then": true}
+
+// fromDocument checks a template document against the schema and, when
+// it decodes despite what the schema found, against what the schema
+// cannot say (steps' tasks too when withTasks and the schema found
+// nothing), so that every problem is reported at once; it returns the
+// template when ps holds no problem. static names the top-level fields
+// that were written inside static_parameters, where the schema's
+// problems then point.
+func fromDocument(top *object, static map[string]bool, withTasks bool, ps *problems) *Template {
+	d := newDocument(top, ps)
+	found := d.check()
+	for i, p := range found {
+		if j := strings.IndexAny(p.Path, ".["); static[p.Path] || j > 0 && static[p.Path[:j]] {
+			found[i].Path = "static_parameters." + p.Path
+		}
 	}
+	ps.list = append(ps.list, found...)
+	t := &Template{}
+	if err := d.decodeInto(t); err != nil {
+		if len(ps.list) == 0 {
+			ps.add("", "%v", err)
+		}
+		return nil
+	}
+	for _, p := range t.beyondSchema(withTasks && len(found) == 0) {
+		if !blames(found, p.Path) {
+			ps.list = append(ps.list, p)
+		}
+	}
+	if len(ps.list) > 0 {
+		return nil
+	}
+	return t
+}
+
+// blames says whether one of the problems is about path or a field that
+// holds it.
+func blames(problems []Problem, path string) bool {
+	for _, p := range problems {
+		if path == p.Path || strings.HasPrefix(path, p.Path+".") || strings.HasPrefix(path, p.Path+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 func sameScalar(a, b any) bool {
@@ -292,11 +314,15 @@ func (t *Template) Model() (*model.WorkflowTemplate, error) {
 // FromModel reads a stored template back and checks it again (all of
 // Validate but the task check, so that a template saved before a task was
 // renamed still emits its metrics), so that a template stored by an older
-// kiln with looser rules is reported rather than half-used. Paths in
-// errors are those of the stored form (static_parameters.steps[0]…).
+// kiln with looser rules is reported rather than half-used. The schema's
+// problems name the stored form's paths (static_parameters.steps[0]…).
 func FromModel(m *model.WorkflowTemplate) (*Template, error) {
 	var ps problems
-	t := &Template{ID: m.ID, WorkspaceID: m.WorkspaceID, Name: m.Name, Kind: Kind(m.TaskName), Priority: m.Priority}
+	top := &object{vals: map[string]any{}}
+	top.put("name", m.Name)
+	top.put("kind", m.TaskName)
+	top.put("priority", json.Number(strconv.Itoa(m.Priority)))
+	static := map[string]bool{}
 	if len(bytes.TrimSpace(m.StaticData)) > 0 {
 		tree, err := readJSON(m.StaticData)
 		if err != nil {
@@ -305,12 +331,12 @@ func FromModel(m *model.WorkflowTemplate) (*Template, error) {
 			ps.add("static_parameters", "must be an object, not %s", describe(tree))
 		} else {
 			for _, k := range o.keys {
-				switch k {
-				case "parameters", "steps", "matrix", "task", "then":
-					decodeStatic(o.vals[k], field("static_parameters", k), k, t, &ps)
-				default:
+				if !staticKeys[k] {
 					ps.add(field("static_parameters", k), "unknown field; static_parameters holds parameters, steps, matrix, task and then")
+					continue
 				}
+				top.put(k, o.vals[k])
+				static[k] = true
 			}
 		}
 	}
@@ -319,14 +345,16 @@ func FromModel(m *model.WorkflowTemplate) (*Template, error) {
 		if err != nil {
 			ps.add("metrics", "%v", err)
 		} else {
-			decode(tree, "metrics", &t.Metrics, &ps)
+			top.put("metrics", tree)
 		}
 	}
 	if err := ps.err(); err != nil {
 		return nil, err
 	}
-	if _, err := t.compile(); err != nil {
+	t := fromDocument(top, static, false, &ps)
+	if err := ps.err(); err != nil {
 		return nil, err
 	}
+	t.ID, t.WorkspaceID = m.ID, m.WorkspaceID
 	return t, nil
 }

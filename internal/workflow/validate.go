@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
@@ -14,45 +15,24 @@ import (
 
 // Limits on what one template may declare. They keep a template's cost
 // (children per workflow, series per run) visible and bounded before it is
-// saved, rather than discovered at run time.
+// saved, rather than discovered at run time. The schema bounds the rest:
+// labels per metric, buckets per histogram, a step's max_retries.
 const (
-	// MaxChildren bounds the work requests one workflow creates.
+	// MaxChildren bounds the work requests one workflow creates (the
+	// schema bounds a sequence's steps by it too).
 	MaxChildren = 256
 	// MaxMetrics bounds the metrics declared by one template, steps
 	// included.
 	MaxMetrics = 50
-	// MaxLabels bounds the labels one metric declares.
-	MaxLabels = 10
-	// MaxBuckets bounds the buckets of one histogram.
-	MaxBuckets = 50
-	// MaxMaxRetries bounds a step's max_retries.
-	MaxMaxRetries = 10
 )
 
 // MetricPrefix is put in front of every declared metric name, so that
 // users' metrics can neither collide with nor impersonate kiln's own.
 const MetricPrefix = "kiln_workflow_"
 
-// ReservedLabels are label keys a template may not declare: workspace and
-// template are added by kiln to every series, so that two templates that
-// declare the same metric never merge or overwrite each other's series; le
-// and quantile belong to histograms and summaries; job and instance are
-// set by Prometheus at scrape time.
-var ReservedLabels = []string{"workspace", "template", "le", "quantile", "job", "instance"}
-
-var (
-	templateNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$`)
-	stepNamePattern     = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
-	taskNamePattern     = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
-	paramNamePattern    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
-	matrixKeyPattern    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
-	metricNamePattern   = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-	labelNamePattern    = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-)
-
-// stepTaskTypes are the task types a step may have: workflows run worker,
-// server and wait tasks; signing and nested workflows are not templated.
-var stepTaskTypes = []model.TaskType{model.TaskWorker, model.TaskServer, model.TaskWait}
+// paramNamePattern is what {{params.NAME}} may name in task data; the
+// schema holds the same for the keys of parameters.
+var paramNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
 
 // metricKind is the Prometheus type of a declared metric.
 type metricKind string
@@ -174,9 +154,11 @@ func (m *metricSpec) describeShape() string {
 }
 
 // Validate checks everything about a template that can be checked before a
-// workflow runs: names, kinds, steps, parameters used in task data, and
-// every declared metric (names, labels, buckets, values, when-conditions,
-// variables of the right level). The error is an *Error naming each field.
+// workflow runs: its document against the schema (names, kinds, steps,
+// types), then what the schema cannot say — parameters used in task data,
+// steps named once, every declared metric (labels, buckets, values,
+// when-conditions, variables of the right level). The error is an *Error
+// naming each field.
 //
 // Each step's task is also checked as the API checks a single work
 // request (package tasks): the task must exist for its type and its data
@@ -184,9 +166,28 @@ func (m *metricSpec) describeShape() string {
 // for its task name only, since a placeholder is no valid timeout or
 // duration; Expand checks it fully with the run's values.
 func (t *Template) Validate() error {
-	c, err := t.compile()
+	b, err := json.Marshal(t)
 	if err != nil {
 		return err
+	}
+	tree, err := readJSON(b)
+	if err != nil {
+		return err
+	}
+	var ps problems
+	fromDocument(tree.(*object), nil, true, &ps)
+	return ps.err()
+}
+
+// beyondSchema checks what the schema cannot say; withTasks adds the
+// check of each step's task.
+func (t *Template) beyondSchema(withTasks bool) []Problem {
+	c, err := t.compile()
+	if err != nil {
+		return err.(*Error).Problems
+	}
+	if !withTasks {
+		return nil
 	}
 	var ps problems
 	wf, paths := c.expand(func(name string) string { return "{{params." + name + "}}" })
@@ -202,8 +203,7 @@ func (t *Template) Validate() error {
 			kept = append(kept, p)
 		}
 	}
-	ps.list = kept
-	return ps.err()
+	return kept
 }
 
 // usesParams reports whether the step at path uses {{params.…}} in its
@@ -222,70 +222,21 @@ func (c *compiled) usesParams(step string) bool {
 func (t *Template) compile() (*compiled, error) {
 	var ps problems
 	c := &compiled{t: t, steps: map[string]*compiledStep{}, params: map[string][]string{}}
-	switch {
-	case t.Name == "":
-		ps.add("name", "is required")
-	case !templateNamePattern.MatchString(t.Name):
-		ps.add("name", "%q is not a valid name: use up to 100 letters, digits and . _ + -, starting with a letter or digit", t.Name)
-	}
-	for _, k := range sortedKeys(t.Parameters) {
-		if !paramNamePattern.MatchString(k) {
-			ps.add(field("parameters", k), "%q is not a valid parameter name: use letters, digits, _ and -, starting with a letter or _", k)
-		}
-	}
 	var steps []*compiledStep
 	switch t.Kind {
-	case "":
-		ps.add("kind", "is required: use %s", kindList())
 	case KindSequence:
-		if t.Matrix != nil || t.Task != nil || t.Then != nil {
-			ps.add(firstSet(map[string]bool{"matrix": t.Matrix != nil, "task": t.Task != nil, "then": t.Then != nil}),
-				"belongs to kind matrix; a sequence lists its steps under steps")
-		}
-		switch {
-		case len(t.Steps) == 0:
-			ps.add("steps", "a sequence needs at least one step")
-		case len(t.Steps) > MaxChildren:
-			ps.add("steps", "has %d steps; at most %d are allowed", len(t.Steps), MaxChildren)
-		}
 		for i := range t.Steps {
 			steps = append(steps, &compiledStep{step: &t.Steps[i], path: index("steps", i)})
 		}
 	case KindMatrix:
-		if t.Steps != nil {
-			ps.add("steps", "belongs to kind sequence; a matrix has a task (and optionally then)")
-		}
 		combos := 1
-		if len(t.Matrix) == 0 {
-			ps.add("matrix", "a matrix needs at least one key with a list of values, e.g. host_architecture: [amd64, arm64]")
-		}
-		for _, k := range sortedKeys(t.Matrix) {
-			p := field("matrix", k)
-			if !matrixKeyPattern.MatchString(k) {
-				ps.add(p, "%q is not a valid task data key: use letters, digits, _ and -, starting with a letter or _", k)
-			}
-			vals := t.Matrix[k]
-			if len(vals) == 0 {
-				ps.add(p, "needs at least one value")
-			}
-			seen := map[string]bool{}
-			for i, v := range vals {
-				switch {
-				case v == "":
-					ps.add(index(p, i), "must not be empty")
-				case seen[v]:
-					ps.add(index(p, i), "%q is listed twice", v)
-				}
-				seen[v] = true
-			}
+		for _, vals := range t.Matrix {
 			combos *= max(1, len(vals))
 		}
 		if combos+1 > MaxChildren {
 			ps.add("matrix", "makes %d combinations; at most %d children are allowed", combos, MaxChildren-1)
 		}
-		if t.Task == nil {
-			ps.add("task", "a matrix needs the task to run for every combination")
-		} else {
+		if t.Task != nil {
 			steps = append(steps, &compiledStep{step: t.Task, path: "task", matrix: true})
 			for _, k := range sortedKeys(t.Matrix) {
 				if _, ok := t.Task.TaskData[k]; ok {
@@ -300,8 +251,6 @@ func (t *Template) compile() (*compiled, error) {
 					t.Then.Name, t.Task.Name, t.Task.Name+"-")
 			}
 		}
-	default:
-		ps.add("kind", "%q is not a workflow kind: use %s", t.Kind, kindList())
 	}
 
 	names := map[string]string{}
@@ -346,19 +295,6 @@ func (t *Template) compile() (*compiled, error) {
 	return c, nil
 }
 
-func kindList() string {
-	return string(KindSequence) + " or " + string(KindMatrix)
-}
-
-func firstSet(m map[string]bool) string {
-	for _, k := range []string{"matrix", "task", "then"} {
-		if m[k] {
-			return k
-		}
-	}
-	return ""
-}
-
 func countMetrics(t *Template) int {
 	n := len(t.Metrics)
 	for i := range t.Steps {
@@ -386,31 +322,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // refuse duplicates.
 func (c *compiled) checkStep(s *compiledStep, names map[string]string, ps *problems) {
 	st, p := s.step, s.path
-	switch {
-	case st.Name == "":
-		ps.add(field(p, "name"), "is required")
-	case !stepNamePattern.MatchString(st.Name):
-		ps.add(field(p, "name"), "%q is not a valid step name: use up to 64 lower-case letters, digits and _ . -, starting with a letter or digit", st.Name)
-	case names[st.Name] != "":
+	if names[st.Name] != "" {
 		ps.add(field(p, "name"), "%q is already the name of %s; step names must differ", st.Name, names[st.Name])
-	default:
+	} else {
 		names[st.Name] = p
-	}
-	if !slices.Contains(stepTaskTypes, st.TaskType) {
-		if st.TaskType == "" {
-			ps.add(field(p, "task_type"), "is required: use Worker, Server or Wait")
-		} else {
-			ps.add(field(p, "task_type"), "%q is not a step task type: use Worker, Server or Wait", st.TaskType)
-		}
-	}
-	switch {
-	case st.TaskName == "":
-		ps.add(field(p, "task_name"), "is required (e.g. noop, command, delay)")
-	case !taskNamePattern.MatchString(st.TaskName):
-		ps.add(field(p, "task_name"), "%q is not a task name: use up to 64 lower-case letters, digits and _ . -", st.TaskName)
-	}
-	if st.MaxRetries != nil && (*st.MaxRetries < 0 || *st.MaxRetries > MaxMaxRetries) {
-		ps.add(field(p, "max_retries"), "must be between 0 and %d", MaxMaxRetries)
 	}
 	var matrixKeys []string
 	if s.matrix {
@@ -482,38 +397,16 @@ func compileMetrics(ms []Metric, path string, l level, ps *problems) []*metricSp
 // metric has problems.
 func compileMetric(m *Metric, p string, l level, ps *problems) *metricSpec {
 	before := len(ps.list)
-	spec := &metricSpec{path: p, help: m.Help, values: map[string]textTemplate{}}
-	nameOK := checkMetricName(m, field(p, "name"), ps)
-	spec.name = MetricPrefix + m.Name
-	if strings.TrimSpace(m.Help) == "" {
-		ps.add(field(p, "help"), "is required: say what the metric counts or measures")
-	}
-	if len(m.Labels) > MaxLabels {
-		ps.add(field(p, "labels"), "has %d labels; at most %d are allowed", len(m.Labels), MaxLabels)
-	}
+	spec := &metricSpec{path: p, name: MetricPrefix + m.Name, help: m.Help, values: map[string]textTemplate{}}
 	seen := map[string]string{}
 	for i, lb := range m.Labels {
 		lp := index(field(p, "labels"), i)
-		kp := field(lp, "key")
-		switch {
-		case lb.Key == "":
-			ps.add(kp, "is required")
-		case !labelNamePattern.MatchString(lb.Key):
-			ps.add(kp, "%q is not a valid label name: use letters, digits and _, not starting with a digit", lb.Key)
-		case strings.HasPrefix(lb.Key, "__"):
-			ps.add(kp, "%q: label names starting with __ are reserved for Prometheus", lb.Key)
-		case slices.Contains(ReservedLabels, lb.Key):
-			ps.add(kp, "%q is a reserved label (kiln adds workspace and template to every series; le, quantile, job and instance belong to Prometheus)", lb.Key)
-		case seen[lb.Key] != "":
-			ps.add(kp, "%q is already the key of %s", lb.Key, seen[lb.Key])
-		default:
+		if seen[lb.Key] != "" {
+			ps.add(field(lp, "key"), "%q is already the key of %s", lb.Key, seen[lb.Key])
+		} else {
 			seen[lb.Key] = lp
 		}
 		vp := field(lp, "value")
-		if lb.Value == "" {
-			ps.add(vp, "is required (an empty label value is the same as no label)")
-			continue
-		}
 		tt := parseText(lb.Value)
 		for _, v := range tt.vars() {
 			kind, ok := l.checkVar(vp, v, ps)
@@ -535,23 +428,6 @@ func compileMetric(m *Metric, p string, l level, ps *problems) *metricSpec {
 			c.walk(func(cmp *comparison) { checkComparison(cmp, wp, l, ps) })
 		}
 	}
-	types := []string{}
-	if m.Counter != nil {
-		types = append(types, "counter")
-	}
-	if m.Gauge != nil {
-		types = append(types, "gauge")
-	}
-	if m.Histogram != nil {
-		types = append(types, "histogram")
-	}
-	switch len(types) {
-	case 0:
-		ps.add(p, "needs one of counter, gauge or histogram")
-	case 1:
-	default:
-		ps.add(p, "declares %s; a metric has exactly one of counter, gauge or histogram", strings.Join(types, " and "))
-	}
 	switch {
 	case m.Counter != nil:
 		spec.kind = kindCounter
@@ -568,12 +444,6 @@ func compileMetric(m *Metric, p string, l level, ps *problems) *metricSpec {
 		spec.value = checkValue(m.Histogram.Value, field(field(p, "histogram"), "value"), l, false, ps)
 		bp := field(field(p, "histogram"), "buckets")
 		b := m.Histogram.Buckets
-		switch {
-		case len(b) == 0:
-			ps.add(bp, "a histogram needs buckets (upper bounds, strictly increasing; +Inf is implicit), e.g. [1, 10, 60, 300]")
-		case len(b) > MaxBuckets:
-			ps.add(bp, "has %d buckets; at most %d are allowed", len(b), MaxBuckets)
-		}
 		for i, x := range b {
 			switch {
 			case math.IsNaN(x) || math.IsInf(x, 0):
@@ -585,40 +455,10 @@ func compileMetric(m *Metric, p string, l level, ps *problems) *metricSpec {
 		}
 		spec.buckets = b
 	}
-	if nameOK && m.Counter != nil && !strings.HasSuffix(m.Name, "_total") {
-		ps.add(field(p, "name"), "%q: a counter's name must end in _total (e.g. %q)", m.Name, strings.TrimSuffix(m.Name, "_")+"_total")
-	}
-	if nameOK && m.Counter == nil && len(types) == 1 {
-		for _, suffix := range []string{"_total", "_count", "_sum", "_bucket", "_created"} {
-			if strings.HasSuffix(m.Name, suffix) {
-				ps.add(field(p, "name"), "%q: only counters end in _total, and _count, _sum, _bucket and _created are the series of histograms", m.Name)
-				break
-			}
-		}
-	}
 	if len(ps.list) > before {
 		return nil
 	}
 	return spec
-}
-
-func checkMetricName(m *Metric, p string, ps *problems) bool {
-	before := len(ps.list)
-	switch {
-	case m.Name == "":
-		ps.add(p, "is required")
-	case strings.HasPrefix(m.Name, MetricPrefix):
-		ps.add(p, "%q: leave out the prefix %s, kiln adds it", m.Name, MetricPrefix)
-	case strings.Contains(m.Name, ":"):
-		ps.add(p, "%q is not a valid metric name: colons are reserved for recording rules", m.Name)
-	case !metricNamePattern.MatchString(m.Name):
-		ps.add(p, "%q is not a valid metric name: use letters, digits and _, not starting with a digit", m.Name)
-	case strings.HasPrefix(m.Name, "metrics_"):
-		ps.add(p, "%q: names starting with metrics_ are reserved for kiln's own %smetrics_… series", m.Name, MetricPrefix)
-	case len(m.Name) > 100:
-		ps.add(p, "is longer than 100 characters")
-	}
-	return len(ps.list) == before
 }
 
 func hasVar(l level, v string) bool {
