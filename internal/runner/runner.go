@@ -36,12 +36,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/runner/protocol"
@@ -357,9 +358,9 @@ type errFatal struct{ error }
 func (e errFatal) Unwrap() error { return e.error }
 
 // loop connects, runs sessions and reconnects with exponential backoff and
-// full jitter, until the runner is done.
+// jitter (reconnectBackoff), until the runner is done.
 func (r *Runner) loop(ctx context.Context) error {
-	attempt := 0
+	reconnect := reconnectBackoff(r.cfg.MaxBackoff)
 	for {
 		if r.done() {
 			return nil
@@ -377,7 +378,7 @@ func (r *Runner) loop(ctx context.Context) error {
 			return nil
 		}
 		if welcomed {
-			attempt = 0
+			reconnect.Reset()
 		}
 		var silent errSilent
 		if errors.As(err, &silent) {
@@ -385,8 +386,7 @@ func (r *Runner) loop(ctx context.Context) error {
 		} else {
 			r.metrics.errors.WithLabelValues(errConnect).Inc()
 		}
-		wait := backoff(attempt, r.cfg.MaxBackoff)
-		attempt++
+		wait := reconnect.NextBackOff()
 		r.log.Warn("connection to the server lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond).String())
 		deadline := time.Now().Add(wait)
 		for {
@@ -410,16 +410,18 @@ func (r *Runner) loop(ctx context.Context) error {
 	}
 }
 
-// backoff is the wait before reconnection attempt n: exponential from
-// 250 ms, capped, with full jitter so that many runners cut off by one
-// server restart do not come back in lockstep.
-func backoff(n int, maxWait time.Duration) time.Duration {
-	d := 250 * time.Millisecond
-	for i := 0; i < n && d < maxWait; i++ {
-		d *= 2
+// reconnectBackoff paces reconnection attempts: from about 250 ms,
+// doubling, with ±50 % jitter so that many runners cut off by one server
+// restart do not come back in lockstep, and never longer than maxWait.
+func reconnectBackoff(maxWait time.Duration) *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     min(250*time.Millisecond, maxWait*2/3),
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         maxWait * 2 / 3, // the jitter's +50 % reaches maxWait
 	}
-	d = min(d, maxWait)
-	return d/2 + rand.N(d/2+1)
+	b.Reset()
+	return b
 }
 
 // done reports whether the runner has nothing left to do: it drains or

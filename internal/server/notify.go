@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kiln-build/kiln/internal/api"
@@ -183,23 +184,19 @@ func (n *notifier) run(ctx context.Context, stopping <-chan struct{}) {
 }
 
 // deliver POSTs one notification to every URL, retrying failures (no
-// answer, 5xx) with a short pause.
+// answer, 5xx) after about 1 s, then 2 s, with jitter so that receivers
+// coming back are not hit by every server at once.
 func (n *notifier) deliver(ctx context.Context, body []byte) {
 	for _, u := range n.urls {
-		var err error
-		for attempt := range notifyAttempts {
-			if attempt > 0 {
-				select {
-				case <-time.After(time.Duration(attempt) * time.Second):
-				case <-ctx.Done():
-				}
+		pauses := &backoff.ExponentialBackOff{InitialInterval: time.Second, RandomizationFactor: 0.5, Multiplier: 2,
+			MaxInterval: notifyTimeout}
+		_, err := backoff.Retry(ctx, func() (struct{}, error) {
+			retry, err := n.post(ctx, u, body)
+			if err != nil && !retry {
+				return struct{}{}, backoff.Permanent(err)
 			}
-			var retry bool
-			retry, err = n.post(ctx, u, body)
-			if err == nil || !retry || ctx.Err() != nil {
-				break
-			}
-		}
+			return struct{}{}, err
+		}, backoff.WithBackOff(pauses), backoff.WithMaxTries(notifyAttempts))
 		if err != nil {
 			n.failed.Inc()
 			n.logger.Warn("notification not delivered", "url", redactURL(u), "error", err)
