@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			if _, err := st.Bootstrap(ctx, store.NewSecret(), ""); err != nil {
 				return nil, err
 			}
-			if err := ensureFileStore(ctx, st); err != nil {
+			if err := seed.EnsureFileStore(ctx, st); err != nil {
 				return nil, err
 			}
 			if err := seed.Fill(ctx, st, farm.sz, rand.New(rand.NewSource(1)), cfg.Progress); err != nil {
@@ -177,15 +177,6 @@ func scrape(ctx context.Context, src openmetrics.Source) (time.Duration, int, er
 		}
 	}
 	return d, series, nil
-}
-
-func ensureFileStore(ctx context.Context, st *store.SQL) error {
-	if _, err := st.DefaultFileStore(ctx); err == nil {
-		return nil
-	}
-	_, err := st.DB().ExecContext(ctx, `INSERT INTO file_stores (name, backend, configuration, is_default, created_at)
-		VALUES ('default', 'Local', '{}', TRUE, 0)`)
-	return err
 }
 
 // ensureDatabase returns the URL of database name on server, creating it

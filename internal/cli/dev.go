@@ -56,6 +56,9 @@ func newDevSeedCommand() *cobra.Command {
 		if _, err := st.Bootstrap(ctx, store.NewSecret(), ""); err != nil {
 			return err
 		}
+		if err := seed.EnsureFileStore(ctx, st); err != nil {
+			return err
+		}
 		start := time.Now()
 		if err := seed.Fill(ctx, st, sz, rand.New(rand.NewSource(seedValue)), seed.Bar(cmd.ErrOrStderr())); err != nil {
 			return err

@@ -73,6 +73,18 @@ var (
 	backends   = []string{"unshare"}
 )
 
+// EnsureFileStore gives a database without a file store (bootstrapped
+// with no data directory) a default Local one, which the synthetic farm's
+// files name. They are rows only: the store has no directory.
+func EnsureFileStore(ctx context.Context, st *store.SQL) error {
+	if _, err := st.DefaultFileStore(ctx); err == nil {
+		return nil
+	}
+	_, err := st.DB().ExecContext(ctx, `INSERT INTO file_stores (name, backend, configuration, is_default, created_at)
+		VALUES ('default', 'Local', '{}', TRUE, 0)`)
+	return err
+}
+
 // Fill adds a synthetic farm of the given sizes to the database behind st
 // and rebuilds the running totals. It expects a bootstrapped database.
 func Fill(ctx context.Context, st *store.SQL, sz Sizes, rng *rand.Rand, progress Progress) error {
@@ -86,7 +98,7 @@ func Fill(ctx context.Context, st *store.SQL, sz Sizes, rng *rand.Rand, progress
 	}
 	var fsID int64
 	if err := db.QueryRowContext(ctx, "SELECT id FROM file_stores ORDER BY is_default DESC, id LIMIT 1").Scan(&fsID); err != nil {
-		return fmt.Errorf("no file store: bootstrap the database first: %w", err)
+		return fmt.Errorf("no file store (see EnsureFileStore): %w", err)
 	}
 	now := time.Now().UnixMicro()
 	day := int64(24 * time.Hour / time.Microsecond)

@@ -51,3 +51,28 @@ func TestFill(t *testing.T) {
 		}
 	})
 }
+
+// A database bootstrapped without a data directory (kiln dev seed's) gets
+// the file store its synthetic files name.
+func TestFillWithoutAFileStore(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		st, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if _, err := st.Bootstrap(ctx, "kiln_x", ""); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // once is enough
+			if err := seed.EnsureFileStore(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sz := seed.Sizes{Scopes: 1, WorkspacesEach: 1, Users: 2, Workers: 1, WorkRequests: 10, Artifacts: 5, FilesPerArtifact: 2}
+		if err := seed.Fill(ctx, st, sz, rand.New(rand.NewSource(1)), nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
