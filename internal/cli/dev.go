@@ -60,7 +60,7 @@ func newDevSeedCommand() *cobra.Command {
 			return err
 		}
 		start := time.Now()
-		if err := seed.Fill(ctx, st, sz, rand.New(rand.NewSource(seedValue)), seed.Bar(cmd.ErrOrStderr())); err != nil {
+		if err := seed.Fill(ctx, st, sz, rand.New(rand.NewSource(seedValue)), seedProgress(cmd.OutOrStdout(), cmd.ErrOrStderr())); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "seeded in %s\n", time.Since(start).Round(time.Second))
@@ -96,7 +96,7 @@ with every total recomputed by GROUP BY. Prints a Markdown table of medians.`,
 	_ = cmd.MarkFlagRequired("postgres")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		rs, err := bench.Run(cmd.Context(), bench.Config{Server: server, Small: small, Large: large, Runs: runs, Reseed: reseed,
-			Progress: seed.Bar(cmd.ErrOrStderr()), Log: cmd.ErrOrStderr()})
+			Progress: seedProgress(cmd.OutOrStdout(), cmd.ErrOrStderr()), Log: cmd.ErrOrStderr()})
 		if err != nil {
 			return err
 		}

@@ -59,13 +59,17 @@ in one transaction.`,
 		}
 		defer st.Close()
 		out := cmd.OutOrStdout()
-		fmt.Fprintln(cmd.ErrOrStderr(), "recounting from the base tables…")
+		if !interactive(out, cmd.ErrOrStderr()) {
+			fmt.Fprintln(cmd.ErrOrStderr(), "recounting from the base tables…")
+		}
+		bar := newBar(out, cmd.ErrOrStderr(), -1, "recounting from the base tables", false)
 		var diffs []store.Difference
 		if fix {
 			diffs, err = st.FixTotals(ctx)
 		} else {
 			diffs, err = st.CheckTotals(ctx)
 		}
+		bar.Finish()
 		if err != nil {
 			return err
 		}

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/client"
@@ -398,7 +399,7 @@ writes a single file to stdout.`,
 				if !f.Complete {
 					return fmt.Errorf("file %s of artifact %s has not been uploaded yet", f.Path, id)
 				}
-				if err := downloadFile(s, o, id, f.Path, f.SHA256, dir); err != nil {
+				if err := downloadFile(s, o, id, f.Path, f.SHA256, f.Size, dir); err != nil {
 					return err
 				}
 				n++
@@ -532,17 +533,20 @@ func rawRequest(ctx context.Context, o *clientOptions, method, p string, body io
 	return resp, nil
 }
 
-// downloadFile streams one file into dir (or stdout), checking its hash;
-// a file that does not match is removed.
-func downloadFile(s *session, o *clientOptions, id, name, sha, dir string) error {
+// downloadFile streams one file of size bytes into dir (or stdout),
+// checking its hash, with a progress bar when a person watches; a file
+// that does not match is removed.
+func downloadFile(s *session, o *clientOptions, id, name, sha string, size int64, dir string) error {
 	resp, err := rawRequest(s.ctx, o, http.MethodGet, filePath(id, name), nil, 0)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	bar := newBar(s.p.out, s.p.err, size, name, true)
+	defer endBar(bar)
 	h := sha256.New()
 	if dir == "-" {
-		if _, err := io.Copy(io.MultiWriter(s.p.out, h), resp.Body); err != nil {
+		if _, err := io.Copy(io.MultiWriter(s.p.out, h, bar), resp.Body); err != nil {
 			return err
 		}
 	} else {
@@ -554,7 +558,7 @@ func downloadFile(s *session, o *clientOptions, id, name, sha, dir string) error
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(io.MultiWriter(f, h), resp.Body)
+		_, err = io.Copy(io.MultiWriter(f, h, bar), resp.Body)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -574,13 +578,18 @@ func downloadFile(s *session, o *clientOptions, id, name, sha, dir string) error
 	return nil
 }
 
+// uploadFile sends one local file, with a progress bar when a person
+// watches.
 func uploadFile(s *session, o *clientOptions, id, name, local string, size int64) error {
 	f, err := os.Open(local)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	resp, err := rawRequest(s.ctx, o, http.MethodPut, filePath(id, name), f, size)
+	bar := newBar(s.p.out, s.p.err, size, name, true)
+	defer endBar(bar)
+	body := progressbar.NewReader(f, bar)
+	resp, err := rawRequest(s.ctx, o, http.MethodPut, filePath(id, name), &body, size)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand"
 	"strings"
 	"time"
@@ -40,26 +39,6 @@ var Benchmark = Sizes{Scopes: 50, WorkspacesEach: 4, Users: 2000, Workers: 10000
 
 // Progress receives progress reports: what is being loaded, done, total.
 type Progress func(what string, done, total int)
-
-// Bar is a Progress that draws a one-line progress bar on w.
-func Bar(w io.Writer) Progress {
-	last := time.Time{}
-	return func(what string, done, total int) {
-		if done < total && time.Since(last) < 200*time.Millisecond {
-			return
-		}
-		last = time.Now()
-		const width = 30
-		filled := width
-		if total > 0 {
-			filled = width * done / total
-		}
-		fmt.Fprintf(w, "\r%-18s [%s%s] %d/%d", what, strings.Repeat("#", filled), strings.Repeat(".", width-filled), done, total)
-		if done >= total {
-			fmt.Fprintln(w)
-		}
-	}
-}
 
 var (
 	archs = []string{"amd64", "arm64", "i386", "armhf", "ppc64el", "s390x", "riscv64", "hurd-i386"}
