@@ -10,7 +10,7 @@ func init() { register("artifact_file_counts", artifactFileCounts) }
 
 // artifactFileCounts is the distribution of the number of files per
 // artifact, by category and scope, with the store's bucket bounds.
-func artifactFileCounts(s *store.Snapshot) (*dto.MetricFamily, error) {
-	return totalsHistogram(s, "artifact_file_counts", "Number of files per artifact, by category and scope.",
+func artifactFileCounts(b *build) (*dto.MetricFamily, error) {
+	return totalsHistogram(b, "artifact_file_counts", "Number of files per artifact, by category and scope.",
 		store.ArtifactFileCountBuckets, 1, "category", labelScope)
 }

@@ -2,8 +2,6 @@ package openmetrics
 
 import (
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/kiln-build/kiln/internal/store"
 )
 
 func init() { register("artifact_file_size", artifactFileSize) }
@@ -16,11 +14,11 @@ func init() { register("artifact_file_size", artifactFileSize) }
 // It has a series for exactly the label sets of the artifacts family: the
 // store adds nothing for artifacts without files, so a category whose
 // artifacts have no files would otherwise be missing instead of 0.
-func artifactFileSize(s *store.Snapshot) (*dto.MetricFamily, error) {
-	g := newGauges()
+func artifactFileSize(b *build) (*dto.MetricFamily, error) {
+	g := b.gauges("artifact_file_size", "category", labelScope)
 	for _, family := range []string{"artifacts", "artifact_file_size"} {
-		for _, t := range rows(s, family) {
-			l, ok, err := mapped(s, t, "category", labelScope)
+		for _, t := range b.rows(family) {
+			ok, err := g.fill(t)
 			if err != nil {
 				return nil, err
 			}
@@ -31,9 +29,8 @@ func artifactFileSize(s *store.Snapshot) (*dto.MetricFamily, error) {
 			if family == "artifacts" {
 				v = 0
 			}
-			g.add(l, v)
+			g.add(v)
 		}
 	}
-	return g.family("artifact_file_size",
-		"Total size in bytes of the files of artifacts, by category and scope (shared content counted once per artifact)."), nil
+	return g.family("Total size in bytes of the files of artifacts, by category and scope (shared content counted once per artifact).")
 }

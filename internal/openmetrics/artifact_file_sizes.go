@@ -10,7 +10,7 @@ func init() { register("artifact_file_sizes", artifactFileSizes) }
 
 // artifactFileSizes is the distribution of the size of each artifact file,
 // by the category and scope of its artifact.
-func artifactFileSizes(s *store.Snapshot) (*dto.MetricFamily, error) {
-	return totalsHistogram(s, "artifact_file_sizes", "Size in bytes of each file of an artifact, by artifact category and scope.",
+func artifactFileSizes(b *build) (*dto.MetricFamily, error) {
+	return totalsHistogram(b, "artifact_file_sizes", "Size in bytes of each file of an artifact, by artifact category and scope.",
 		store.ArtifactFileSizeBuckets, 1, "category", labelScope)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
@@ -12,10 +11,11 @@ import (
 	"github.com/kiln-build/kiln/internal/store"
 )
 
-// familyFunc builds one metric family from a snapshot. It may return a
-// family without series (nothing to report yet); Gather leaves such
-// families out, since the text format cannot encode them.
-type familyFunc func(*store.Snapshot) (*dto.MetricFamily, error)
+// familyFunc builds one metric family from a refresh's snapshot (b.snap,
+// b.rows) with the builders of series.go. It may return a family without
+// series (nothing to report yet); Gather leaves such families out, since
+// the text format cannot encode them.
+type familyFunc func(b *build) (*dto.MetricFamily, error)
 
 // families holds every family of the endpoint by name; each family's file
 // adds itself in init.
@@ -50,10 +50,19 @@ func familyNames() []string {
 // Gather only reads snap; it is safe to call concurrently on the same
 // snapshot.
 func Gather(snap *store.Snapshot) ([]*dto.MetricFamily, error) {
+	return gatherCached(snap, newSeriesCache())
+}
+
+// gatherCached is Gather on a series cache kept between refreshes.
+func gatherCached(snap *store.Snapshot, cache *seriesCache) ([]*dto.MetricFamily, error) {
+	cache.mu.Lock()
+	defer cache.mu.Unlock()
+	b := newBuild(snap, cache)
+	defer cache.sweep()
 	var out []*dto.MetricFamily
 	var errs []error
 	for _, name := range familyNames() {
-		mf, err := runFamily(name, families[name], snap)
+		mf, err := runFamily(name, families[name], b)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("family %s: %w", name, err))
 			continue
@@ -67,13 +76,13 @@ func Gather(snap *store.Snapshot) ([]*dto.MetricFamily, error) {
 
 // runFamily runs one family source, turning a panic into an error and
 // checking that the result is something the encoder can write correctly.
-func runFamily(name string, f familyFunc, snap *store.Snapshot) (mf *dto.MetricFamily, err error) {
+func runFamily(name string, f familyFunc, b *build) (mf *dto.MetricFamily, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			mf, err = nil, fmt.Errorf("panic: %v", p)
 		}
 	}()
-	mf, err = f(snap)
+	mf, err = f(b)
 	if err != nil {
 		return nil, err
 	}
@@ -83,9 +92,10 @@ func runFamily(name string, f familyFunc, snap *store.Snapshot) (mf *dto.MetricF
 	return mf, nil
 }
 
-// checkFamily rejects what would make the encoder write invalid output:
-// a wrong name, invalid or reserved label names, duplicate label sets, or a
-// value of the wrong type.
+// checkFamily rejects what would make the encoder write invalid output: a
+// wrong name, no help, or a value of the wrong type. Label names are
+// checked once per family by its builder, which also makes every series
+// unique.
 func checkFamily(name string, mf *dto.MetricFamily) error {
 	if mf == nil {
 		return errors.New("no family returned")
@@ -96,19 +106,7 @@ func checkFamily(name string, mf *dto.MetricFamily) error {
 	if mf.GetHelp() == "" {
 		return errors.New("no help text")
 	}
-	seen := map[string]bool{}
 	for _, m := range mf.Metric {
-		for _, lp := range m.Label {
-			n := lp.GetName()
-			if !model.LabelName(n).IsValidLegacy() || strings.HasPrefix(n, "__") || n == "le" {
-				return fmt.Errorf("invalid label name %q", n)
-			}
-		}
-		k := labelKey(m.Label)
-		if seen[k] {
-			return fmt.Errorf("duplicate series %s", k)
-		}
-		seen[k] = true
 		switch mf.GetType() {
 		case dto.MetricType_GAUGE:
 			if m.Gauge == nil {

@@ -12,12 +12,18 @@
 //
 // Layout follows node_exporter: each metric family is one small function in
 // its own file named after the family (artifacts.go, work_requests.go, …)
-// that registers itself and turns a *store.Snapshot into a
-// *dto.MetricFamily. The families are built by hand rather than through a
-// client_golang registry because series of one family carry different label
-// sets (Worker tasks have host_architecture, pool workers have worker_pool),
-// which the registry rejects. Gather runs every family and never lets one
-// bad family break the scrape: the failing family is logged and left out.
+// that registers itself and turns a snapshot into a *dto.MetricFamily with
+// the gauge and histogram builders of series.go. The families are built by
+// hand rather than through a client_golang registry because series of one
+// family carry different label sets (Worker tasks have host_architecture,
+// pool workers have worker_pool), which the registry rejects. Gather runs
+// every family and never lets one bad family break the scrape: the failing
+// family is logged and left out.
+//
+// A scrape costs O(series), so the builders spend as little as they can on
+// each: no map per series, label pairs interned, and the series of one
+// refresh kept for the next (series.go), which then allocates only for the
+// series whose value changed.
 //
 // Encoding is always done by github.com/prometheus/common/expfmt, in
 // OpenMetrics 1.0.0 when the scraper asks for it and in the Prometheus text

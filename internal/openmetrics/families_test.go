@@ -36,7 +36,7 @@ func tot(family string, value int64, kv ...string) store.Total {
 // lines (no HELP/TYPE), or "" when the family has no series.
 func samples(t *testing.T, name string, snap *store.Snapshot) (string, error) {
 	t.Helper()
-	mf, err := runFamily(name, families[name], snap)
+	mf, err := runFamily(name, families[name], newBuild(snap, newSeriesCache()))
 	if err != nil {
 		return "", err
 	}

@@ -2,8 +2,6 @@ package openmetrics
 
 import (
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/kiln-build/kiln/internal/store"
 )
 
 func init() { register("file_store_max_size", fileStoreMaxSize) }
@@ -12,13 +10,14 @@ func init() { register("file_store_max_size", fileStoreMaxSize) }
 // without a maximum get no series (rather than 0, which would read as
 // "full"), so file_store_size / file_store_max_size only matches stores
 // whose fill ratio means something.
-func fileStoreMaxSize(s *store.Snapshot) (*dto.MetricFamily, error) {
-	g := newGauges()
-	for _, f := range s.FileStores {
+func fileStoreMaxSize(b *build) (*dto.MetricFamily, error) {
+	g := b.gauges("file_store_max_size", "backend", "name")
+	for _, f := range b.snap.FileStores {
 		if f.MaxSize != nil {
-			g.add(labelSet{"backend": f.Backend, "name": f.Name}, float64(*f.MaxSize))
+			g.l.set("backend", f.Backend)
+			g.l.set("name", f.Name)
+			g.add(float64(*f.MaxSize))
 		}
 	}
-	return g.family("file_store_max_size",
-		"Maximum size in bytes of each file store that has one (max_size), by backend and name; stores without a maximum are absent."), nil
+	return g.family("Maximum size in bytes of each file store that has one (max_size), by backend and name; stores without a maximum are absent.")
 }

@@ -79,6 +79,8 @@ type Endpoint struct {
 	group  singleflight.Group
 	mu     sync.Mutex
 	cached *scrape
+
+	series *seriesCache
 }
 
 // scrape is everything derived from one snapshot; it is read-only once
@@ -96,7 +98,7 @@ type scrape struct {
 // GET /api/1.0/service-status/.
 func New(src Source, opts Options) *Endpoint {
 	e := &Endpoint{src: src, ttl: opts.CacheTTL, timeout: opts.RefreshTimeout, scopeOf: opts.ScopeOf,
-		log: opts.Logger, now: opts.Now}
+		log: opts.Logger, now: opts.Now, series: newSeriesCache()}
 	if e.timeout <= 0 {
 		e.timeout = DefaultRefreshTimeout
 	}
@@ -282,12 +284,12 @@ func (e *Endpoint) refresh(ctx context.Context) (*scrape, error) {
 	if snap == nil {
 		return nil, errors.New("the source returned no snapshot")
 	}
-	fams, err := Gather(snap)
+	fams, err := gatherCached(snap, e.series)
 	if err != nil {
 		e.log.Error("open-metrics: some families failed and are left out", "error", err)
 	}
 	return &scrape{fetched: fetched, taken: snap.Taken, families: fams, scopes: snap.ScopeNames,
-		archs: workerArchitectures(snap)}, nil
+		archs: workerArchitectures(snap.Totals)}, nil
 }
 
 // filterScope keeps, with a restriction, only the series of the

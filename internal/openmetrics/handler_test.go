@@ -188,12 +188,13 @@ func statusWithAuth(e *Endpoint, auth string) http.Handler {
 // still answers 200 with every other family, and the failures go to the
 // log only.
 func TestBadFamily(t *testing.T) {
-	register("zz_failing", func(*store.Snapshot) (*dto.MetricFamily, error) { return nil, errors.New("boom-failing") })
-	register("zz_panicking", func(*store.Snapshot) (*dto.MetricFamily, error) { panic("boom-panicking") })
-	register("zz_invalid", func(*store.Snapshot) (*dto.MetricFamily, error) {
-		g := newGauges()
-		g.add(labelSet{"bad-label": "x"}, 1)
-		return g.family("zz_invalid", "invalid label name"), nil
+	register("zz_failing", func(*build) (*dto.MetricFamily, error) { return nil, errors.New("boom-failing") })
+	register("zz_panicking", func(*build) (*dto.MetricFamily, error) { panic("boom-panicking") })
+	register("zz_invalid", func(b *build) (*dto.MetricFamily, error) {
+		g := b.gauges("zz_invalid", "bad-label")
+		g.l.set("bad-label", "x")
+		g.add(1)
+		return g.family("invalid label name")
 	})
 	t.Cleanup(func() {
 		delete(families, "zz_failing")

@@ -3,13 +3,16 @@ package openmetrics
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kiln-build/kiln/internal/store"
@@ -24,42 +27,267 @@ const (
 	labelPool   = "worker_pool"
 )
 
-// labelSet is the exposed labels of one series.
-type labelSet map[string]string
-
-// rows returns the running totals of one family, in snapshot order. The
-// order does not matter: every family sorts its series.
-func rows(s *store.Snapshot, family string) []store.Total {
-	var out []store.Total
-	for _, t := range s.Totals {
-		if t.Family == family {
-			out = append(out, t)
-		}
-	}
-	return out
+// seriesCache keeps the series of every family between refreshes. A
+// refresh builds every series anew from a snapshot, but nearly all of them
+// carry the same labels as at the refresh before and most the same value:
+// so each series keeps its label pairs and the last dto.Metric built for
+// it, and a series whose value did not change reuses that metric. Both are
+// read-only once built (the encoder and scope filtering only read them), so
+// a response still being encoded from an older refresh is never disturbed.
+// A series that a refresh does not report is forgotten at the end of it.
+//
+// One Gather at a time uses a cache (mu); the Endpoint keeps one for its
+// lifetime, Gather makes a new one for each call.
+type seriesCache struct {
+	mu       sync.Mutex
+	gen      uint64 // refreshes so far; series.used says which reported a series
+	families map[string]*familyCache
+	// pairs interns label pairs, shared by every series and family.
+	pairs map[[2]string]*dto.LabelPair
 }
 
-// mapped maps the stored labels of a running total to exposed ones:
-// scope_id becomes scope (the scope's name), worker_pool_id becomes
-// worker_pool, and only labels named in allowed are kept, so a label the
-// store may add later never leaks by accident.
+func newSeriesCache() *seriesCache {
+	return &seriesCache{families: map[string]*familyCache{}, pairs: map[[2]string]*dto.LabelPair{}}
+}
+
+// familyCache is the series of one family by key (also by the key of their
+// raw values, when those were not valid UTF-8), and the output order of the
+// last refresh, which the next one reuses when it reports the same series:
+// sorting is the dearest step of a build otherwise.
+type familyCache struct {
+	byKey  map[string]*series
+	sorted []*series // read-only once stored
+}
+
+// series is one label set of one family.
+type series struct {
+	// key is the label pairs as name NUL value NUL …, in name order: its
+	// identity, and its byte order is the order of the output (pair by
+	// pair, name then value, a prefix first; label values never hold NUL,
+	// which every input rejects).
+	key    string
+	labels []*dto.LabelPair
+	metric *dto.Metric // the last one built, or nil
+	used   uint64      // the refresh that last reported it
+	slot   int         // its index in that refresh's build
+}
+
+// sweep forgets the series that the current refresh did not report and,
+// when some went, the label pairs that only they used.
+func (c *seriesCache) sweep() {
+	gone := false
+	for _, fam := range c.families {
+		for k, s := range fam.byKey {
+			if s.used != c.gen {
+				delete(fam.byKey, k)
+				gone = true
+			}
+		}
+	}
+	if !gone {
+		return
+	}
+	c.pairs = map[[2]string]*dto.LabelPair{}
+	for _, fam := range c.families {
+		for _, s := range fam.byKey {
+			for _, lp := range s.labels {
+				c.pairs[[2]string{lp.GetName(), lp.GetValue()}] = lp
+			}
+		}
+	}
+}
+
+// build is one refresh: the snapshot, its running totals by family, and
+// the series cache it works on.
+type build struct {
+	snap   *store.Snapshot
+	cache  *seriesCache
+	totals map[string][]store.Total
+}
+
+// newBuild starts a refresh on cache (the caller holds cache.mu) and
+// indexes the snapshot's totals by family. The store returns them ordered
+// by family, so each family is a slice of the snapshot's own; any other
+// order is sorted into a copy.
+func newBuild(snap *store.Snapshot, cache *seriesCache) *build {
+	cache.gen++
+	b := &build{snap: snap, cache: cache, totals: map[string][]store.Total{}}
+	ts := snap.Totals
+	if !slices.IsSortedFunc(ts, func(a, b store.Total) int { return strings.Compare(a.Family, b.Family) }) {
+		ts = slices.Clone(ts)
+		slices.SortStableFunc(ts, func(a, b store.Total) int { return strings.Compare(a.Family, b.Family) })
+	}
+	for i := 0; i < len(ts); {
+		j := i + 1
+		for j < len(ts) && ts[j].Family == ts[i].Family {
+			j++
+		}
+		b.totals[ts[i].Family] = ts[i:j:j]
+		i = j
+	}
+	return b
+}
+
+// rows returns the running totals of one family. The order does not
+// matter: every family sorts its series.
+func (b *build) rows(family string) []store.Total { return b.totals[family] }
+
+// labelValues are the exposed labels of the series being built: at most one
+// value for each of the family's label names, kept in name order. A family
+// builder owns one and reuses it for every series.
+type labelValues struct {
+	names  []string
+	values []string
+	has    []bool
+}
+
+func (l *labelValues) index(name string) int {
+	for i, n := range l.names {
+		if n == name {
+			return i
+		}
+	}
+	panic("openmetrics: label " + name + " is not declared by its family")
+}
+
+// set gives label name value v. name must be one of the family's labels.
+func (l *labelValues) set(name, v string) {
+	i := l.index(name)
+	l.values[i], l.has[i] = v, true
+}
+
+// get returns the value of label name, "" when it has none.
+func (l *labelValues) get(name string) string { return l.values[l.index(name)] }
+
+// drop removes label name from the series.
+func (l *labelValues) drop(name string) {
+	i := l.index(name)
+	l.values[i], l.has[i] = "", false
+}
+
+func (l *labelValues) clear() {
+	clear(l.values)
+	clear(l.has)
+}
+
+// appendKey appends the series key of the current labels (see series.key).
+func (l *labelValues) appendKey(b []byte) []byte {
+	for i, n := range l.names {
+		if l.has[i] {
+			b = append(b, n...)
+			b = append(b, 0)
+			b = append(b, l.values[i]...)
+			b = append(b, 0)
+		}
+	}
+	return b
+}
+
+// builder is what gauge and histogram families share: the family's
+// labels, its cached series and the series reported so far by this
+// refresh, in the order they first appeared.
+type builder struct {
+	b     *build
+	name  string
+	l     labelValues
+	cache *familyCache
+	order []*series
+	key   []byte
+	err   error
+}
+
+func (b *build) builder(family string, names []string) builder {
+	names = slices.Clone(names)
+	sort.Strings(names)
+	f := builder{b: b, name: family, l: labelValues{names: names, values: make([]string, len(names)), has: make([]bool, len(names))},
+		order: make([]*series, 0, len(b.rows(family))), key: make([]byte, 0, 256)}
+	for i, n := range names {
+		if !model.LabelName(n).IsValidLegacy() || strings.HasPrefix(n, "__") || n == "le" {
+			f.err = fmt.Errorf("invalid label name %q", n)
+		}
+		if i > 0 && names[i-1] == n {
+			f.err = fmt.Errorf("label %q declared twice", n)
+		}
+	}
+	f.cache = b.cache.families[family]
+	if f.cache == nil {
+		f.cache = &familyCache{byKey: map[string]*series{}}
+		b.cache.families[family] = f.cache
+	}
+	return f
+}
+
+// current returns the series of the current labels, registering it with
+// this refresh the first time; fresh says it was not reported yet.
+func (f *builder) current() (s *series, fresh bool) {
+	f.key = f.l.appendKey(f.key[:0])
+	s = f.cache.byKey[string(f.key)]
+	if s == nil {
+		s = f.intern()
+	}
+	if s.used == f.b.cache.gen {
+		return s, false
+	}
+	s.used, s.slot = f.b.cache.gen, len(f.order)
+	f.order = append(f.order, s)
+	return s, true
+}
+
+// intern adds the series of the current labels (key in f.key) to the
+// cache. Values are made valid UTF-8, which the formats require (escaping
+// is the encoder's job); two values that differ only in invalid bytes then
+// name the same series.
+func (f *builder) intern() *series {
+	raw := string(f.key)
+	for i, v := range f.l.values {
+		if f.l.has[i] && !utf8.ValidString(v) {
+			f.l.values[i] = strings.ToValidUTF8(v, "\uFFFD")
+		}
+	}
+	key := string(f.l.appendKey(nil))
+	s := f.cache.byKey[key]
+	if s == nil {
+		s = &series{key: key}
+		for i, n := range f.l.names {
+			if f.l.has[i] {
+				s.labels = append(s.labels, f.b.cache.pair(n, f.l.values[i]))
+			}
+		}
+		f.cache.byKey[key] = s
+	}
+	f.cache.byKey[raw] = s
+	return s
+}
+
+func (c *seriesCache) pair(name, value string) *dto.LabelPair {
+	k := [2]string{name, value}
+	lp := c.pairs[k]
+	if lp == nil {
+		lp = &dto.LabelPair{Name: proto.String(name), Value: proto.String(value)}
+		c.pairs[k] = lp
+	}
+	return lp
+}
+
+// fill sets the labels of a running total: scope_id becomes scope (the
+// scope's name), worker_pool_id becomes worker_pool, and every other label
+// of the family is copied; labels the family does not declare are left
+// out, so a label the store may add later never leaks by accident.
 //
 // It returns ok=false for a row of a scope or pool that no longer exists
 // when the row's value is 0: the label set cannot come back, and its name
 // is unknown. A non-zero row of an unknown scope or pool is an
 // inconsistency in the store and an error.
-func mapped(s *store.Snapshot, t store.Total, allowed ...string) (l labelSet, ok bool, err error) {
-	l = labelSet{}
-	for _, name := range allowed {
-		names, stored, what := s.ScopeNames, storedScope, "scope"
+func (f *builder) fill(t store.Total) (ok bool, err error) {
+	f.l.clear()
+	for i, name := range f.l.names {
+		names, stored, what := f.b.snap.ScopeNames, storedScope, "scope"
 		switch name {
 		case labelScope:
 		case labelPool:
-			names, stored, what = s.PoolNames, storedPool, "worker pool"
+			names, stored, what = f.b.snap.PoolNames, storedPool, "worker pool"
 		default:
-			if v, ok := t.Labels[name]; ok {
-				l[name] = v
-			}
+			f.l.values[i], f.l.has[i] = t.Labels[name]
 			continue
 		}
 		id, present := t.Labels[stored]
@@ -68,169 +296,200 @@ func mapped(s *store.Snapshot, t store.Total, allowed ...string) (l labelSet, ok
 		}
 		n, err := strconv.ParseInt(id, 10, 64)
 		if err != nil {
-			return nil, false, fmt.Errorf("%s %v: %s id %q is not a number", t.Family, t.Labels, what, id)
+			return false, fmt.Errorf("%s %v: %s id %q is not a number", t.Family, t.Labels, what, id)
 		}
 		v, known := names[n]
 		if !known {
 			if t.Value == 0 {
-				return nil, false, nil
+				return false, nil
 			}
-			return nil, false, fmt.Errorf("%s %v = %d: no %s with id %d", t.Family, t.Labels, t.Value, what, n)
+			return false, fmt.Errorf("%s %v = %d: no %s with id %d", t.Family, t.Labels, t.Value, what, n)
 		}
-		l[name] = v
+		f.l.values[i], f.l.has[i] = v, true
 	}
-	return l, true, nil
+	return true, nil
 }
 
-// pairs turns a label set into label pairs sorted by name. Values are made
-// valid UTF-8 (the formats require it); escaping is the encoder's job.
-func pairs(l labelSet) []*dto.LabelPair {
-	out := make([]*dto.LabelPair, 0, len(l))
-	for n, v := range l {
-		if !utf8.ValidString(v) {
-			v = strings.ToValidUTF8(v, "\uFFFD")
+// sorted returns the series of this refresh in output order (slots keep
+// pointing at their values): the last refresh's order if it reported the
+// same series, else a new one.
+func (f *builder) sorted() []*series {
+	if last := f.cache.sorted; len(last) == len(f.order) && f.err == nil {
+		same := true
+		for _, s := range last {
+			if s.used != f.b.cache.gen {
+				same = false
+				break
+			}
 		}
-		out = append(out, &dto.LabelPair{Name: proto.String(n), Value: proto.String(v)})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
-	return out
-}
-
-// labelKey identifies a label set (pairs sorted by name).
-func labelKey(lp []*dto.LabelPair) string {
-	var b strings.Builder
-	for _, p := range lp {
-		b.WriteString(p.GetName())
-		b.WriteByte(0xff)
-		b.WriteString(p.GetValue())
-		b.WriteByte(0xfe)
-	}
-	return b.String()
-}
-
-// lessLabels orders series by their label pairs, name then value, pair by
-// pair; a prefix sorts first.
-func lessLabels(a, b []*dto.LabelPair) bool {
-	for i := 0; i < len(a) && i < len(b); i++ {
-		if a[i].GetName() != b[i].GetName() {
-			return a[i].GetName() < b[i].GetName()
-		}
-		if a[i].GetValue() != b[i].GetValue() {
-			return a[i].GetValue() < b[i].GetValue()
+		if same {
+			return last
 		}
 	}
-	return len(a) < len(b)
+	slices.SortFunc(f.order, func(a, b *series) int { return strings.Compare(a.key, b.key) })
+	f.cache.sorted = f.order
+	return f.order
 }
 
-func sortMetrics(ms []*dto.Metric) {
-	sort.Slice(ms, func(i, j int) bool { return lessLabels(ms[i].Label, ms[j].Label) })
+func (f *builder) newFamily(help string, typ dto.MetricType, n int) *dto.MetricFamily {
+	return &dto.MetricFamily{Name: proto.String(f.name), Help: proto.String(help), Type: typ.Enum(), Metric: make([]*dto.Metric, 0, n)}
 }
 
-// gauges accumulates the series of a gauge family. Rows that end up with
-// the same exposed labels are summed into one series, so the output never
-// holds duplicates (for example two architectures whose label names
-// collide).
+// gauges builds a gauge family. Series that end up with the same labels
+// are summed into one, so the output never holds duplicates (for example
+// two architectures whose label names collide).
 type gauges struct {
-	byKey map[string]*dto.Metric
+	builder
+	values []float64 // by series slot
 }
 
-func newGauges() *gauges { return &gauges{byKey: map[string]*dto.Metric{}} }
-
-func (g *gauges) add(l labelSet, v float64) {
-	lp := pairs(l)
-	k := labelKey(lp)
-	m, ok := g.byKey[k]
-	if !ok {
-		m = &dto.Metric{Label: lp, Gauge: &dto.Gauge{Value: proto.Float64(0)}}
-		g.byKey[k] = m
-	}
-	m.Gauge.Value = proto.Float64(m.Gauge.GetValue() + v)
+// gauges starts gauge family name with the given label names.
+func (b *build) gauges(name string, labelNames ...string) *gauges {
+	g := &gauges{builder: b.builder(name, labelNames)}
+	g.values = make([]float64, 0, cap(g.order))
+	return g
 }
 
-func (g *gauges) family(name, help string) *dto.MetricFamily {
-	ms := make([]*dto.Metric, 0, len(g.byKey))
-	for _, m := range g.byKey {
-		ms = append(ms, m)
+// add adds v to the series of the current labels (g.l).
+func (g *gauges) add(v float64) {
+	s, fresh := g.current()
+	if fresh {
+		g.values = append(g.values, 0)
 	}
-	sortMetrics(ms)
-	return &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_GAUGE.Enum(), Metric: ms}
+	g.values[s.slot] += v
+}
+
+// family returns the built family, sorted.
+func (g *gauges) family(help string) (*dto.MetricFamily, error) {
+	if g.err != nil {
+		return nil, g.err
+	}
+	mf := g.newFamily(help, dto.MetricType_GAUGE, len(g.order))
+	for _, s := range g.sorted() {
+		v := g.values[s.slot]
+		if s.metric == nil || s.metric.GetGauge().GetValue() != v {
+			s.metric = &dto.Metric{Label: s.labels, Gauge: &dto.Gauge{Value: proto.Float64(v)}}
+		}
+		mf.Metric = append(mf.Metric, s.metric)
+	}
+	return mf, nil
 }
 
 // totalsGauge is a gauge family read straight from running totals, with
 // the given exposed labels (scope stands for the stored scope_id).
-func totalsGauge(s *store.Snapshot, name, help string, allowed ...string) (*dto.MetricFamily, error) {
-	g := newGauges()
-	for _, t := range rows(s, name) {
-		l, ok, err := mapped(s, t, allowed...)
+func totalsGauge(b *build, name, help string, labelNames ...string) (*dto.MetricFamily, error) {
+	g := b.gauges(name, labelNames...)
+	for _, t := range b.rows(name) {
+		ok, err := g.fill(t)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			g.add(l, float64(t.Value))
+			g.add(float64(t.Value))
 		}
 	}
-	return g.family(name, help), nil
+	return g.family(help)
 }
 
-// histograms accumulates the series of a histogram family with fixed
-// upper bounds (the +Inf bucket is implicit: the encoder writes it from
-// the count).
+// histograms builds a histogram family with fixed upper bounds (the +Inf
+// bucket is implicit: the encoder writes it from the count).
 type histograms struct {
+	builder
 	bounds []float64
-	byKey  map[string]*histSeries
+	counts []int64 // non-cumulative, len(bounds)+1 per series slot
+	sums   []float64
 }
 
-type histSeries struct {
-	labels []*dto.LabelPair
-	counts []int64 // non-cumulative, one per bound and one past the last
-	sum    float64
+// histograms starts histogram family name with the given bounds and label
+// names.
+func (b *build) histograms(name string, bounds []float64, labelNames ...string) *histograms {
+	return &histograms{builder: b.builder(name, labelNames), bounds: bounds}
 }
 
-func newHistograms(bounds []float64) *histograms {
-	return &histograms{bounds: bounds, byKey: map[string]*histSeries{}}
-}
-
-func (h *histograms) series(l labelSet) *histSeries {
-	lp := pairs(l)
-	k := labelKey(lp)
-	hs, ok := h.byKey[k]
-	if !ok {
-		hs = &histSeries{labels: lp, counts: make([]int64, len(h.bounds)+1)}
-		h.byKey[k] = hs
+// series returns the bucket counts (non-cumulative, one per bound and one
+// past the last) and the sum of the series of the current labels.
+func (h *histograms) series() (counts []int64, sum *float64) {
+	s, fresh := h.current()
+	if fresh {
+		h.counts = append(h.counts, make([]int64, len(h.bounds)+1)...)
+		h.sums = append(h.sums, 0)
 	}
-	return hs
+	n := len(h.bounds) + 1
+	return h.counts[s.slot*n : (s.slot+1)*n], &h.sums[s.slot]
 }
 
-// observe counts one observation of v.
-func (h *histograms) observe(l labelSet, v float64) {
-	hs := h.series(l)
-	i := sort.SearchFloat64s(h.bounds, v) // first bound ≥ v, or len(bounds)
-	hs.counts[i]++
-	hs.sum += v
+// observe counts one observation of v in the series of the current labels.
+func (h *histograms) observe(v float64) {
+	counts, sum := h.series()
+	counts[sort.SearchFloat64s(h.bounds, v)]++ // first bound ≥ v, or +Inf
+	*sum += v
 }
 
-func (h *histograms) family(name, help string) (*dto.MetricFamily, error) {
-	ms := make([]*dto.Metric, 0, len(h.byKey))
-	for _, hs := range h.byKey {
-		var cum int64
-		buckets := make([]*dto.Bucket, len(h.bounds))
-		for i, b := range h.bounds {
-			cum += hs.counts[i]
-			if hs.counts[i] < 0 || cum < 0 {
-				return nil, fmt.Errorf("negative count in bucket le=%g of %s", b, labelKey(hs.labels))
+// family returns the built family, sorted, with cumulative buckets.
+func (h *histograms) family(help string) (*dto.MetricFamily, error) {
+	if h.err != nil {
+		return nil, h.err
+	}
+	n := len(h.bounds) + 1
+	mf := h.newFamily(help, dto.MetricType_HISTOGRAM, len(h.order))
+	cum := make([]uint64, len(h.bounds))
+	for _, s := range h.sorted() {
+		counts, sum := h.counts[s.slot*n:(s.slot+1)*n], h.sums[s.slot]
+		var total int64
+		for i, c := range counts {
+			total += c
+			if c < 0 || total < 0 {
+				return nil, fmt.Errorf("negative count in bucket le=%s of %s", bound(h.bounds, i), s.key)
 			}
-			buckets[i] = &dto.Bucket{UpperBound: proto.Float64(b), CumulativeCount: proto.Uint64(uint64(cum))}
+			if i < len(cum) {
+				cum[i] = uint64(total)
+			}
 		}
-		cum += hs.counts[len(h.bounds)]
-		if hs.counts[len(h.bounds)] < 0 || cum < 0 {
-			return nil, fmt.Errorf("negative count in bucket le=+Inf of %s", labelKey(hs.labels))
+		if !sameHistogram(s.metric, cum, uint64(total), sum) {
+			s.metric = newHistogram(s.labels, h.bounds, cum, uint64(total), sum)
 		}
-		ms = append(ms, &dto.Metric{Label: hs.labels, Histogram: &dto.Histogram{
-			SampleCount: proto.Uint64(uint64(cum)), SampleSum: proto.Float64(hs.sum), Bucket: buckets,
-		}})
+		mf.Metric = append(mf.Metric, s.metric)
 	}
-	sortMetrics(ms)
-	return &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_HISTOGRAM.Enum(), Metric: ms}, nil
+	return mf, nil
+}
+
+func bound(bounds []float64, i int) string {
+	if i == len(bounds) {
+		return "+Inf"
+	}
+	return strconv.FormatFloat(bounds[i], 'g', -1, 64)
+}
+
+// sameHistogram tells whether m already holds these figures.
+func sameHistogram(m *dto.Metric, cum []uint64, count uint64, sum float64) bool {
+	if m == nil {
+		return false
+	}
+	h := m.GetHistogram()
+	if h.GetSampleCount() != count || h.GetSampleSum() != sum || len(h.Bucket) != len(cum) {
+		return false
+	}
+	for i, b := range h.Bucket {
+		if b.GetCumulativeCount() != cum[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func newHistogram(labels []*dto.LabelPair, bounds []float64, cum []uint64, count uint64, sum float64) *dto.Metric {
+	buckets := make([]dto.Bucket, len(bounds))
+	values := make([]float64, len(bounds))
+	counts := make([]uint64, len(bounds))
+	ptrs := make([]*dto.Bucket, len(bounds))
+	for i := range bounds {
+		values[i], counts[i] = bounds[i], cum[i]
+		buckets[i].UpperBound, buckets[i].CumulativeCount = &values[i], &counts[i]
+		ptrs[i] = &buckets[i]
+	}
+	return &dto.Metric{Label: labels, Histogram: &dto.Histogram{
+		SampleCount: proto.Uint64(count), SampleSum: proto.Float64(sum), Bucket: ptrs,
+	}}
 }
 
 // totalsHistogram is a histogram family read from running totals: rows of
@@ -240,14 +499,14 @@ func (h *histograms) family(name, help string) (*dto.MetricFamily, error) {
 // into seconds). A stored bound that is not among bounds (the bounds were
 // changed) is counted in the first bound above it, which keeps every
 // bucket's "≤ bound" true.
-func totalsHistogram(s *store.Snapshot, name, help string, bounds []int64, scale float64, allowed ...string) (*dto.MetricFamily, error) {
+func totalsHistogram(b *build, name, help string, bounds []int64, scale float64, labelNames ...string) (*dto.MetricFamily, error) {
 	exposed := make([]float64, len(bounds))
-	for i, b := range bounds {
-		exposed[i] = float64(b) / scale
+	for i, x := range bounds {
+		exposed[i] = float64(x) / scale
 	}
-	h := newHistograms(exposed)
-	for _, t := range rows(s, name) {
-		l, ok, err := mapped(s, t, allowed...)
+	h := b.histograms(name, exposed, labelNames...)
+	for _, t := range b.rows(name) {
+		ok, err := h.fill(t)
 		if err != nil {
 			return nil, err
 		}
@@ -258,18 +517,20 @@ func totalsHistogram(s *store.Snapshot, name, help string, bounds []int64, scale
 		if err != nil {
 			return nil, fmt.Errorf("%s %v: %w", name, t.Labels, err)
 		}
-		h.series(l).counts[i] += t.Value
+		counts, _ := h.series()
+		counts[i] += t.Value
 	}
-	for _, t := range rows(s, name+"_sum") {
-		l, ok, err := mapped(s, t, allowed...)
+	for _, t := range b.rows(name + "_sum") {
+		ok, err := h.fill(t)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			h.series(l).sum += float64(t.Value) / scale
+			_, sum := h.series()
+			*sum += float64(t.Value) / scale
 		}
 	}
-	return h.family(name, help)
+	return h.family(help)
 }
 
 // bucketIndex finds the exposed bucket of a stored "le" label.

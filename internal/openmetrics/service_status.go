@@ -67,7 +67,7 @@ func StatusOf(snap *store.Snapshot) (*ServiceStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	return statusOf(snap.Taken, fams, workerArchitectures(snap)), nil
+	return statusOf(snap.Taken, fams, workerArchitectures(snap.Totals)), nil
 }
 
 // statusOf sums the work_requests and workers series of fams. archs maps

@@ -4,8 +4,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/kiln-build/kiln/internal/store"
 )
 
 func init() { register("tokens_last_seen", tokensLastSeen) }
@@ -20,14 +18,14 @@ var tokensLastSeenBuckets = []float64{60, 3600, 86400, 7 * 86400, 30 * 86400, 90
 // are not observed: an infinite age would make _sum +Inf and every average
 // meaningless. Their number is sum(tokens{enabled="1"}) −
 // tokens_last_seen_count, both from the same snapshot.
-func tokensLastSeen(s *store.Snapshot) (*dto.MetricFamily, error) {
-	h := newHistograms(tokensLastSeenBuckets)
-	h.series(labelSet{}) // one series even when no token was ever used
-	for _, seen := range s.TokenLastSeen {
+func tokensLastSeen(b *build) (*dto.MetricFamily, error) {
+	h := b.histograms("tokens_last_seen", tokensLastSeenBuckets)
+	h.series() // one series even when no token was ever used
+	for _, seen := range b.snap.TokenLastSeen {
 		if seen != nil {
-			h.observe(labelSet{}, ageIn(s.Taken, *seen, time.Second))
+			h.observe(ageIn(b.snap.Taken, *seen, time.Second))
 		}
 	}
-	return h.family("tokens_last_seen",
+	return h.family(
 		"Seconds since each enabled token was last used (to the minute); tokens never used are not observed.")
 }

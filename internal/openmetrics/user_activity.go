@@ -4,8 +4,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/kiln-build/kiln/internal/store"
 )
 
 func init() { register("user_activity", userActivity) }
@@ -22,15 +20,16 @@ const day = 24 * time.Hour
 // still active where. The store keeps only the latest time per pair, so a
 // user who started many workflows counts once, by the newest; the internal
 // system user is not in the snapshot.
-func userActivity(s *store.Snapshot) (*dto.MetricFamily, error) {
-	h := newHistograms(activityBuckets)
-	for _, a := range s.Activity {
-		scope, ok := s.ScopeNames[a.ScopeID]
+func userActivity(b *build) (*dto.MetricFamily, error) {
+	h := b.histograms("user_activity", activityBuckets, labelScope)
+	for _, a := range b.snap.Activity {
+		scope, ok := b.snap.ScopeNames[a.ScopeID]
 		if !ok {
 			continue // the scope was deleted with its activity
 		}
-		h.observe(labelSet{labelScope: scope}, ageIn(s.Taken, a.LastWorkflowAt, day))
+		h.l.set(labelScope, scope)
+		h.observe(ageIn(b.snap.Taken, a.LastWorkflowAt, day))
 	}
-	return h.family("user_activity",
+	return h.family(
 		"Days since each user last created a root workflow in a scope, one observation per (user, scope), by scope.")
 }

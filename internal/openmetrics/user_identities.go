@@ -2,8 +2,6 @@ package openmetrics
 
 import (
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/kiln-build/kiln/internal/store"
 )
 
 func init() { register("user_identities", userIdentities) }
@@ -12,7 +10,7 @@ func init() { register("user_identities", userIdentities) }
 // user they are linked to. Every identity is linked to a user (the schema
 // requires it), so no identity is counted without one; subjects stay
 // private.
-func userIdentities(s *store.Snapshot) (*dto.MetricFamily, error) {
-	return totalsGauge(s, "user_identities",
+func userIdentities(b *build) (*dto.MetricFamily, error) {
+	return totalsGauge(b, "user_identities",
 		"Number of SSO identities linked to users, by active (1/0, of the linked user) and issuer.", "active", "issuer")
 }

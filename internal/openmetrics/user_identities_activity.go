@@ -1,9 +1,9 @@
 package openmetrics
 
 import (
-	dto "github.com/prometheus/client_model/go"
+	"slices"
 
-	"github.com/kiln-build/kiln/internal/store"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func init() { register("user_identities_activity", userIdentitiesActivity) }
@@ -13,23 +13,23 @@ func init() { register("user_identities_activity", userIdentitiesActivity) }
 // with identities at two issuers counts under both; a user without any
 // identity contributes nothing here (never an empty issuer) and is still
 // counted in user_activity.
-func userIdentitiesActivity(s *store.Snapshot) (*dto.MetricFamily, error) {
-	h := newHistograms(activityBuckets)
-	for _, a := range s.Activity {
-		scope, ok := s.ScopeNames[a.ScopeID]
+func userIdentitiesActivity(b *build) (*dto.MetricFamily, error) {
+	h := b.histograms("user_identities_activity", activityBuckets, "issuer", labelScope)
+	for _, a := range b.snap.Activity {
+		scope, ok := b.snap.ScopeNames[a.ScopeID]
 		if !ok {
 			continue
 		}
-		age := ageIn(s.Taken, a.LastWorkflowAt, day)
-		seen := map[string]bool{}
-		for _, issuer := range a.Issuers {
-			if issuer == "" || seen[issuer] {
+		age := ageIn(b.snap.Taken, a.LastWorkflowAt, day)
+		for i, issuer := range a.Issuers {
+			if issuer == "" || slices.Contains(a.Issuers[:i], issuer) {
 				continue
 			}
-			seen[issuer] = true
-			h.observe(labelSet{"issuer": issuer, labelScope: scope}, age)
+			h.l.set("issuer", issuer)
+			h.l.set(labelScope, scope)
+			h.observe(age)
 		}
 	}
-	return h.family("user_identities_activity",
+	return h.family(
 		"Days since each user last created a root workflow in a scope, one observation per (user, identity issuer, scope), by issuer and scope.")
 }

@@ -4,7 +4,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kiln-build/kiln/internal/model"
-	"github.com/kiln-build/kiln/internal/store"
 )
 
 func init() { register("work_requests", workRequests) }
@@ -13,23 +12,22 @@ func init() { register("work_requests", workRequests) }
 // status. Only Worker tasks carry host_architecture and backend, the one
 // piece of task data that is public (it says which workers can run them);
 // the label is dropped for any other task type even if a row carried it.
-func workRequests(s *store.Snapshot) (*dto.MetricFamily, error) {
-	g := newGauges()
-	for _, t := range rows(s, "work_requests") {
-		l, ok, err := mapped(s, t, "task_type", "task_name", labelScope, "status", "host_architecture", "backend")
+func workRequests(b *build) (*dto.MetricFamily, error) {
+	g := b.gauges("work_requests", "task_type", "task_name", labelScope, "status", "host_architecture", "backend")
+	for _, t := range b.rows("work_requests") {
+		ok, err := g.fill(t)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
 			continue
 		}
-		if l["task_type"] != string(model.TaskWorker) {
-			delete(l, "host_architecture")
-			delete(l, "backend")
+		if g.l.get("task_type") != string(model.TaskWorker) {
+			g.l.drop("host_architecture")
+			g.l.drop("backend")
 		}
-		g.add(l, float64(t.Value))
+		g.add(float64(t.Value))
 	}
-	return g.family("work_requests",
-		"Number of work requests, by task_type, task_name, scope and status; "+
-			"Worker tasks also by host_architecture and backend from their task data."), nil
+	return g.family("Number of work requests, by task_type, task_name, scope and status; " +
+		"Worker tasks also by host_architecture and backend from their task data.")
 }

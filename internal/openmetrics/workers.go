@@ -53,10 +53,10 @@ func splitArchitectures(joined string) []string {
 // external worker, including those whose value dropped to 0: a label set
 // once reported keeps its labels, so the set of architecture labels is
 // stable as workers come and go.
-func workerArchitectures(s *store.Snapshot) map[string][]string {
+func workerArchitectures(totals []store.Total) map[string][]string {
 	byLabel := map[string][]string{}
-	for _, t := range rows(s, "workers") {
-		if t.Labels["worker_type"] != string(model.WorkerExternal) {
+	for _, t := range totals {
+		if t.Family != "workers" || t.Labels["worker_type"] != string(model.WorkerExternal) {
 			continue
 		}
 		for _, a := range splitArchitectures(t.Labels["architectures"]) {
@@ -86,29 +86,33 @@ func contains(list []string, s string) bool {
 // the combinations the running totals hold (workers that exist or existed),
 // never for every combination of architectures, which the reference
 // implementation multiplied out into 2^architectures series.
-func workers(s *store.Snapshot) (*dto.MetricFamily, error) {
-	archLabels := workerArchitectures(s)
-	g := newGauges()
-	for _, t := range rows(s, "workers") {
-		l, ok, err := mapped(s, t, "connected", "busy", "worker_type", labelPool)
+func workers(b *build) (*dto.MetricFamily, error) {
+	archLabels := workerArchitectures(b.rows("workers"))
+	names := []string{"connected", "busy", "worker_type", labelPool, "host_architecture"}
+	for name := range archLabels {
+		names = append(names, name)
+	}
+	g := b.gauges("workers", names...)
+	for _, t := range b.rows("workers") {
+		ok, err := g.fill(t)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
 			continue
 		}
-		if l["worker_type"] == string(model.WorkerExternal) {
-			l["host_architecture"] = t.Labels["host_architecture"]
+		g.l.drop("host_architecture")
+		if g.l.get("worker_type") == string(model.WorkerExternal) {
+			g.l.set("host_architecture", t.Labels["host_architecture"])
 			for name := range archLabels {
-				l[name] = "0"
+				g.l.set(name, "0")
 			}
 			for _, a := range splitArchitectures(t.Labels["architectures"]) {
-				l[ArchitectureLabel(a)] = "1"
+				g.l.set(ArchitectureLabel(a), "1")
 			}
 		}
-		g.add(l, float64(t.Value))
+		g.add(float64(t.Value))
 	}
-	return g.family("workers",
-		"Number of workers, by connected (1/0), busy (1/0), worker_type; pool workers by worker_pool; "+
-			"external workers by host_architecture and architecture_<arch> (1 if supported, else 0) for every architecture known to external workers."), nil
+	return g.family("Number of workers, by connected (1/0), busy (1/0), worker_type; pool workers by worker_pool; " +
+		"external workers by host_architecture and architecture_<arch> (1 if supported, else 0) for every architecture known to external workers.")
 }
