@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -37,11 +38,12 @@ const DefaultRefreshTimeout = time.Minute
 // Options configure the endpoint. The zero value is valid: no caching, no
 // scope restriction, the default logger and the wall clock.
 type Options struct {
-	// CacheTTL is how long the families built from one snapshot are
+	// CacheTTL is how long the responses encoded from one snapshot are
 	// served before the next scrape refreshes them; concurrent scrapes
 	// during a refresh wait for that one refresh instead of starting their
-	// own. 0 (or less) turns caching off: every scrape reads its own
-	// snapshot. Use DefaultCacheTTL for the server default.
+	// own. Cached responses carry an ETag. 0 (or less) turns caching off:
+	// every scrape reads its own snapshot. Use DefaultCacheTTL for the
+	// server default.
 	CacheTTL time.Duration
 
 	// ScopeOf tells, for a request, whether its credentials restrict it to
@@ -79,18 +81,25 @@ type Endpoint struct {
 	group  singleflight.Group
 	mu     sync.Mutex
 	cached *scrape
+	sizes  map[variant]int // body size of each variant at the last refresh
 
 	series *seriesCache
+	gzips  sync.Pool // *gzip.Writer
 }
 
 // scrape is everything derived from one snapshot; it is read-only once
-// built and shared by every response served from it.
+// built and shared by every response served from it, except for the
+// encoded responses, which it gains as scrapers ask for them.
 type scrape struct {
 	fetched  time.Time // Options.Now when the snapshot was read
 	taken    time.Time // the snapshot's own time
 	families []*dto.MetricFamily
 	scopes   map[int64]string
 	archs    map[string][]string // architecture label → architectures
+	etags    bool                // responses carry an ETag (caching is on)
+
+	mu        sync.Mutex
+	responses map[variant]*response
 }
 
 // New returns an Endpoint reading from src. Mount its ServeHTTP at
@@ -98,7 +107,7 @@ type scrape struct {
 // GET /api/1.0/service-status/.
 func New(src Source, opts Options) *Endpoint {
 	e := &Endpoint{src: src, ttl: opts.CacheTTL, timeout: opts.RefreshTimeout, scopeOf: opts.ScopeOf,
-		log: opts.Logger, now: opts.Now, series: newSeriesCache()}
+		log: opts.Logger, now: opts.Now, sizes: map[variant]int{}, series: newSeriesCache()}
 	if e.timeout <= 0 {
 		e.timeout = DefaultRefreshTimeout
 	}
@@ -128,33 +137,41 @@ func NewServiceStatusHandler(src Source, opts Options) http.Handler {
 // and HEAD, 401 when Options.ScopeOf rejects the credentials and 500 when
 // no snapshot can be read; a family that fails to build or encode is
 // logged and left out, never failing the scrape.
+//
+// The body of each format and scope restriction is encoded once per
+// refresh and shared by every scrape it answers, gzip-compressed once too
+// for the scrapers that accept it (Prometheus does); see response.go.
 func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	sc, scope, ok := e.prepare(w, r)
+	sc, res, ok := e.prepare(w, r)
 	if !ok {
 		return
 	}
-	fams := filterScope(sc.families, scope)
 	format := negotiate(r.Header)
+	v := variant{format: string(format), restriction: res}
+	resp := sc.response(v, func() []byte { return e.encodeMetrics(sc, format, v) })
+	e.write(w, r, resp, v.format)
+}
+
+// encodeMetrics encodes the families of sc that the variant's restriction
+// may see in format. A family that fails to encode is logged and left out.
+func (e *Endpoint) encodeMetrics(sc *scrape, format expfmt.Format, v variant) []byte {
 	var body bytes.Buffer
-	for _, mf := range fams {
-		var one bytes.Buffer
-		if err := expfmt.NewEncoder(&one, format).Encode(mf); err != nil {
+	body.Grow(e.sizeHint(v))
+	enc := expfmt.NewEncoder(&body, format)
+	for _, mf := range filterScope(sc.families, v.restriction) {
+		mark := body.Len()
+		if err := enc.Encode(mf); err != nil {
+			body.Truncate(mark)
 			e.log.Error("open-metrics: cannot encode family, leaving it out", "family", mf.GetName(), "error", err)
-			continue
 		}
-		body.Write(one.Bytes())
 	}
-	if format.FormatType() == expfmt.TypeOpenMetrics {
-		if _, err := expfmt.FinalizeOpenMetrics(&body); err != nil {
+	if closer, ok := enc.(expfmt.Closer); ok {
+		if err := closer.Close(); err != nil { // OpenMetrics: # EOF
 			e.log.Error("open-metrics: finalize", "error", err)
 		}
 	}
-	w.Header().Set("Content-Type", string(format))
-	w.Header().Set("Content-Length", strconv.Itoa(body.Len()))
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		w.Write(body.Bytes())
-	}
+	e.noteSize(v, body.Len())
+	return body.Bytes()
 }
 
 // negotiate picks the exposition format: OpenMetrics 1.0.0 when the
@@ -162,7 +179,33 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // 1.0.0 text for all of them), otherwise the text format 0.0.4, also when
 // the scraper would prefer protobuf, which SPEC §3 does not offer on this
 // endpoint. The escaping scheme the scraper asked for is kept.
+//
+// A scraper sends the same Accept header at every scrape, and parsing it
+// costs more than the rest of a cached answer, so the answers for the
+// first few distinct headers are remembered.
 func negotiate(h http.Header) expfmt.Format {
+	accept := h.Get("Accept")
+	if f, ok := negotiated.Load(accept); ok {
+		return f.(expfmt.Format)
+	}
+	f := negotiateAccept(h)
+	if negotiatedCount.Add(1) <= maxNegotiated {
+		negotiated.Store(accept, f)
+	}
+	return f
+}
+
+// negotiated maps Accept headers to formats, for at most maxNegotiated
+// headers (clients choose them, so they must not grow memory without
+// bound).
+var (
+	negotiated      sync.Map
+	negotiatedCount atomic.Int32
+)
+
+const maxNegotiated = 64
+
+func negotiateAccept(h http.Header) expfmt.Format {
 	f := expfmt.NegotiateIncludingOpenMetrics(h)
 	switch f.FormatType() {
 	case expfmt.TypeOpenMetrics:
@@ -212,7 +255,7 @@ func (e *Endpoint) prepare(w http.ResponseWriter, r *http.Request) (*scrape, res
 		res.name = sc.scopes[scopeID]
 	}
 	h := w.Header()
-	h.Set("Vary", "Accept, Authorization")
+	h.Set("Vary", "Accept, Accept-Encoding, Authorization")
 	if e.ttl > 0 {
 		// max-age counts from the snapshot, Age says how old it already
 		// is: a cache keeps it for max-age − Age more seconds (RFC 9111).
@@ -289,7 +332,7 @@ func (e *Endpoint) refresh(ctx context.Context) (*scrape, error) {
 		e.log.Error("open-metrics: some families failed and are left out", "error", err)
 	}
 	return &scrape{fetched: fetched, taken: snap.Taken, families: fams, scopes: snap.ScopeNames,
-		archs: workerArchitectures(snap.Totals)}, nil
+		archs: workerArchitectures(snap.Totals), etags: e.ttl > 0, responses: map[variant]*response{}}, nil
 }
 
 // filterScope keeps, with a restriction, only the series of the

@@ -106,26 +106,35 @@ type build struct {
 }
 
 // newBuild starts a refresh on cache (the caller holds cache.mu) and
-// indexes the snapshot's totals by family. The store returns them ordered
-// by family, so each family is a slice of the snapshot's own; any other
-// order is sorted into a copy.
+// indexes the snapshot's totals by family. The store returns them grouped
+// by family, so each family is a slice of the snapshot's own; totals in any
+// other order are sorted into a copy first.
 func newBuild(snap *store.Snapshot, cache *seriesCache) *build {
 	cache.gen++
 	b := &build{snap: snap, cache: cache, totals: map[string][]store.Total{}}
-	ts := snap.Totals
-	if !slices.IsSortedFunc(ts, func(a, b store.Total) int { return strings.Compare(a.Family, b.Family) }) {
-		ts = slices.Clone(ts)
+	if !b.group(snap.Totals) {
+		ts := slices.Clone(snap.Totals)
 		slices.SortStableFunc(ts, func(a, b store.Total) int { return strings.Compare(a.Family, b.Family) })
+		clear(b.totals)
+		b.group(ts)
 	}
+	return b
+}
+
+// group indexes ts by family if each family's totals are contiguous.
+func (b *build) group(ts []store.Total) bool {
 	for i := 0; i < len(ts); {
 		j := i + 1
 		for j < len(ts) && ts[j].Family == ts[i].Family {
 			j++
 		}
+		if _, seen := b.totals[ts[i].Family]; seen {
+			return false
+		}
 		b.totals[ts[i].Family] = ts[i:j:j]
 		i = j
 	}
-	return b
+	return true
 }
 
 // rows returns the running totals of one family. The order does not

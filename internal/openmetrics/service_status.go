@@ -3,7 +3,6 @@ package openmetrics
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -161,18 +160,14 @@ func (e *Endpoint) ServiceStatus() http.Handler {
 		if !ok {
 			return
 		}
-		body, err := json.MarshalIndent(statusOf(sc.taken, filterScope(sc.families, res), sc.archs), "", "  ")
-		if err != nil {
-			e.log.Error("service-status: encode", "error", err)
-			http.Error(w, "service status is unavailable", http.StatusInternalServerError)
-			return
-		}
-		body = append(body, '\n')
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		w.WriteHeader(http.StatusOK)
-		if r.Method != http.MethodHead {
-			w.Write(body)
-		}
+		resp := sc.response(variant{format: "application/json", restriction: res}, func() []byte {
+			body, err := json.MarshalIndent(statusOf(sc.taken, filterScope(sc.families, res), sc.archs), "", "  ")
+			if err != nil {
+				// only plain numbers, strings and maps of them: cannot happen
+				panic("service-status: " + err.Error())
+			}
+			return append(body, '\n')
+		})
+		e.write(w, r, resp, "application/json")
 	})
 }
