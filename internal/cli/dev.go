@@ -1,13 +1,20 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/bench"
+	"github.com/kiln-build/kiln/internal/openmetrics"
 	"github.com/kiln-build/kiln/internal/seed"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -19,7 +26,7 @@ func newDevCommand() *cobra.Command {
 		Use:   "dev",
 		Short: "Developer tools: seed a synthetic farm, benchmark scrapes",
 	}
-	cmd.AddCommand(newDevSeedCommand(), newDevBenchScrapeCommand())
+	cmd.AddCommand(newDevSeedCommand(), newDevBenchScrapeCommand(), newDevBenchScrapeLoadCommand(), newDevServeBytesCommand())
 	return cmd
 }
 
@@ -73,34 +80,121 @@ func newDevBenchScrapeCommand() *cobra.Command {
 	large := seed.Benchmark
 	small := seed.Benchmark
 	small.WorkRequests, small.Artifacts = 10_000, 10_000
-	var server string
-	var runs int
-	var reseed bool
+	cfg := bench.Config{Runs: 5}
 	cmd := &cobra.Command{
 		Use:   "bench-scrape",
-		Short: "Benchmark a scrape of the public metrics: running totals vs GROUP BY, small farm vs large farm",
-		Long: `Seed (once; reused on later runs) two farms on a PostgreSQL server that differ
-only in their number of work requests, artifacts and files, then time full
-scrapes of /api/1.0/open-metrics/ (caching off) from the running totals and
-with every total recomputed by GROUP BY. Prints a Markdown table of medians.`,
+		Short: "Benchmark an uncached scrape of the public metrics against the reference design's GROUP BY queries",
+		Long: `Seed (once; reused on later runs) two farms that differ only in their number
+of work requests, artifacts and files, on PostgreSQL (--postgres), SQLite
+(--sqlite-dir) or both, then time, interleaved, the reference design's four
+GROUP BY queries and full uncached scrapes of /api/1.0/open-metrics/ (snapshot,
+families, OpenMetrics encoding, through the real handler). Prints a Markdown
+table of medians with the ratio, the cost per series and the bytes allocated
+per scrape. --recount adds scrapes whose totals are all recomputed by the
+queries of 'kiln metrics recount'.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.Flags().StringVar(&server, "postgres", "", "postgres:// URL of a server where the benchmark may create databases (required)")
-	cmd.Flags().IntVar(&runs, "runs", 5, "scrapes per median")
-	cmd.Flags().BoolVar(&reseed, "reseed", false, "drop and refill the benchmark databases")
-	cmd.Flags().IntVar(&small.WorkRequests, "small-work-requests", small.WorkRequests, "work requests of the small farm")
-	cmd.Flags().IntVar(&small.Artifacts, "small-artifacts", small.Artifacts, "artifacts of the small farm")
-	cmd.Flags().IntVar(&large.WorkRequests, "large-work-requests", large.WorkRequests, "work requests of the large farm")
-	cmd.Flags().IntVar(&large.Artifacts, "large-artifacts", large.Artifacts, "artifacts of the large farm")
-	cmd.Flags().String("config", "", "TOML config file")
-	_ = cmd.MarkFlagRequired("postgres")
+	f := cmd.Flags()
+	f.StringVar(&cfg.Postgres, "postgres", "", "postgres:// URL of a server where the benchmark may create databases")
+	f.StringVar(&cfg.SQLiteDir, "sqlite-dir", "", "directory for the SQLite farms")
+	f.IntVar(&cfg.Runs, "runs", cfg.Runs, "interleaved runs per median")
+	f.BoolVar(&cfg.Recount, "recount", false, "also time scrapes that recount every total from the base tables")
+	f.BoolVar(&cfg.Reseed, "reseed", false, "drop and refill the benchmark databases")
+	f.IntVar(&small.WorkRequests, "small-work-requests", small.WorkRequests, "work requests of the small farm")
+	f.IntVar(&small.Artifacts, "small-artifacts", small.Artifacts, "artifacts of the small farm")
+	f.IntVar(&large.WorkRequests, "large-work-requests", large.WorkRequests, "work requests of the large farm")
+	f.IntVar(&large.Artifacts, "large-artifacts", large.Artifacts, "artifacts of the large farm")
+	f.String("config", "", "TOML config file")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		rs, err := bench.Run(cmd.Context(), bench.Config{Server: server, Small: small, Large: large, Runs: runs, Reseed: reseed,
-			Progress: seedProgress(cmd.OutOrStdout(), cmd.ErrOrStderr()), Log: cmd.ErrOrStderr()})
+		if cfg.Postgres == "" && cfg.SQLiteDir == "" {
+			return usageError{fmt.Errorf("give --postgres, --sqlite-dir or both")}
+		}
+		cfg.Small, cfg.Large = small, large
+		cfg.Progress, cfg.Log = seedProgress(cmd.OutOrStdout(), cmd.ErrOrStderr()), cmd.ErrOrStderr()
+		rs, err := bench.Run(cmd.Context(), cfg)
 		if err != nil {
 			return err
 		}
 		bench.Table(cmd.OutOrStdout(), rs)
+		return nil
+	}
+	return cmd
+}
+
+func newDevBenchScrapeLoadCommand() *cobra.Command {
+	cfg := bench.LoadConfig{CacheTTL: openmetrics.DefaultCacheTTL, Clients: []int{16, 64}, Scrapers: 500, Window: 3 * time.Second, Rounds: 5}
+	cmd := &cobra.Command{
+		Use:   "bench-scrape-load",
+		Short: "Benchmark cached scrapes of a real kiln server against a bare net/http handler serving the same bytes",
+		Long: `Start 'kiln server' on a seeded database (see 'kiln dev seed' and 'kiln dev
+bench-scrape', which keeps its farms as kiln_bench_* databases) and a bare
+net/http handler serving the very bytes the server answers (gzip when asked),
+each as its own process, then load them in turn, interleaved, with the same
+keep-alive clients asking as Prometheus does: requests per second at each
+--clients count with and without gzip, then latency and the server's
+resident memory under --scrapers concurrent scrapers. Prints Markdown tables
+of medians.`,
+		Args: cobra.NoArgs,
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Database, "database", "", "seeded database the server reads: postgres:// URL or SQLite file (required)")
+	f.DurationVar(&cfg.CacheTTL, "metrics-cache-ttl", cfg.CacheTTL, "the server's --metrics-cache-ttl")
+	f.IntSliceVar(&cfg.Clients, "clients", cfg.Clients, "concurrent clients whose throughput is compared")
+	f.IntVar(&cfg.Scrapers, "scrapers", cfg.Scrapers, "concurrent scrapers whose latency and the server's memory are measured (0: skip)")
+	f.DurationVar(&cfg.Window, "window", cfg.Window, "how long each side is loaded per round")
+	f.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "interleaved rounds per median")
+	f.StringVar(&cfg.Server, "server-binary", "", "kiln binary whose server is loaded (default: this one), to compare versions")
+	f.String("config", "", "TOML config file")
+	_ = cmd.MarkFlagRequired("database")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		bin, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg.Kiln, cfg.Log = bin, cmd.ErrOrStderr()
+		rows, err := bench.RunLoad(cmd.Context(), cfg)
+		if err != nil {
+			return err
+		}
+		bench.LoadTable(cmd.OutOrStdout(), rows)
+		return nil
+	}
+	return cmd
+}
+
+// newDevServeBytesCommand is the bare handler of bench-scrape-load, run as
+// its own process like the server it is compared with.
+func newDevServeBytesCommand() *cobra.Command {
+	var listen, dir string
+	cmd := &cobra.Command{
+		Use:    "serve-bytes",
+		Short:  "Serve fixed bytes with a bare net/http handler (bench-scrape-load's baseline)",
+		Args:   cobra.NoArgs,
+		Hidden: true,
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
+	cmd.Flags().StringVar(&dir, "dir", "", "directory holding the files plain, gzip and content-type")
+	cmd.Flags().String("config", "", "TOML config file")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		h, err := bench.LoadServeBytes(dir)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "serving on http://%s\n", ln.Addr())
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		go func() {
+			<-ctx.Done()
+			srv.Close()
+		}()
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 		return nil
 	}
 	return cmd
