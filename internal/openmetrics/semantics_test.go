@@ -165,6 +165,40 @@ func TestReferenceMistakes(t *testing.T) {
 				t.Errorf("workers: %v, want 0", got)
 			}
 		}},
+		{"a histogram label set that once had observations keeps reporting, empty", func(t *testing.T, f *farm) {
+			debian := f.scope("debian")
+			ws := f.workspace(debian, "main", true, 0)
+			alice := f.user("alice", map[string]string{"salsa.debian.org": "a1", "gitlab.com": "a2"})
+			wf := f.submit(model.TaskWorkflow, "sbuild", ws, &alice, nil, nil)
+			var salsa int64
+			f.must(f.s.DB().QueryRowContext(f.ctx, "SELECT id FROM identities WHERE issuer = 'salsa.debian.org'").Scan(&salsa))
+			f.must(f.s.Identities().Delete(f.ctx, salsa, nil))
+			fams := gather(t, f.s)
+			if n, sum, buckets := histOf(t, fams["user_identities_activity"], map[string]string{"issuer": "salsa.debian.org", "scope": "debian"}); n != 0 || sum != 0 || buckets[1] != 0 {
+				t.Errorf("deleted identity's series: count %d, sum %v, le=1 %d; want an empty histogram", n, sum, buckets[1])
+			}
+			if n, _, _ := histOf(t, fams["user_identities_activity"], map[string]string{"issuer": "gitlab.com", "scope": "debian"}); n != 1 {
+				t.Errorf("remaining identity: count %d, want 1", n)
+			}
+			// the user goes too (a user who created work requests cannot be
+			// deleted: the workflow goes first)
+			_, err := f.s.AbortWorkRequest(f.ctx, wf, "test", nil)
+			f.must(err)
+			f.must(f.s.WorkRequests().Delete(f.ctx, wf, nil))
+			f.must(f.s.Users().Delete(f.ctx, alice, nil))
+			fams = gather(t, f.s)
+			if n, _, _ := histOf(t, fams["user_activity"], map[string]string{"scope": "debian"}); n != 0 {
+				t.Errorf("user_activity of a scope without users: count %d, want an empty histogram", n)
+			}
+			for _, issuer := range []string{"salsa.debian.org", "gitlab.com"} {
+				if n, _, _ := histOf(t, fams["user_identities_activity"], map[string]string{"issuer": issuer, "scope": "debian"}); n != 0 {
+					t.Errorf("%s after the user went: count %d, want an empty histogram", issuer, n)
+				}
+			}
+			if diffs, err := f.s.CheckTotals(f.ctx); err != nil || len(diffs) != 0 {
+				t.Errorf("recount: %v %v", diffs, err)
+			}
+		}},
 		{"no cartesian zero-fill of workers", func(t *testing.T, f *farm) {
 			archs := []string{"amd64", "i386", "arm64", "armhf", "hurd-i386", "riscv64"}
 			for i, a := range archs {

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/kiln-build/kiln/internal/store"
 )
 
 func init() { register("user_activity", userActivity) }
@@ -19,9 +21,17 @@ const day = 24 * time.Hour
 // the user's most recent root workflow in that scope: how many people are
 // still active where. The store keeps only the latest time per pair, so a
 // user who started many workflows counts once, by the newest; the internal
-// system user is not in the snapshot.
+// system user is not in the snapshot. A scope that once had activity keeps
+// its series, an empty histogram once its users are gone, as gauges keep
+// reporting 0.
 func userActivity(b *build) (*dto.MetricFamily, error) {
 	h := b.histograms("user_activity", activityBuckets, labelScope)
+	for _, ls := range b.snap.ActivitySeries {
+		if scope, ok := b.snap.ScopeNames[ls.ScopeID]; ok && ls.Family == store.UserActivityFamily {
+			h.l.set(labelScope, scope)
+			h.series() // reported, empty if nobody is left
+		}
+	}
 	for _, a := range b.snap.Activity {
 		scope, ok := b.snap.ScopeNames[a.ScopeID]
 		if !ok {

@@ -238,8 +238,9 @@ func (d Difference) String() string {
 }
 
 // CheckTotals compares the running totals (and each file store's
-// total_size) with a recount and returns every difference. A label set kept
-// at 0 that the recount no longer sees is not a difference.
+// total_size, and the user activity the activity histograms read: see
+// checkActivity) with a recount and returns every difference. A label set
+// kept at 0 that the recount no longer sees is not a difference.
 func (s *SQL) CheckTotals(ctx context.Context) ([]Difference, error) {
 	var diffs []Difference
 	err := s.readTx(ctx, func(t *tx) error {
@@ -294,6 +295,11 @@ func (s *SQL) checkTotals(ctx context.Context, t *tx) ([]Difference, error) {
 	}); err != nil {
 		return nil, err
 	}
+	activity, err := s.checkActivity(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	diffs = append(diffs, activity...)
 	sort.Slice(diffs, func(i, j int) bool { return diffs[i].String() < diffs[j].String() })
 	return diffs, nil
 }
@@ -315,6 +321,12 @@ func (s *SQL) FixTotals(ctx context.Context) ([]Difference, error) {
 			return err
 		}
 		for _, d := range diffs {
+			if fixed, err := t.fixActivity(ctx, d); fixed || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			if d.Family == "file_stores.total_size" {
 				if _, err := t.exec(ctx, "UPDATE file_stores SET total_size = $1 WHERE name = $2", d.Counted, d.Labels["name"]); err != nil {
 					return err

@@ -58,8 +58,15 @@ func scopeDef() *tableDef[model.Scope] {
 					return err
 				}
 			}
-			_, err := t.exec(ctx, "DELETE FROM user_scope_activity WHERE scope_id = $1", o.ID)
-			return err
+			for _, q := range []string{
+				"DELETE FROM user_scope_activity WHERE scope_id = $1",
+				"DELETE FROM activity_series WHERE scope_id = $1",
+			} {
+				if _, err := t.exec(ctx, q, o.ID); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 }

@@ -33,6 +33,9 @@ type Snapshot struct {
 	// TokenLastSeen holds, per enabled token, when it was last used (nil:
 	// never).
 	TokenLastSeen []*time.Time
+	// ActivitySeries are the label sets the user-activity histograms ever
+	// had (activity.go): each is reported, empty when no Activity is left.
+	ActivitySeries []ActivitySeries
 }
 
 // FileStoreSize is the public part of a file store.
@@ -97,6 +100,10 @@ func (s *SQL) Snapshot(ctx context.Context) (*Snapshot, error) {
 			snap.FileStores = append(snap.FileStores, f)
 			return err
 		}); err != nil {
+			return err
+		}
+		var err error
+		if snap.ActivitySeries, err = t.activitySeries(ctx); err != nil {
 			return err
 		}
 		issuers := map[int64][]string{}

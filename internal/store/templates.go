@@ -175,11 +175,14 @@ func (s *SQL) StopPoolInstance(ctx context.Context, workerID int64) error {
 }
 
 // recordWorkflowActivity notes that a user created a root workflow in a
-// scope now, for the user-activity histograms.
+// scope now, for the user-activity histograms, which remember its label
+// sets (activity.go).
 func (t *tx) recordWorkflowActivity(ctx context.Context, userID, scopeID, at int64) error {
-	_, err := t.exec(ctx, `INSERT INTO user_scope_activity (user_id, scope_id, last_workflow_at) VALUES ($1, $2, $3)
+	if _, err := t.exec(ctx, `INSERT INTO user_scope_activity (user_id, scope_id, last_workflow_at) VALUES ($1, $2, $3)
 		ON CONFLICT (user_id, scope_id) DO UPDATE SET last_workflow_at =
 		CASE WHEN excluded.last_workflow_at > user_scope_activity.last_workflow_at THEN excluded.last_workflow_at ELSE user_scope_activity.last_workflow_at END`,
-		userID, scopeID, at)
-	return err
+		userID, scopeID, at); err != nil {
+		return err
+	}
+	return t.rememberActivity(ctx, userID, scopeID)
 }

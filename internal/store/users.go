@@ -197,5 +197,11 @@ func identityDef() *tableDef[model.Identity] {
 			}
 			return []contribution{{identityKey(active, o.Issuer), 1}}, nil
 		},
+		afterWrite: func(ctx context.Context, t *tx, old, o *model.Identity) error {
+			if o == nil || (old != nil && old.UserID == o.UserID && old.Issuer == o.Issuer) {
+				return nil
+			}
+			return t.rememberIdentity(ctx, o.UserID, o.Issuer)
+		},
 	}
 }
