@@ -43,10 +43,11 @@ func newMetricsRecountCommand() *cobra.Command {
 		Short: "Recount every metric from the base tables and report differences from the running totals",
 		Long: `Recount every figure of the public metrics endpoint from the base tables with
 plain GROUP BY queries (what a scrape would cost without running totals) and
-compare it with the running totals the server keeps; also check that every
-label set of the activity histograms is remembered (so it reports an empty
-histogram rather than vanishing when its last user or identity goes). Prints
-each difference
+compare it with the running totals the server keeps; also check that each
+user's activity per scope (what user_activity observes) is no older than
+their newest root workflow there, and that every label set of the activity
+histograms is remembered (so it reports an empty histogram rather than
+vanishing when its last user or identity goes). Prints each difference
 and exits non-zero when there is any; --fix rewrites the differing totals
 in one transaction.`,
 		Args: cobra.NoArgs,

@@ -78,13 +78,34 @@ const (
 	// activity_series lacks a label set that the activity rows give (Kept
 	// 0, Counted 1).
 	missingActivitySeries = "activity_series"
+	// a user's activity in a scope is missing (Kept 0) or older than the
+	// newest root workflow the user created there (Counted, microseconds).
+	staleActivity = "user_scope_activity.last_workflow_at"
 )
 
 // checkActivity compares what the user-activity histograms read with the
-// base tables, for `kiln metrics recount`: every label set the activity
-// rows give must be remembered.
+// base tables, for `kiln metrics recount`: every (user, scope) with a root
+// workflow must have its activity row, no older than that workflow (a
+// newer row is right: the workflow it records may have been deleted since),
+// and every label set the activity rows give must be remembered.
 func (s *SQL) checkActivity(ctx context.Context, t *tx) ([]Difference, error) {
 	var diffs []Difference
+	if err := t.each(ctx, `SELECT r.created_by, w.scope_id, MAX(r.created_at), COALESCE(MAX(a.last_workflow_at), 0)
+		FROM work_requests r JOIN workspaces w ON w.id = r.workspace_id
+		LEFT JOIN user_scope_activity a ON a.user_id = r.created_by AND a.scope_id = w.scope_id
+		WHERE r.task_type = 'Workflow' AND r.parent_id IS NULL AND r.created_by IS NOT NULL
+		GROUP BY r.created_by, w.scope_id`, nil, func(r *sql.Rows) error {
+		var user, scope, newest, kept int64
+		if err := r.Scan(&user, &scope, &newest, &kept); err != nil {
+			return err
+		}
+		if kept < newest {
+			diffs = append(diffs, Difference{staleActivity, Labels{"user_id": itoa(user), "scope_id": itoa(scope)}, kept, newest})
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
 	err := t.each(ctx, `SELECT c.family, c.scope_id, c.issuer FROM (`+currentActivitySeries+`) c
 		LEFT JOIN activity_series s ON s.family = c.family AND s.scope_id = c.scope_id AND s.issuer = c.issuer
 		WHERE s.family IS NULL`, nil, func(r *sql.Rows) error {
@@ -102,6 +123,13 @@ func (s *SQL) checkActivity(ctx context.Context, t *tx) ([]Difference, error) {
 // for a difference of another kind.
 func (t *tx) fixActivity(ctx context.Context, d Difference) (bool, error) {
 	switch d.Family {
+	case staleActivity:
+		user, errUser := strconv.ParseInt(d.Labels["user_id"], 10, 64)
+		scope, errScope := strconv.ParseInt(d.Labels["scope_id"], 10, 64)
+		if errUser != nil || errScope != nil {
+			return true, invalid("labels", "bad difference %s", d)
+		}
+		return true, t.recordWorkflowActivity(ctx, user, scope, d.Counted)
 	case missingActivitySeries:
 		scope, err := strconv.ParseInt(d.Labels["scope_id"], 10, 64)
 		if err != nil {

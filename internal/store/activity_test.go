@@ -70,6 +70,8 @@ func TestActivitySeries(t *testing.T) {
 
 		for _, damage := range []struct{ sql, want string }{
 			{"DELETE FROM activity_series WHERE issuer = 'gitlab.com'", `activity_series{"family":"user_identities_activity","issuer":"gitlab.com"`},
+			{"UPDATE user_scope_activity SET last_workflow_at = 5", "user_scope_activity.last_workflow_at"},
+			{"DELETE FROM user_scope_activity", "user_scope_activity.last_workflow_at"},
 		} {
 			if _, err := s.db.ExecContext(ctx, damage.sql); err != nil {
 				t.Fatal(err)
@@ -85,6 +87,12 @@ func TestActivitySeries(t *testing.T) {
 				t.Fatalf("after fixing %s: %v %v", damage.sql, diffs, err)
 			}
 		}
+		snap, err = s.Snapshot(ctx)
+		must(err)
+		if len(snap.Activity) != 1 || !snap.Activity[0].LastWorkflowAt.After(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("repaired activity %+v", snap.Activity)
+		}
+
 		// the label sets of a database that predates them are filled in
 		// by the migration
 		if _, err := s.db.ExecContext(ctx, "DELETE FROM activity_series"); err != nil {
