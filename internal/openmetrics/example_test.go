@@ -49,6 +49,10 @@ func ExampleNewHandler() {
 	fmt.Print(rec.Body)
 	// Output:
 	// application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores
+	// # HELP external_workers_by_architecture Number of external workers that support each architecture, by architecture, connected (1/0) and busy (1/0); a worker counts under every architecture it supports. Unlike the architecture_<arch> labels of workers, a new architecture adds series without changing the others.
+	// # TYPE external_workers_by_architecture gauge
+	// external_workers_by_architecture{architecture="amd64",busy="1",connected="1"} 1.0
+	// external_workers_by_architecture{architecture="i386",busy="1",connected="1"} 1.0
 	// # HELP tokens_last_seen Seconds since each enabled token was last used (to the minute); tokens never used are not observed.
 	// # TYPE tokens_last_seen histogram
 	// tokens_last_seen_bucket{le="60.0"} 0

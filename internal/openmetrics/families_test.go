@@ -2,6 +2,7 @@ package openmetrics
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -181,6 +182,21 @@ workers{busy="0",connected="1",worker_type="server"} 1`,
 			name: "workers: an external worker without architectures", family: "workers",
 			snap: snapshot(tot("workers", 1, "connected", "0", "busy", "0", "worker_type", "external", "architectures", "", "host_architecture", "")),
 			want: `workers{busy="0",connected="0",host_architecture="",worker_type="external"} 1`,
+		},
+		{
+			name: "external_workers_by_architecture: once per supported architecture, names as values, no other worker type", family: "external_workers_by_architecture",
+			snap: snapshot(
+				tot("workers", 2, "connected", "1", "busy", "0", "worker_type", "external", "architectures", "amd64,hurd-i386", "host_architecture", "amd64"),
+				tot("workers", 1, "connected", "1", "busy", "1", "worker_type", "external", "architectures", "amd64", "host_architecture", "amd64", "worker_pool_id", "7"),
+				tot("workers", 1, "connected", "1", "busy", "0", "worker_type", "external", "architectures", "amd64", "host_architecture", "amd64", "worker_pool_id", "7"),
+				tot("workers", 0, "connected", "0", "busy", "0", "worker_type", "external", "architectures", "s390x", "host_architecture", "s390x"),
+				tot("workers", 1, "connected", "1", "busy", "0", "worker_type", "external", "architectures", "", "host_architecture", ""),
+				tot("workers", 1, "connected", "1", "busy", "0", "worker_type", "server"),
+			),
+			want: `external_workers_by_architecture{architecture="amd64",busy="0",connected="1"} 3
+external_workers_by_architecture{architecture="amd64",busy="1",connected="1"} 1
+external_workers_by_architecture{architecture="hurd-i386",busy="0",connected="1"} 2
+external_workers_by_architecture{architecture="s390x",busy="0",connected="0"} 0`,
 		},
 		{
 			name: "worker_pool_runtime by pool name", family: "worker_pool_runtime",
@@ -427,6 +443,36 @@ func TestArchitectureLabel(t *testing.T) {
 	} {
 		if got := ArchitectureLabel(arch); got != want {
 			t.Errorf("ArchitectureLabel(%q) = %q, want %q", arch, got, want)
+		}
+	}
+}
+
+// TestNewArchitecture: the first worker of a new architecture renames
+// every external-worker series of workers (a new architecture_<a> label,
+// as SPEC §3 specifies) but only adds series to
+// external_workers_by_architecture, whose other series keep their labels.
+func TestNewArchitecture(t *testing.T) {
+	before := []store.Total{
+		tot("workers", 1, "connected", "1", "busy", "0", "worker_type", "external", "architectures", "amd64", "host_architecture", "amd64"),
+		tot("workers", 1, "connected", "1", "busy", "1", "worker_type", "external", "architectures", "amd64,i386", "host_architecture", "amd64"),
+	}
+	after := append(slices.Clone(before),
+		tot("workers", 1, "connected", "1", "busy", "0", "worker_type", "external", "architectures", "riscv64", "host_architecture", "riscv64"))
+	series := func(family string, totals []store.Total) []string {
+		out, err := samples(t, family, snapshot(totals...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Split(out, "\n")
+	}
+	for _, s := range series("external_workers_by_architecture", before) {
+		if !slices.Contains(series("external_workers_by_architecture", after), s) {
+			t.Errorf("external_workers_by_architecture: %s changed with a new architecture", s)
+		}
+	}
+	for _, s := range series("workers", before) {
+		if slices.Contains(series("workers", after), s) {
+			t.Errorf("workers: %s did not change; the test no longer shows what the companion family is for", s)
 		}
 	}
 }

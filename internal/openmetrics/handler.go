@@ -95,8 +95,7 @@ type scrape struct {
 	taken    time.Time // the snapshot's own time
 	families []*dto.MetricFamily
 	scopes   map[int64]string
-	archs    map[string][]string // architecture label → architectures
-	etags    bool                // responses carry an ETag (caching is on)
+	etags    bool // responses carry an ETag (caching is on)
 
 	mu        sync.Mutex
 	responses map[variant]*response
@@ -332,7 +331,7 @@ func (e *Endpoint) refresh(ctx context.Context) (*scrape, error) {
 		e.log.Error("open-metrics: some families failed and are left out", "error", err)
 	}
 	return &scrape{fetched: fetched, taken: snap.Taken, families: fams, scopes: snap.ScopeNames,
-		archs: workerArchitectures(snap.Totals), etags: e.ttl > 0, responses: map[variant]*response{}}, nil
+		etags: e.ttl > 0, responses: map[variant]*response{}}, nil
 }
 
 // filterScope keeps, with a restriction, only the series of the

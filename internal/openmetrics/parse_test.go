@@ -44,7 +44,7 @@ func TestParseBack(t *testing.T) {
 	wantTypes := map[string]string{
 		"artifacts": "gauge", "assets": "gauge", "collections": "gauge", "file_store_size": "gauge",
 		"file_store_max_size": "gauge", "groups": "gauge", "tokens": "gauge", "users": "gauge",
-		"user_identities": "gauge", "work_requests": "gauge", "workers": "gauge", "worker_pool_runtime": "gauge",
+		"user_identities": "gauge", "work_requests": "gauge", "workers": "gauge", "external_workers_by_architecture": "gauge", "worker_pool_runtime": "gauge",
 		"workflow_templates": "gauge", "workspaces": "gauge", "artifact_file_size": "gauge",
 		"user_activity": "histogram", "user_identities_activity": "histogram", "task_execution_times": "histogram",
 		"artifact_file_counts": "histogram", "artifact_file_sizes": "histogram", "collection_sizes": "histogram",

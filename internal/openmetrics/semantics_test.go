@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/testdb"
@@ -364,13 +366,14 @@ func checkStatusAgrees(t *testing.T, st *ServiceStatus, ex exposition) {
 		pending["status"], running["status"] = "pending", "running"
 		return TaskCounts{Pending: int64(sum(wr, pending)), Running: int64(sum(wr, running))}
 	}
-	workerCounts := func(match map[string]string) WorkerCounts {
+	workerCountsOf := func(workers *dto.MetricFamily, match map[string]string) WorkerCounts {
 		with := func(k, v string) map[string]string { m := copyLabels(match); m[k] = v; return m }
 		idle := with("connected", "1")
 		idle["busy"] = "0"
 		return WorkerCounts{Registered: int64(sum(workers, match)), Connected: int64(sum(workers, with("connected", "1"))),
 			Idle: int64(sum(workers, idle)), Busy: int64(sum(workers, with("busy", "1")))}
 	}
+	workerCounts := func(match map[string]string) WorkerCounts { return workerCountsOf(workers, match) }
 	for tt, got := range st.Tasks {
 		if want := tasks(map[string]string{"task_type": tt}); got != want {
 			t.Errorf("tasks[%s] = %+v, metrics say %+v", tt, got, want)
@@ -388,7 +391,18 @@ func checkStatusAgrees(t *testing.T, st *ServiceStatus, ex exposition) {
 	}
 	for arch, got := range st.WorkersByArchitecture {
 		if want := workerCounts(map[string]string{"worker_type": "external", ArchitectureLabel(arch): "1"}); got != want {
-			t.Errorf("workers_by_architecture[%s] = %+v, metrics say %+v", arch, got, want)
+			t.Errorf("workers_by_architecture[%s] = %+v, workers says %+v", arch, got, want)
+		}
+		byArch := ex.fams["external_workers_by_architecture"]
+		if want := workerCountsOf(byArch, map[string]string{"architecture": arch}); got != want {
+			t.Errorf("workers_by_architecture[%s] = %+v, external_workers_by_architecture says %+v", arch, got, want)
+		}
+	}
+	if byArch := ex.fams["external_workers_by_architecture"]; byArch != nil {
+		for _, m := range byArch.Metric {
+			if a := labelMap(m)["architecture"]; st.WorkersByArchitecture[a] == (WorkerCounts{}) && m.GetGauge().GetValue() != 0 {
+				t.Errorf("architecture %q missing from workers_by_architecture", a)
+			}
 		}
 	}
 	for arch, got := range st.WorkersByHostArchitecture {

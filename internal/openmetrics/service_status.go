@@ -3,7 +3,6 @@ package openmetrics
 import (
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -14,7 +13,8 @@ import (
 
 // ServiceStatus is the body of GET /api/1.0/service-status/: the queue and
 // worker figures scripts ask for most, as JSON. Every number is a sum over
-// series of the work_requests and workers families of the same snapshot,
+// series of the work_requests, workers and external_workers_by_architecture
+// families of the same snapshot,
 // so it always agrees with what the open-metrics endpoint reports at the
 // same time; like the metrics, it carries no private data.
 type ServiceStatus struct {
@@ -31,9 +31,8 @@ type ServiceStatus struct {
 	Workers map[string]WorkerCounts `json:"workers"`
 	// WorkersByArchitecture holds external workers by each architecture
 	// they support (a worker counts once under each of its
-	// architectures). Architectures whose label names collide (see
-	// ArchitectureLabel) cannot be told apart in the metrics and get the
-	// same figures.
+	// architectures), as the external_workers_by_architecture family
+	// reports them.
 	WorkersByArchitecture map[string]WorkerCounts `json:"workers_by_architecture"`
 	// WorkersByHostArchitecture holds external workers by their host
 	// architecture.
@@ -66,12 +65,11 @@ func StatusOf(snap *store.Snapshot) (*ServiceStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	return statusOf(snap.Taken, fams, workerArchitectures(snap.Totals)), nil
+	return statusOf(snap.Taken, fams), nil
 }
 
-// statusOf sums the work_requests and workers series of fams. archs maps
-// architecture label names back to architecture names.
-func statusOf(taken time.Time, fams []*dto.MetricFamily, archs map[string][]string) *ServiceStatus {
+// statusOf sums the series of fams.
+func statusOf(taken time.Time, fams []*dto.MetricFamily) *ServiceStatus {
 	st := &ServiceStatus{
 		SnapshotAt: taken.UTC(), Tasks: map[string]TaskCounts{}, WorkerTasksByArchitecture: map[string]TaskCounts{},
 		Workers: map[string]WorkerCounts{}, WorkersByArchitecture: map[string]WorkerCounts{},
@@ -99,17 +97,14 @@ func statusOf(taken time.Time, fams []*dto.MetricFamily, archs map[string][]stri
 				l := labelMap(m)
 				n := int64(m.GetGauge().GetValue())
 				addWorkers(st.Workers, l["worker_type"], l, n)
-				if l["worker_type"] != string(model.WorkerExternal) {
-					continue
+				if l["worker_type"] == string(model.WorkerExternal) {
+					addWorkers(st.WorkersByHostArchitecture, l["host_architecture"], l, n)
 				}
-				addWorkers(st.WorkersByHostArchitecture, l["host_architecture"], l, n)
-				for name, v := range l {
-					if v == "1" && strings.HasPrefix(name, "architecture_") {
-						for _, a := range archs[name] {
-							addWorkers(st.WorkersByArchitecture, a, l, n)
-						}
-					}
-				}
+			}
+		case "external_workers_by_architecture":
+			for _, m := range mf.Metric {
+				l := labelMap(m)
+				addWorkers(st.WorkersByArchitecture, l["architecture"], l, int64(m.GetGauge().GetValue()))
 			}
 		}
 	}
@@ -161,7 +156,7 @@ func (e *Endpoint) ServiceStatus() http.Handler {
 			return
 		}
 		resp := sc.response(variant{format: "application/json", restriction: res}, func() []byte {
-			body, err := json.MarshalIndent(statusOf(sc.taken, filterScope(sc.families, res), sc.archs), "", "  ")
+			body, err := json.MarshalIndent(statusOf(sc.taken, filterScope(sc.families, res)), "", "  ")
 			if err != nil {
 				// only plain numbers, strings and maps of them: cannot happen
 				panic("service-status: " + err.Error())
