@@ -17,7 +17,9 @@ func init() { register("workers", workers) }
 // followed by arch lower-cased, with every character other than a–z, 0–9
 // and _ replaced by _. So "amd64" gives architecture_amd64 and "hurd-i386"
 // gives architecture_hurd_i386. The mapping is needed because Debian
-// architecture names may contain "-", which label names may not.
+// architecture names may contain "-", which label names may not. Users
+// find it in docs/open-metrics.md, whose table a test keeps true; the
+// external_workers_by_architecture family needs no mapping.
 //
 // Two architectures can map to the same label ("arm-64" and "ARM_64"); they
 // then share it: its value is 1 when the worker supports either, and
