@@ -7,21 +7,31 @@
 // the same bytes uploaded twice, by two artifacts or by a retried upload,
 // land at the same place, and a file is only ever visible under its name
 // once it has been checked completely. Backends therefore never expose a
-// half-written file: Put streams into a temporary object, checks the size and
-// the hash while it streams, and only then publishes the result under its
-// hash.
+// half-written file: Put streams into something invisible (a temporary
+// file for Local, a multipart upload or a request not yet sent for S3),
+// checks the size and the hash while it streams, and only then publishes
+// the result under its hash. What an interrupted upload leaves behind when
+// its process is killed is invisible, and Sweep removes it once it is old.
 //
-// Backends are chosen per file store (model.FileStore.Backend). Local is
-// implemented here; an S3 backend implements the same interface later
-// without any change to the API or the store.
+// Backends are chosen per file store (model.FileStore.Backend): Local (a
+// directory, local.go) and S3 (a bucket of any S3-compatible object store,
+// s3.go, over Bucket in bucket.go). Configurations are decoded strictly
+// (config.go): an unknown key, a value of the wrong type and anything that
+// looks like a secret are refused with a *ConfigError naming the key, since
+// kiln stores no credentials (s3creds.go says where S3 keys come from).
+// Probe checks that a configured store can be written, and fails with a
+// *ProbeError naming the key to fix.
+//
+// Which blobs may be deleted, and when, is not decided here: see package
+// blobs, which coordinates uploads and deletions across server replicas.
 package filestore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"regexp"
 
 	"github.com/kiln-build/kiln/internal/model"
@@ -44,6 +54,24 @@ type Backend interface {
 	Delete(ctx context.Context, sha256 string) error
 	// Exists reports whether content is stored under sha256.
 	Exists(ctx context.Context, sha256 string) (bool, error)
+	// Probe checks that content can be written, read and deleted, by
+	// doing so with a small file, and fails with a *ProbeError naming the
+	// configuration key to fix.
+	Probe(ctx context.Context) error
+	// Sweep removes what uploads interrupted by a killed process left
+	// behind (invisible, but taking space), once it is old enough that no
+	// upload under way can own it, and says how much it removed. Several
+	// processes may sweep one store at once.
+	Sweep(ctx context.Context) (int, error)
+}
+
+// Redirector is implemented by backends that can let a client download
+// content from the backend itself rather than through kiln.
+type Redirector interface {
+	// DownloadURL returns a URL that serves the content (with this file
+	// name and Content-Type) for a limited time without credentials, or
+	// nil when the store is not configured for it.
+	DownloadURL(ctx context.Context, sha256, filename, contentType string) (*url.URL, error)
 }
 
 // ErrNotFound is wrapped by Open for content that is not stored.
@@ -73,27 +101,16 @@ var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // backends accept as an address (it is used in paths and object keys).
 func ValidSHA256(s string) bool { return sha256Pattern.MatchString(s) }
 
-// LocalConfig is the configuration of a Local file store, as stored in
-// model.FileStore.Configuration.
-type LocalConfig struct {
-	// BaseDirectory is where content lives; it must be absolute.
-	BaseDirectory string `json:"base_directory"`
-}
-
-// Open returns the backend of a file store. Backends hold no connections
-// worth pooling yet, so opening one per request is cheap; callers may cache
-// them by store id all the same.
-func Open(fs *model.FileStore) (Backend, error) {
+// Open returns the backend of a file store, after checking its
+// configuration (a *ConfigError names the key that is wrong). S3 backends
+// hold a pool of connections: open one per store and configuration, and
+// keep it (package blobs does).
+func Open(fs *model.FileStore, opts ...BucketOption) (Backend, error) {
 	switch fs.Backend {
 	case model.BackendLocal:
-		var c LocalConfig
-		if len(fs.Configuration) > 0 {
-			if err := json.Unmarshal(fs.Configuration, &c); err != nil {
-				return nil, fmt.Errorf("file store %q: configuration: %w", fs.Name, err)
-			}
-		}
-		if c.BaseDirectory == "" {
-			return nil, fmt.Errorf("file store %q: configuration needs a base_directory", fs.Name)
+		c, err := ParseLocalConfig(fs.Configuration)
+		if err != nil {
+			return nil, fmt.Errorf("file store %q: configuration: %w", fs.Name, err)
 		}
 		l, err := NewLocal(c.BaseDirectory)
 		if err != nil {
@@ -101,7 +118,15 @@ func Open(fs *model.FileStore) (Backend, error) {
 		}
 		return l, nil
 	case model.BackendS3:
-		return nil, fmt.Errorf("file store %q: the S3 backend is not implemented yet", fs.Name)
+		c, err := ParseS3Config(fs.Configuration)
+		if err != nil {
+			return nil, fmt.Errorf("file store %q: configuration: %w", fs.Name, err)
+		}
+		b, err := NewS3(*c, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("file store %q: configuration: %w", fs.Name, err)
+		}
+		return b, nil
 	}
 	return nil, fmt.Errorf("file store %q: unknown backend %q", fs.Name, fs.Backend)
 }

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Local keeps content in a directory tree: <base>/ab/cd/<sha256>, with two
@@ -139,4 +140,58 @@ func (l *Local) Exists(_ context.Context, sha string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// Probe writes, reads back and removes a small file in the store's
+// directory, where uploads write theirs.
+func (l *Local) Probe(_ context.Context) error {
+	fail := func(step string, err error) error {
+		return &ProbeError{Field: "base_directory", Message: fmt.Sprintf("kiln could not %s a test file in %s: %v", step, l.base, err)}
+	}
+	f, err := os.CreateTemp(filepath.Join(l.base, ".tmp"), "probe-*")
+	if err != nil {
+		return fail("write", err)
+	}
+	defer os.Remove(f.Name())
+	body := []byte("kiln checks that it may write here; this file is deleted at once\n")
+	_, err = f.Write(body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fail("write", err)
+	}
+	if b, err := os.ReadFile(f.Name()); err != nil || len(b) != len(body) {
+		return fail("read back", fmt.Errorf("%d bytes read: %v", len(b), err))
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		return fail("delete", err)
+	}
+	return nil
+}
+
+// LocalAbandonedAge is how long a temporary upload file stays unchanged
+// before Sweep counts its upload as abandoned: an upload under way writes
+// to its file all the time.
+const LocalAbandonedAge = 24 * time.Hour
+
+// Sweep removes temporary upload files that have not changed for
+// LocalAbandonedAge: those of a server killed in the middle of an upload.
+func (l *Local) Sweep(_ context.Context) (int, error) {
+	dir := filepath.Join(l.base, ".tmp")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("local file store: %w", err)
+	}
+	removed := 0
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || time.Since(info.ModTime()) < LocalAbandonedAge {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+			removed++
+		}
+	}
+	return removed, nil
 }
