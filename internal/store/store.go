@@ -131,6 +131,11 @@ type Store interface {
 	CheckCapacity(ctx context.Context, storeID int64, sha string, size int64) error
 	AttachFile(ctx context.Context, artifactID int64, filePath string, storeID int64, v *Viewer) error
 	BlobReferenced(ctx context.Context, storeID int64, sha string) (bool, error)
+	// Claims on content across processes (blobclaims.go).
+	ClaimBlobUpload(ctx context.Context, storeID int64, sha string) (int64, error)
+	ClaimBlobDeletion(ctx context.Context, storeID int64, sha string) (int64, bool, error)
+	ReleaseBlobClaim(ctx context.Context, id int64) error
+	ExpireBlobClaims(ctx context.Context) ([]Blob, error)
 	FileLocation(ctx context.Context, artifactID int64, filePath string, v *Viewer) (*model.ArtifactFile, int64, error)
 
 	WorkflowTemplates() Table[model.WorkflowTemplate]
