@@ -131,7 +131,9 @@ const (
 
 // FileStore is a place where artifact files live. TotalSize is the sum of
 // the sizes of the files it holds, kept exact in the same transaction as
-// every upload and deletion; MaxSize, when set, is enforced.
+// every upload and deletion; MaxSize, when set, is enforced. New content
+// goes to the Default store (one at most); files already stored stay
+// where they are.
 type FileStore struct {
 	ID            int64            `json:"id"`
 	Name          string           `json:"name"`
@@ -139,6 +141,7 @@ type FileStore struct {
 	Configuration json.RawMessage  `json:"configuration"`
 	TotalSize     int64            `json:"total_size"`
 	MaxSize       *int64           `json:"max_size"`
+	Default       bool             `json:"default"`
 	CreatedAt     time.Time        `json:"created_at"`
 }
 

@@ -12,10 +12,10 @@ func fileStoreDef() *tableDef[model.FileStore] {
 	return &tableDef[model.FileStore]{
 		name:    "file store",
 		table:   "file_stores",
-		columns: []string{"name", "backend", "configuration", "total_size", "max_size", "created_at"},
+		columns: []string{"name", "backend", "configuration", "total_size", "max_size", "is_default", "created_at"},
 		id:      func(o *model.FileStore) *int64 { return &o.ID },
 		values: func(o *model.FileStore) []any {
-			return []any{o.Name, string(o.Backend), jsonText(o.Configuration), o.TotalSize, nullInt(o.MaxSize), toMicros(o.CreatedAt)}
+			return []any{o.Name, string(o.Backend), jsonText(o.Configuration), o.TotalSize, nullInt(o.MaxSize), o.Default, toMicros(o.CreatedAt)}
 		},
 		stamp: func(o *model.FileStore, now int64) { o.CreatedAt = fromMicros(now) },
 		scan: func(r scanner) (*model.FileStore, error) {
@@ -24,7 +24,7 @@ func fileStoreDef() *tableDef[model.FileStore] {
 			var conf []byte
 			var max sql.NullInt64
 			var created int64
-			if err := r.Scan(&o.ID, &o.Name, &backend, &conf, &o.TotalSize, &max, &created); err != nil {
+			if err := r.Scan(&o.ID, &o.Name, &backend, &conf, &o.TotalSize, &max, &o.Default, &created); err != nil {
 				return nil, err
 			}
 			o.Backend, o.Configuration, o.MaxSize, o.CreatedAt = model.FileStoreBackend(backend), json.RawMessage(conf), int64Ptr(max), fromMicros(created)
@@ -51,6 +51,9 @@ func fileStoreDef() *tableDef[model.FileStore] {
 			if old != nil && old.Backend != o.Backend {
 				return invalid("backend", "cannot be changed once files may be stored")
 			}
+			if old != nil && old.Default && !o.Default {
+				return invalid("default", "file store %q is the default: make another one the default instead", o.Name)
+			}
 			if o.MaxSize != nil && *o.MaxSize < 0 {
 				return invalid("max_size", "must not be negative")
 			}
@@ -58,6 +61,15 @@ func fileStoreDef() *tableDef[model.FileStore] {
 				return conflict("max_size", "%d is below the %d bytes already stored", *o.MaxSize, o.TotalSize)
 			}
 			return t.unique(ctx, "file_stores", "name", o.Name, o.ID, "file store")
+		},
+		// One default at most: making a store the default takes it from
+		// the others in the same transaction.
+		afterWrite: func(ctx context.Context, t *tx, old, o *model.FileStore) error {
+			if o != nil && o.Default && (old == nil || !old.Default) {
+				_, err := t.exec(ctx, "UPDATE file_stores SET is_default = FALSE WHERE id <> $1 AND is_default", o.ID)
+				return err
+			}
+			return nil
 		},
 		inUse: func(ctx context.Context, t *tx, o *model.FileStore) error {
 			if ok, err := t.exists(ctx, "SELECT 1 FROM files WHERE file_store_id = $1 LIMIT 1", o.ID); err != nil || ok {

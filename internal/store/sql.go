@@ -151,11 +151,8 @@ func (s *SQL) Bootstrap(ctx context.Context, adminSecret, fileRoot string) (bool
 				return err
 			}
 			conf := fmt.Sprintf(`{"base_directory": %q}`, fileRoot)
-			fs := &model.FileStore{Name: "default", Backend: model.BackendLocal, Configuration: []byte(conf)}
+			fs := &model.FileStore{Name: "default", Backend: model.BackendLocal, Configuration: []byte(conf), Default: true}
 			if err := (&table[model.FileStore]{s, s.defs.fileStores}).create(ctx, t, fs); err != nil {
-				return err
-			}
-			if _, err := t.exec(ctx, "UPDATE file_stores SET is_default = TRUE WHERE id = $1", fs.ID); err != nil {
 				return err
 			}
 			if err := os.MkdirAll(fileRoot, 0o750); err != nil {
