@@ -46,6 +46,8 @@ type FaultProxy struct {
 	wg    sync.WaitGroup
 	// Connections counts the connections accepted so far.
 	Connections atomic.Int64
+	// Relayed counts the bytes relayed from clients to the target.
+	Relayed atomic.Int64
 }
 
 // NewFaultProxy relays to targetURL (http://host:port or https://…) until
@@ -181,6 +183,9 @@ func (p *FaultProxy) pipe(dst io.Writer, src io.Reader, fromClient bool) {
 				return
 			}
 			sent += int64(n)
+			if fromClient {
+				p.Relayed.Add(int64(n))
+			}
 		}
 		if err != nil {
 			return

@@ -37,6 +37,9 @@ type S3Options struct {
 	TLS bool
 	// Buckets replaces the default bucket list.
 	Buckets []string
+	// ClockOffset shifts the server's clock: -time.Hour makes every
+	// multipart upload look an hour old, as if its uploader had died then.
+	ClockOffset time.Duration
 }
 
 // S3 is a running S3 server process (internal/testpeers/s3server) with its
@@ -128,6 +131,9 @@ func StartS3(t testing.TB, o S3Options) *S3 {
 	s.Bucket = buckets[0]
 	args := []string{"-buckets", strings.Join(buckets, ","), "-region", s.Region,
 		"-key", s.Key.ID + ":" + s.Key.Secret, "-read-only-key", s.ReadOnlyKey.ID + ":" + s.ReadOnlyKey.Secret}
+	if o.ClockOffset != 0 {
+		args = append(args, "-clock-offset", o.ClockOffset.String())
+	}
 	if o.TLS {
 		cert, key := selfSigned(t)
 		s.CAFile = cert
@@ -223,9 +229,16 @@ func selfSigned(t testing.TB) (certFile, keyFile string) {
 func (s *S3) client(t testing.TB) *minio.Client {
 	t.Helper()
 	host := strings.TrimPrefix(strings.TrimPrefix(s.Endpoint, "http://"), "https://")
+	// no keep-alive: the test's own look leaves no idle connection (and
+	// no goroutine) behind, for tests that count them
+	tr, err := minio.DefaultTransport(strings.HasPrefix(s.Endpoint, "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.DisableKeepAlives = true
 	c, err := minio.New(host, &minio.Options{
 		Creds:  credentials.NewStaticV4(s.Key.ID, s.Key.Secret, ""),
-		Secure: strings.HasPrefix(s.Endpoint, "https://"), Region: s.Region,
+		Secure: strings.HasPrefix(s.Endpoint, "https://"), Region: s.Region, Transport: tr,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -44,9 +44,11 @@ func main() {
 	readOnly := flag.String("read-only-key", "", "ACCESS:SECRET allowed to read only")
 	cert := flag.String("tls-cert", "", "serve HTTPS with this certificate (PEM)")
 	tlsKey := flag.String("tls-key", "", "private key of -tls-cert (PEM)")
+	offset := flag.Duration("clock-offset", 0, "shift the server's clock (upload and object times) by this much; -1h makes new uploads look an hour old")
 	flag.Parse()
 
-	backend := s3mem.New()
+	clock := gofakes3.TimeSource(offsetClock(*offset))
+	backend := s3mem.New(s3mem.WithTimeSource(clock))
 	for _, b := range strings.Split(*buckets, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			if err := backend.CreateBucket(b); err != nil {
@@ -54,7 +56,9 @@ func main() {
 			}
 		}
 	}
-	fake := gofakes3.New(backend, gofakes3.WithoutVersioning())
+	// the clock may be shifted: signatures' times are checked below
+	// against the real one, not by gofakes3 against its own
+	fake := gofakes3.New(backend, gofakes3.WithoutVersioning(), gofakes3.WithTimeSource(clock), gofakes3.WithTimeSkewLimit(0))
 	a := &auth{region: *region, keys: map[string]credential{}}
 	for _, k := range []struct {
 		spec  string
@@ -116,6 +120,12 @@ func primeUploads(h http.Handler, bucket string) {
 	}
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodDelete, "/"+bucket+"/.prime?uploadId="+res.UploadID, nil))
 }
+
+// offsetClock is a time source shifted from the real clock.
+type offsetClock time.Duration
+
+func (o offsetClock) Now() time.Time                  { return time.Now().Add(time.Duration(o)) }
+func (o offsetClock) Since(t time.Time) time.Duration { return o.Now().Sub(t) }
 
 type credential struct {
 	secret string
@@ -212,6 +222,9 @@ func (a *auth) check(r *http.Request) (int, string, string) {
 		amzDate, payload = r.Header.Get("X-Amz-Date"), r.Header.Get("X-Amz-Content-Sha256")
 		if payload == "" {
 			return 400, "InvalidRequest", "Missing required header for this request: x-amz-content-sha256"
+		}
+		if t, err := time.Parse("20060102T150405Z", amzDate); err != nil || time.Since(t).Abs() > 15*time.Minute {
+			return 403, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large."
 		}
 	default:
 		return 403, "AccessDenied", "Access Denied"
