@@ -141,7 +141,7 @@ func TestCRUD(t *testing.T) {
 		})
 		t.Run("file-stores", func(t *testing.T) {
 			c, p := e.crud(t, admin, "file-stores",
-				map[string]any{"name": "s3", "backend": "S3", "configuration": map[string]any{"bucket": "b"}, "max_size": 1000},
+				map[string]any{"name": "spare2", "backend": "Local", "configuration": map[string]any{"base_directory": t.TempDir()}, "max_size": 1000},
 				map[string]any{"max_size": nil})
 			if c["total_size"] != float64(0) || p["max_size"] != nil {
 				t.Fatalf("file store: %v then %v", c, p)
