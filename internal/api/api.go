@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/kiln-build/kiln/internal/blobs"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -26,6 +27,10 @@ type Options struct {
 	Dispatcher Dispatcher
 	// Hooks configures the webhook receiver (hooks.go).
 	Hooks HookOptions
+	// Blobs moves the bytes of artifact files in and out of the file
+	// stores; nil makes one for this API alone. A server shares its own
+	// with its periodic clean-up.
+	Blobs *blobs.Manager
 }
 
 // API holds the dependencies of the handlers. It is safe for concurrent
@@ -37,7 +42,7 @@ type API struct {
 	routes  []Route
 	probe   *http.ServeMux // the real routes only, to tell 404 from 405
 	pattern map[string]bool
-	blobs   blobLocks // see artifacts.go
+	blobs   *blobs.Manager
 }
 
 // Route is one method and path pattern of the API with its handler. The
@@ -60,7 +65,10 @@ func New(st store.Store, logger *slog.Logger, opts Options) *API {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	a := &API{st: st, log: logger, opts: opts, probe: http.NewServeMux(), pattern: map[string]bool{}}
+	if opts.Blobs == nil {
+		opts.Blobs = blobs.New(st, blobs.Options{Logger: logger})
+	}
+	a := &API{st: st, log: logger, opts: opts, probe: http.NewServeMux(), pattern: map[string]bool{}, blobs: opts.Blobs}
 	for _, group := range [][]Route{
 		a.scopeRoutes(), a.workspaceRoutes(), a.memberRoutes(), a.userRoutes(), a.identityRoutes(),
 		a.groupRoutes(), a.tokenRoutes(), a.fileStoreRoutes(), a.assetRoutes(), a.collectionRoutes(),

@@ -4,17 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/blobs"
 	"github.com/kiln-build/kiln/internal/filestore"
 	"github.com/kiln-build/kiln/internal/model"
-	"github.com/kiln-build/kiln/internal/store"
 )
 
 type artifactInput struct {
@@ -24,45 +24,6 @@ type artifactInput struct {
 	Files       *[]model.ArtifactFile `json:"files"`
 	WorkRequest *int64                `json:"created_by_work_request"`
 	ExpireAt    nullable[timestamp]   `json:"expire_at"`
-}
-
-// blobLocks serialises, per content, the window between writing a blob and
-// recording it (or cleaning it up), so that a failed upload never deletes
-// bytes that a concurrent upload of the same content in this process has
-// just attached. Replicas sharing a Local store on one disk can still race
-// in that window; S3 backends will want object versioning for the same
-// reason.
-type blobLocks struct {
-	mu    sync.Mutex
-	locks map[string]*blobLock
-}
-
-type blobLock struct {
-	sync.Mutex
-	users int
-}
-
-func (b *blobLocks) lock(sha string) func() {
-	b.mu.Lock()
-	if b.locks == nil {
-		b.locks = map[string]*blobLock{}
-	}
-	l := b.locks[sha]
-	if l == nil {
-		l = &blobLock{}
-		b.locks[sha] = l
-	}
-	l.users++
-	b.mu.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
-		b.mu.Lock()
-		if l.users--; l.users == 0 {
-			delete(b.locks, sha)
-		}
-		b.mu.Unlock()
-	}
 }
 
 // artifactRoutes: anyone reads the artifacts (and downloads the files) of
@@ -258,19 +219,30 @@ func artifactForFiles(c *call, write bool) (*model.Artifact, string, error) {
 
 // openBlob opens stored content.
 func (a *API) openBlob(c *call, storeID int64, sha string) (io.ReadCloser, error) {
-	be, err := a.backend(c.ctx(), storeID)
+	be, err := a.blobs.Backend(c.ctx(), storeID)
 	if err != nil {
 		return nil, err
 	}
-	return be.Open(c.ctx(), sha)
+	rc, err := be.Open(c.ctx(), sha)
+	if err != nil {
+		return nil, unavailable(err, "reading the file failed")
+	}
+	return rc, nil
 }
 
-func (a *API) backend(ctx context.Context, storeID int64) (filestore.Backend, error) {
-	fs, err := a.st.FileStores().Get(ctx, storeID, nil)
-	if err != nil {
-		return nil, err
+// unavailable turns a file store that cannot be reached, or refuses, into
+// a 503 that says so (clients retry 5xx); other errors pass unchanged.
+func unavailable(err error, what string) error {
+	var ue *filestore.UnavailableError
+	var busy *blobs.BusyError
+	switch {
+	case errors.As(err, &ue):
+		return &apiError{status: http.StatusServiceUnavailable, retryAfter: 5,
+			detail: fmt.Sprintf("the file store is unavailable: %v; %s: retry later", ue, what)}
+	case errors.As(err, &busy):
+		return &apiError{status: http.StatusServiceUnavailable, retryAfter: 1, detail: busy.Error()}
 	}
-	return filestore.Open(fs)
+	return err
 }
 
 // uploadFile is PUT /artifacts/{id}/files/{path...}.
@@ -304,18 +276,15 @@ func uploadFile(c *call) error {
 	if err != nil {
 		return err
 	}
-	be, err := filestore.Open(fs)
-	if err != nil {
-		return err
-	}
 	// Refuse early, before a byte is written, when the store is full;
 	// AttachFile checks again under the store's row lock.
 	if err := c.a.st.CheckCapacity(c.ctx(), fs.ID, f.SHA256, f.Size); err != nil {
 		return err
 	}
-	unlock := c.a.blobs.lock(f.SHA256)
-	defer unlock()
-	if err := be.Put(c.ctx(), f.SHA256, f.Size, c.r.Body); err != nil {
+	err = c.a.blobs.Upload(c.ctx(), fs, f.SHA256, f.Size, c.r.Body, func(ctx context.Context) error {
+		return c.a.st.AttachFile(ctx, art.ID, name, fs.ID, nil)
+	})
+	if err != nil {
 		var me *filestore.MismatchError
 		if errors.As(err, &me) {
 			field := "sha256"
@@ -324,16 +293,7 @@ func uploadFile(c *call) error {
 			}
 			return invalidField(field, "%s: %v; nothing was stored", name, err)
 		}
-		return err
-	}
-	if err := c.a.st.AttachFile(c.ctx(), art.ID, name, fs.ID, nil); err != nil {
-		ctx := context.WithoutCancel(c.ctx())
-		if used, rerr := c.a.st.BlobReferenced(ctx, fs.ID, f.SHA256); rerr == nil && !used {
-			if derr := be.Delete(ctx, f.SHA256); derr != nil {
-				c.a.log.Warn("removing the content of a refused upload", "sha256", f.SHA256, "err", derr)
-			}
-		}
-		return err
+		return unavailable(err, fmt.Sprintf("nothing of %s was stored", name))
 	}
 	art, err = c.a.st.Artifacts().Get(c.ctx(), art.ID, nil)
 	if err != nil {
@@ -361,17 +321,34 @@ func downloadFile(c *call) error {
 		}
 		return err
 	}
+	h := c.w.Header()
+	h.Set("ETag", `"`+f.SHA256+`"`)
+	h.Set("X-Kiln-SHA256", f.SHA256)
+	be, err := c.a.blobs.Backend(c.ctx(), storeID)
+	if err != nil {
+		return err
+	}
+	filename := strings.ReplaceAll(path.Base(name), `"`, "")
+	if r, ok := be.(filestore.Redirector); ok {
+		u, err := r.DownloadURL(c.ctx(), f.SHA256, filename, contentType(name))
+		if err != nil {
+			return unavailable(err, "presigning the download failed")
+		}
+		if u != nil {
+			// the URL expires: no cache may keep the redirect
+			h.Set("Cache-Control", "no-store")
+			http.Redirect(c.w, c.r, u.String(), http.StatusTemporaryRedirect)
+			return nil
+		}
+	}
 	rc, err := c.a.openBlob(c, storeID, f.SHA256)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	h := c.w.Header()
-	h.Set("ETag", `"`+f.SHA256+`"`)
-	h.Set("X-Kiln-SHA256", f.SHA256)
 	h.Set("Content-Type", contentType(name))
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Disposition", `attachment; filename="`+strings.ReplaceAll(path.Base(name), `"`, "")+`"`)
+	h.Set("Content-Disposition", `attachment; filename="`+filename+`"`)
 	if rs, ok := rc.(io.ReadSeeker); ok {
 		http.ServeContent(c.w, c.r, "", art.CreatedAt, rs)
 		return nil
@@ -412,29 +389,9 @@ func deleteArtifact(c *call, res *resource[model.Artifact, artifactInput]) error
 	if err != nil {
 		return err
 	}
-	ctx := context.WithoutCancel(c.ctx())
-	for _, b := range released {
-		c.a.removeBlob(ctx, b)
-	}
+	c.a.blobs.Remove(context.WithoutCancel(c.ctx()), released...)
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-// removeBlob deletes released content unless an upload attached it again
-// meanwhile. Failures leave an orphan file, never a missing one.
-func (a *API) removeBlob(ctx context.Context, b store.Blob) {
-	unlock := a.blobs.lock(b.SHA256)
-	defer unlock()
-	if used, err := a.st.BlobReferenced(ctx, b.FileStoreID, b.SHA256); err != nil || used {
-		return
-	}
-	be, err := a.backend(ctx, b.FileStoreID)
-	if err == nil {
-		err = be.Delete(ctx, b.SHA256)
-	}
-	if err != nil {
-		a.log.Warn("deleting released content", "file_store", b.FileStoreID, "sha256", b.SHA256, "err", err)
-	}
 }
 
 func timeOf(t timestamp) time.Time { return time.Time(t) }

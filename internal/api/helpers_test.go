@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/blobs"
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -27,10 +28,11 @@ const adminSecret = "kiln_test_admin_secret"
 //	bob is a user without memberships; carol is inactive; scope "other"
 //	has workspace "far" (private).
 type env struct {
-	t   *testing.T
-	st  *store.SQL
-	api *api.API
-	srv *httptest.Server
+	t     *testing.T
+	st    *store.SQL
+	api   *api.API
+	srv   *httptest.Server
+	blobs *blobs.Manager
 	// secrets by name: admin, alice, olga, bob, carol (inactive user),
 	// disabled (alice's disabled token), worker (worker-only), scoped
 	// (admin's token restricted to scope "other").
@@ -49,13 +51,36 @@ func newEnv(t *testing.T, dsn string) *env {
 	if _, err := st.Bootstrap(ctx, adminSecret, t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := api.New(st, logger, api.Options{MaxBodyBytes: 64 << 10})
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(srv.Close)
-	e := &env{t: t, st: st, api: a, srv: srv, tok: map[string]string{"admin": adminSecret}, ids: map[string]int64{}}
+	e := &env{t: t, tok: map[string]string{"admin": adminSecret}, ids: map[string]int64{}}
+	e.serve(st, blobs.Options{})
 	e.fixtures(ctx)
 	return e
+}
+
+// serve starts the API over st, as a server replica does.
+func (e *env) serve(st *store.SQL, o blobs.Options) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	o.Logger = logger
+	e.st, e.blobs = st, blobs.New(st, o)
+	e.t.Cleanup(e.blobs.Close)
+	e.api = api.New(st, logger, api.Options{MaxBodyBytes: 64 << 10, Blobs: e.blobs})
+	e.srv = httptest.NewServer(e.api.Handler())
+	e.t.Cleanup(e.srv.Close)
+}
+
+// replica is a second API server over its own connection pool to the
+// same database: another replica of the same farm, with the same
+// fixtures and tokens.
+func (e *env) replica(t *testing.T, dsn string, o blobs.Options) *env {
+	t.Helper()
+	st, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r := &env{t: t, tok: e.tok, ids: e.ids}
+	r.serve(st, o)
+	return r
 }
 
 func (e *env) must(err error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/kiln-build/kiln/internal/store"
@@ -29,6 +30,8 @@ type apiError struct {
 	field  string
 	detail string
 	allow  string // Allow header of a 405
+	// retryAfter, in seconds, is sent as Retry-After with a 503.
+	retryAfter int
 }
 
 func (e *apiError) Error() string { return e.detail }
@@ -92,6 +95,9 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	if errors.As(err, &ae) && ae.allow != "" {
 		w.Header().Set("Allow", ae.allow)
+	}
+	if errors.As(err, &ae) && ae.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(ae.retryAfter))
 	}
 	body, _ := json.Marshal(p)
 	w.Header().Set("Content-Type", "application/problem+json")

@@ -263,7 +263,12 @@ func workRequestLog(c *call, res *resource[model.WorkRequest, workRequestInput])
 	c.w.Header().Set(LogOffsetHeader, strconv.FormatInt(min(offset, f.Size), 10))
 	c.w.Header().Set("Content-Length", strconv.FormatInt(f.Size-min(offset, f.Size), 10))
 	if offset > 0 {
-		if _, err := io.CopyN(io.Discard, rc, min(offset, f.Size)); err != nil {
+		if rs, ok := rc.(io.Seeker); ok {
+			_, err = rs.Seek(min(offset, f.Size), io.SeekStart)
+		} else {
+			_, err = io.CopyN(io.Discard, rc, min(offset, f.Size))
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -13,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"github.com/kiln-build/kiln/internal/filestore"
+	"github.com/kiln-build/kiln/internal/blobs"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/telemetry"
 )
@@ -66,7 +67,11 @@ func newExpireCommand() *cobra.Command {
 their workspace's expiration delay — and remove from the file stores the files
 no other artifact uses. Artifacts a collection still holds are kept. Each
 artifact goes in its own transaction, so an interrupted run loses nothing and
-the next one finishes the work.
+the next one finishes the work. It also sweeps the file stores of what uploads
+interrupted by a killed server left behind, as servers do every 10 minutes.
+
+For S3 file stores it needs the same credentials as the servers, in its
+environment or in the store's credentials_file.
 
 It works on the database directly, like 'kiln metrics recount', and can run
 while servers run (from cron or a systemd timer). With --pushgateway it pushes
@@ -140,14 +145,37 @@ func runExpire(ctx context.Context, dsn string, dryRun bool, limit int, m *expir
 		// content-addressed store reuses or ignores them.
 		return fmt.Errorf("expiring artifacts: %w", err)
 	}
-	files, failed := deleteReleased(ctx, st, res.Released, progress)
-	m.files.Set(float64(files))
-	m.fileErrors.Set(float64(failed))
-	fmt.Fprintf(out, "expired %d artifacts; kept %d still in collections; deleted %d unused files\n", res.Artifacts, res.Kept, files)
-	if failed > 0 {
-		return fmt.Errorf("%d unused files could not be deleted from their file stores (see above); they take space but nothing refers to them", failed)
+	// the same rules as the servers': content that an upload under way
+	// (on any replica) holds is kept
+	mgr := blobs.New(st, blobs.Options{Logger: progressLogger(progress)})
+	defer mgr.Close()
+	removed := mgr.Remove(ctx, res.Released...)
+	m.files.Set(float64(removed.Deleted))
+	m.fileErrors.Set(float64(removed.Failed))
+	// and what uploads interrupted by a killed server left behind, as
+	// the servers do every few minutes
+	swept := mgr.Sweep(ctx)
+	fmt.Fprintf(out, "expired %d artifacts; kept %d still in collections; deleted %d unused files; removed %d abandoned uploads\n",
+		res.Artifacts, res.Kept, removed.Deleted+swept.Claims.Deleted, swept.Uploads)
+	if removed.Failed > 0 {
+		return fmt.Errorf("%d unused files could not be deleted from their file stores (see above); they take space but nothing refers to them", removed.Failed)
 	}
 	return nil
+}
+
+// progressLogger writes log records to progress as "kiln: message
+// key=value…", the way the command reports its own problems.
+func progressLogger(progress io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(progress, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		switch {
+		case len(groups) > 0:
+		case a.Key == slog.TimeKey, a.Key == slog.LevelKey:
+			return slog.Attr{}
+		case a.Key == slog.MessageKey:
+			return slog.String("kiln", a.Value.String())
+		}
+		return a
+	}}))
 }
 
 // checkDatabaseExists refuses a SQLite path with no database, which
@@ -162,43 +190,4 @@ func checkDatabaseExists(dsn string) error {
 		return fmt.Errorf("no database at %s (give the server's --data-dir or --database)", path)
 	}
 	return nil
-}
-
-// deleteReleased removes released content from its file stores, unless an
-// upload attached it again since the artifact was deleted (then the
-// content is in use and stays). It returns how many files it deleted and
-// how many it could not.
-func deleteReleased(ctx context.Context, st *store.SQL, blobs []store.Blob, progress io.Writer) (deleted, failed int) {
-	backends := map[int64]filestore.Backend{}
-	for _, b := range blobs {
-		be, ok := backends[b.FileStoreID]
-		if !ok {
-			storeRow, err := st.FileStores().Get(ctx, b.FileStoreID, nil)
-			if err == nil {
-				be, err = filestore.Open(storeRow)
-			}
-			if err != nil {
-				fmt.Fprintf(progress, "kiln: file store %d: %v\n", b.FileStoreID, err)
-			}
-			backends[b.FileStoreID] = be
-		}
-		if be == nil {
-			failed++
-			continue
-		}
-		if used, err := st.BlobReferenced(ctx, b.FileStoreID, b.SHA256); err != nil || used {
-			if err != nil {
-				fmt.Fprintf(progress, "kiln: file %s: %v\n", b.SHA256, err)
-				failed++
-			}
-			continue
-		}
-		if err := be.Delete(ctx, b.SHA256); err != nil {
-			fmt.Fprintf(progress, "kiln: deleting file %s from file store %d: %v\n", b.SHA256, b.FileStoreID, err)
-			failed++
-			continue
-		}
-		deleted++
-	}
-	return deleted, failed
 }

@@ -49,6 +49,7 @@ type Bucket struct {
 	creds   string // where the credentials come from, for messages
 	budget  *Budget
 	buffers sync.Pool
+	conns   *http.Transport
 }
 
 // Budget bounds the memory that S3 writes in progress may hold, in bytes.
@@ -107,7 +108,7 @@ func OpenBucket(cfg S3Config, opts ...BucketOption) (*Bucket, error) {
 		return nil, configErrorf("endpoint", "%v", err)
 	}
 	b := &Bucket{cfg: cfg, client: client, core: minio.Core{Client: client}, probe: minio.Core{Client: probe},
-		prefix: cfg.prefix(), creds: source, budget: defaultBudget}
+		prefix: cfg.prefix(), creds: source, budget: defaultBudget, conns: transport}
 	for _, o := range opts {
 		o(b)
 	}
@@ -146,6 +147,12 @@ func s3Transport(cfg *S3Config) (*http.Transport, error) {
 		t.TLSClientConfig.RootCAs = pool
 	}
 	return t, nil
+}
+
+// Close closes the bucket's idle connections; requests under way go on.
+func (b *Bucket) Close() error {
+	b.conns.CloseIdleConnections()
+	return nil
 }
 
 // Key is the object key of name: the prefix, then name.

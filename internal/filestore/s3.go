@@ -32,6 +32,9 @@ func NewS3(cfg S3Config, opts ...BucketOption) (*S3, error) {
 	return &S3{bucket: b, presign: cfg.PresignedDownloads, expiry: cfg.presignedExpiry(), abandoned: cfg.abandonedUploadAge()}, nil
 }
 
+// Close closes the idle connections to the bucket.
+func (s *S3) Close() error { return s.bucket.Close() }
+
 // Bucket is where the content lives.
 func (s *S3) Bucket() *Bucket { return s.bucket }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/blobs"
 	"github.com/kiln-build/kiln/internal/localrunners"
 	"github.com/kiln-build/kiln/internal/runner/protocol"
 	"github.com/kiln-build/kiln/internal/store"
@@ -141,7 +142,19 @@ type Config struct {
 	// Started, when set, is called once the server accepts connections,
 	// with the URLs it serves. Tests use it to learn the ports.
 	Started func(Addresses)
+	// SweepInterval is how often the file stores are swept of what
+	// uploads interrupted by a killed server left behind (see package
+	// blobs); 0 means DefaultSweepInterval.
+	SweepInterval time.Duration
+
+	// blobs is the process's file store access, shared by the API and
+	// the sweeper; set by Run.
+	blobs *blobs.Manager
 }
+
+// DefaultSweepInterval is how often a server sweeps the file stores. What
+// it removes is hours old (abandoned_upload_age), so there is no hurry.
+const DefaultSweepInterval = 10 * time.Minute
 
 // Addresses are the base URLs a running server answers on.
 type Addresses struct {
@@ -169,6 +182,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AdminCommand == "" {
 		c.AdminCommand = "kiln"
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = DefaultSweepInterval
 	}
 }
 
@@ -254,6 +270,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	defer stopNotifier()
+	cfg.blobs = blobs.New(st, blobs.Options{Logger: logger.With("component", "blobs")})
+	defer cfg.blobs.Close()
 	sched, err := newScheduler(st, cfg, reg, logger, ln.Addr())
 	if err != nil {
 		return err
@@ -286,6 +304,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	} else {
 		internalDone <- nil
 	}
+	// every replica sweeps: each step of a sweep is idempotent
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		cfg.blobs.RunSweeper(runCtx, cfg.SweepInterval)
+	}()
 	schedDone := make(chan struct{})
 	go func() {
 		defer close(schedDone)
@@ -329,6 +353,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	<-internalDone
 	<-schedDone
+	<-sweepDone
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}

@@ -312,17 +312,6 @@ func (s *SQL) AttachFile(ctx context.Context, artifactID int64, filePath string,
 	})
 }
 
-// BlobReferenced reports whether any file row holds this content; content
-// written by a failed upload that nothing references may be deleted.
-func (s *SQL) BlobReferenced(ctx context.Context, storeID int64, sha string) (bool, error) {
-	var one int
-	err := s.db.QueryRowContext(ctx, "SELECT 1 FROM files WHERE file_store_id = $1 AND sha256 = $2", storeID, sha).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
 // FileLocation says where the bytes of an artifact's file are.
 func (s *SQL) FileLocation(ctx context.Context, artifactID int64, filePath string, v *Viewer) (*model.ArtifactFile, int64, error) {
 	art, err := s.Artifacts().Get(ctx, artifactID, v)

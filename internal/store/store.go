@@ -130,7 +130,6 @@ type Store interface {
 	DefaultFileStore(ctx context.Context) (*model.FileStore, error)
 	CheckCapacity(ctx context.Context, storeID int64, sha string, size int64) error
 	AttachFile(ctx context.Context, artifactID int64, filePath string, storeID int64, v *Viewer) error
-	BlobReferenced(ctx context.Context, storeID int64, sha string) (bool, error)
 	// Claims on content across processes (blobclaims.go).
 	ClaimBlobUpload(ctx context.Context, storeID int64, sha string) (int64, error)
 	ClaimBlobDeletion(ctx context.Context, storeID int64, sha string) (int64, bool, error)
