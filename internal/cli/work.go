@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -496,6 +497,20 @@ func filePath(id, name string) string {
 	return client.APIPrefix + "artifacts/" + id + "/files/" + strings.Join(segs, "/")
 }
 
+// fileHTTP follows a download's redirect to a presigned URL of the file
+// store without kiln's token: the token is for kiln only, and an S3
+// endpoint refuses a request that carries two credentials. Go's client
+// keeps the header for another port of the same host.
+var fileHTTP = &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
+		req.Header.Del("Authorization")
+	}
+	return nil
+}}
+
 // rawRequest sends a request whose body or answer is a file, streamed,
 // which the JSON client does not do.
 func rawRequest(ctx context.Context, o *clientOptions, method, p string, body io.Reader, size int64) (*http.Response, error) {
@@ -514,7 +529,7 @@ func rawRequest(ctx context.Context, o *clientOptions, method, p string, body io
 	if o.token != "" {
 		req.Header.Set("Authorization", "Token "+o.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := fileHTTP.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the server at %s: %w", base, err)
 	}
@@ -527,6 +542,14 @@ func rawRequest(ctx context.Context, o *clientOptions, method, p string, body io
 		}
 		if json.Unmarshal(b, &prob) == nil && prob.Detail != "" {
 			return nil, &client.Error{Status: resp.StatusCode, Detail: prob.Detail, Field: prob.Field}
+		}
+		if resp.Request != nil && resp.Request.URL.Host != req.URL.Host {
+			// redirected to the file store, which answers S3 errors
+			var s3err struct{ Code, Message string }
+			if xml.Unmarshal(b, &s3err) == nil && s3err.Code != "" {
+				return nil, &client.Error{Status: resp.StatusCode,
+					Detail: fmt.Sprintf("the file store at %s answered %s: %s", resp.Request.URL.Host, s3err.Code, s3err.Message)}
+			}
 		}
 		return nil, &client.Error{Status: resp.StatusCode, Title: http.StatusText(resp.StatusCode)}
 	}
