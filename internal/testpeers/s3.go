@@ -40,6 +40,10 @@ type S3Options struct {
 	// ClockOffset shifts the server's clock: -time.Hour makes every
 	// multipart upload look an hour old, as if its uploader had died then.
 	ClockOffset time.Duration
+	// OnDisk keeps objects and the parts of multipart uploads in files
+	// under the test's temporary directory, for uploads of gigabytes;
+	// otherwise the server keeps everything in memory.
+	OnDisk bool
 }
 
 // S3 is a running S3 server process (internal/testpeers/s3server) with its
@@ -73,7 +77,11 @@ func s3ServerBinary() (string, error) {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
 		h := sha256.New()
-		for _, f := range []string{"internal/testpeers/s3server/main.go", "go.sum", "go.mod"} {
+		sources, _ := filepath.Glob(filepath.Join(root, "internal/testpeers/s3server/*.go"))
+		for i := range sources {
+			sources[i], _ = filepath.Rel(root, sources[i])
+		}
+		for _, f := range append(sources, "go.sum", "go.mod") {
 			b, err := os.ReadFile(filepath.Join(root, f))
 			if err != nil {
 				s3Build.err = err
@@ -131,6 +139,9 @@ func StartS3(t testing.TB, o S3Options) *S3 {
 	s.Bucket = buckets[0]
 	args := []string{"-buckets", strings.Join(buckets, ","), "-region", s.Region,
 		"-key", s.Key.ID + ":" + s.Key.Secret, "-read-only-key", s.ReadOnlyKey.ID + ":" + s.ReadOnlyKey.Secret}
+	if o.OnDisk {
+		args = append(args, "-dir", t.TempDir())
+	}
 	if o.ClockOffset != 0 {
 		args = append(args, "-clock-offset", o.ClockOffset.String())
 	}

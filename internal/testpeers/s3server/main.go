@@ -45,10 +45,18 @@ func main() {
 	cert := flag.String("tls-cert", "", "serve HTTPS with this certificate (PEM)")
 	tlsKey := flag.String("tls-key", "", "private key of -tls-cert (PEM)")
 	offset := flag.Duration("clock-offset", 0, "shift the server's clock (upload and object times) by this much; -1h makes new uploads look an hour old")
+	dir := flag.String("dir", "", "keep objects and upload parts in this directory instead of memory (for uploads of gigabytes)")
 	flag.Parse()
 
 	clock := gofakes3.TimeSource(offsetClock(*offset))
-	backend := s3mem.New(s3mem.WithTimeSource(clock))
+	var backend gofakes3.Backend = s3mem.New(s3mem.WithTimeSource(clock))
+	if *dir != "" {
+		d, err := newDiskBackend(*dir, clock)
+		if err != nil {
+			log.Fatal(err)
+		}
+		backend = d
+	}
 	for _, b := range strings.Split(*buckets, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			if err := backend.CreateBucket(b); err != nil {
