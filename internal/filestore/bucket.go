@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -41,15 +42,17 @@ import (
 // Budget shared by all buckets of a process: when S3 is slow, writes wait
 // for room instead of piling up memory.
 type Bucket struct {
-	cfg     S3Config
-	client  *minio.Client
-	core    minio.Core
-	probe   minio.Core // no retries: validation answers quickly
-	prefix  string
-	creds   string // where the credentials come from, for messages
-	budget  *Budget
-	buffers sync.Pool
-	conns   *http.Transport
+	cfg    S3Config
+	client *minio.Client // requests without a body, retried by minio
+	// once makes each request once: writes (retried by send, with a
+	// fresh reader per attempt) and the probe (which answers quickly)
+	once     minio.Core
+	attempts int
+	prefix   string
+	creds    string // where the credentials come from, for messages
+	budget   *Budget
+	buffers  sync.Pool
+	conns    *http.Transport
 }
 
 // Budget bounds the memory that S3 writes in progress may hold, in bytes.
@@ -103,11 +106,11 @@ func OpenBucket(cfg S3Config, opts ...BucketOption) (*Bucket, error) {
 	if err != nil {
 		return nil, configErrorf("endpoint", "%v", err)
 	}
-	probe, err := newClient(1)
+	once, err := newClient(1)
 	if err != nil {
 		return nil, configErrorf("endpoint", "%v", err)
 	}
-	b := &Bucket{cfg: cfg, client: client, core: minio.Core{Client: client}, probe: minio.Core{Client: probe},
+	b := &Bucket{cfg: cfg, client: client, once: minio.Core{Client: once}, attempts: cfg.maxAttempts(),
 		prefix: cfg.prefix(), creds: source, budget: defaultBudget, conns: transport}
 	for _, o := range opts {
 		o(b)
@@ -214,12 +217,62 @@ func (b *Bucket) put(ctx context.Context, key string, r io.Reader, size int64, c
 			return err
 		}
 	}
-	_, err = b.core.PutObject(ctx, b.cfg.Bucket, key, bytes.NewReader(buf[:n]), size, "", hex.EncodeToString(sum[:]),
-		minio.PutObjectOptions{ContentType: contentType, DisableContentSha256: true})
-	if err != nil {
+	if _, err := b.send(ctx, func() error {
+		_, err := b.once.PutObject(ctx, b.cfg.Bucket, key, bytes.NewReader(buf[:n]), size, "", hex.EncodeToString(sum[:]),
+			minio.PutObjectOptions{ContentType: contentType, DisableContentSha256: true})
+		return err
+	}); err != nil {
 		return b.unavailable("writing "+key, err)
 	}
 	return nil
+}
+
+// send makes a request that carries a body, trying it up to the
+// configured number of times with backoff while it fails in a way worth
+// retrying. Each attempt builds its own reader of the body: after a
+// failed attempt Go's transport may still be reading the previous one
+// (it closes request bodies asynchronously), and minio-go's own retries,
+// which seek one reader back, would race with it. failed reports whether
+// any attempt failed: the body's buffer may then still be read by such a
+// transport goroutine, and must not be written again.
+func (b *Bucket) send(ctx context.Context, attempt func() error) (failed bool, err error) {
+	pause := 200 * time.Millisecond
+	for i := 1; ; i++ {
+		if err = attempt(); err == nil {
+			return failed, nil
+		}
+		failed = true
+		if i >= b.attempts || !retryable(err) {
+			return failed, err
+		}
+		select {
+		case <-ctx.Done():
+			return failed, ctx.Err()
+		case <-time.After(pause/2 + time.Duration(mathrand.Int64N(int64(pause/2)))):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// retryable says whether a failed request may succeed when made again:
+// network failures other than TLS, and the answers S3 gives when it is
+// busy or failing.
+func retryable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	resp := minio.ToErrorResponse(err)
+	switch resp.Code {
+	case "":
+		var unknownCA x509.UnknownAuthorityError
+		var hostname x509.HostnameError
+		var tlsErr *tls.CertificateVerificationError
+		return !errors.As(err, &unknownCA) && !errors.As(err, &hostname) && !errors.As(err, &tlsErr)
+	case "RequestError", "RequestTimeout", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+		"RequestThrottled", "InternalError", "SlowDown", "SlowDownWrite", "ServiceUnavailable", "ExpiredToken":
+		return true
+	}
+	return resp.StatusCode >= 500 || resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests
 }
 
 // putMultipart sends r in parts of part bytes and completes the upload
@@ -229,16 +282,23 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, r io.Reader, size
 		return err
 	}
 	defer b.budget.sem.Release(part)
+	pooled := part == b.cfg.partSize()
 	var buf []byte
-	if part == b.cfg.partSize() {
-		p := b.buffers.Get().(*[]byte)
-		defer b.buffers.Put(p)
-		buf = *p
+	if pooled {
+		buf = *b.buffers.Get().(*[]byte)
 	} else {
 		buf = make([]byte, part)
 	}
-	id, err := b.core.NewMultipartUpload(ctx, b.cfg.Bucket, key, minio.PutObjectOptions{ContentType: contentType})
-	if err != nil {
+	defer func() {
+		if pooled {
+			b.buffers.Put(&buf)
+		}
+	}()
+	var id string
+	if _, err := b.send(ctx, func() (err error) {
+		id, err = b.once.NewMultipartUpload(ctx, b.cfg.Bucket, key, minio.PutObjectOptions{ContentType: contentType})
+		return err
+	}); err != nil {
 		return b.unavailable("starting the upload of "+key, err)
 	}
 	defer func() {
@@ -259,9 +319,19 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, r io.Reader, size
 		if err != nil {
 			return fmt.Errorf("receiving content: %w", err)
 		}
-		sum := sha256.Sum256(chunk)
-		p, err := b.core.PutObjectPart(ctx, b.cfg.Bucket, key, id, n, bytes.NewReader(chunk), int64(len(chunk)),
-			minio.PutObjectPartOptions{Sha256Hex: hex.EncodeToString(sum[:]), DisableContentSha256: true})
+		h := sha256.Sum256(chunk)
+		sum := hex.EncodeToString(h[:])
+		var p minio.ObjectPart
+		failed, err := b.send(ctx, func() (err error) {
+			p, err = b.once.PutObjectPart(ctx, b.cfg.Bucket, key, id, n, bytes.NewReader(chunk), int64(len(chunk)),
+				minio.PutObjectPartOptions{Sha256Hex: sum, DisableContentSha256: true})
+			return err
+		})
+		if failed {
+			// a failed attempt's transport may still read buf: leave it
+			// to the garbage collector, take a fresh one
+			pooled, buf = false, make([]byte, part)
+		}
 		if err != nil {
 			return b.unavailable(fmt.Sprintf("writing part %d of %s", n, key), err)
 		}
@@ -277,7 +347,10 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, r io.Reader, size
 			return err
 		}
 	}
-	if _, err := b.core.CompleteMultipartUpload(ctx, b.cfg.Bucket, key, id, parts, minio.PutObjectOptions{}); err != nil {
+	if _, err := b.send(ctx, func() error {
+		_, err := b.once.CompleteMultipartUpload(ctx, b.cfg.Bucket, key, id, parts, minio.PutObjectOptions{})
+		return err
+	}); err != nil {
 		return b.unavailable("completing the upload of "+key, err)
 	}
 	return nil
@@ -288,7 +361,7 @@ func (b *Bucket) putMultipart(ctx context.Context, key string, r io.Reader, size
 func (b *Bucket) abort(key, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b.core.AbortMultipartUpload(ctx, b.cfg.Bucket, key, id)
+	minio.Core{Client: b.client}.AbortMultipartUpload(ctx, b.cfg.Bucket, key, id)
 }
 
 // Open returns a reader of the object name that can seek (each seek
@@ -365,7 +438,8 @@ func (b *Bucket) AbortAbandonedUploads(ctx context.Context, olderThan time.Durat
 	aborted := 0
 	keyMarker, idMarker := "", ""
 	for {
-		res, err := b.core.ListMultipartUploads(ctx, b.cfg.Bucket, b.prefix, keyMarker, idMarker, "", 1000)
+		core := minio.Core{Client: b.client}
+		res, err := core.ListMultipartUploads(ctx, b.cfg.Bucket, b.prefix, keyMarker, idMarker, "", 1000)
 		if err != nil {
 			return aborted, b.unavailable("listing unfinished uploads", err)
 		}
@@ -373,7 +447,7 @@ func (b *Bucket) AbortAbandonedUploads(ctx context.Context, olderThan time.Durat
 			if !u.Initiated.Before(cutoff) || (keep != nil && !keep(strings.TrimPrefix(u.Key, b.prefix))) {
 				continue
 			}
-			if err := b.core.AbortMultipartUpload(ctx, b.cfg.Bucket, u.Key, u.UploadID); err != nil && !isCode(err, "NoSuchUpload") {
+			if err := core.AbortMultipartUpload(ctx, b.cfg.Bucket, u.Key, u.UploadID); err != nil && !isCode(err, "NoSuchUpload") {
 				return aborted, b.unavailable("aborting the upload of "+u.Key, err)
 			}
 			aborted++
@@ -395,19 +469,19 @@ func (b *Bucket) Probe(ctx context.Context) error {
 	key := b.Key(probeName + "-" + randomHex(8))
 	body := []byte("kiln checks that it may write here; this object is deleted at once\n")
 	sum := sha256.Sum256(body)
-	_, err := b.probe.PutObject(ctx, b.cfg.Bucket, key, bytes.NewReader(body), int64(len(body)), "", hex.EncodeToString(sum[:]),
+	_, err := b.once.PutObject(ctx, b.cfg.Bucket, key, bytes.NewReader(body), int64(len(body)), "", hex.EncodeToString(sum[:]),
 		minio.PutObjectOptions{ContentType: "text/plain", DisableContentSha256: true})
 	if err != nil {
 		return b.probeError("write", err)
 	}
-	info, err := b.probe.StatObject(ctx, b.cfg.Bucket, key, minio.StatObjectOptions{})
+	info, err := b.once.StatObject(ctx, b.cfg.Bucket, key, minio.StatObjectOptions{})
 	if err == nil && info.Size != int64(len(body)) {
 		err = fmt.Errorf("the object written has %d bytes, read back as %d", len(body), info.Size)
 	}
 	if err != nil {
 		return b.probeError("read back", err)
 	}
-	if err := b.probe.RemoveObject(ctx, b.cfg.Bucket, key, minio.RemoveObjectOptions{}); err != nil {
+	if err := b.once.RemoveObject(ctx, b.cfg.Bucket, key, minio.RemoveObjectOptions{}); err != nil {
 		return b.probeError("delete", err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -457,4 +458,54 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// TestS3Faults: failures that pass are retried, one request at a time
+// (an error answer, a connection cut in the middle of a part); failures
+// that last fail the upload with an UnavailableError, leaving nothing.
+func TestS3Faults(t *testing.T) {
+	ctx := context.Background()
+	srv := testpeers.StartS3(t, testpeers.S3Options{})
+	proxy := testpeers.NewFaultProxy(t, srv.Endpoint)
+	cfg := s3Config(t, srv)
+	cfg.Endpoint, cfg.MaxAttempts = proxy.URL, 3
+	s := newS3(t, cfg)
+	data := randomBytes(2*filestore.MinPartSize + 10)
+	sha := sum(data)
+	for _, fault := range []testpeers.Fault{{Status: 503}, {Status: 500}, {CutAfter: 1 << 20}, {Down: true}} {
+		t.Run(fmt.Sprintf("%+v", fault), func(t *testing.T) {
+			// lasting: the upload fails, nothing stays (the abort goes
+			// through once the fault ends)
+			proxy.Set(fault)
+			err := s.Put(ctx, sha, int64(len(data)), bytes.NewReader(data))
+			var ue *filestore.UnavailableError
+			if !errors.As(err, &ue) {
+				t.Fatalf("want an UnavailableError, got %v", err)
+			}
+			proxy.Set(testpeers.Fault{})
+			if o := srv.Objects(t, "store/"); len(o) != 0 {
+				t.Fatalf("objects after a failed upload: %v", o)
+			}
+			for _, u := range srv.Uploads(t, "store/") { // the abort met the fault too
+				srv.Abort(t, u)
+			}
+			// passing: the fault ends after the first failed request
+			proxy.Set(fault)
+			before := proxy.Connections.Load()
+			done := make(chan error, 1)
+			go func() { done <- s.Put(ctx, sha, int64(len(data)), bytes.NewReader(data)) }()
+			for proxy.Connections.Load() < before+1 {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(20 * time.Millisecond)
+			proxy.Set(testpeers.Fault{})
+			if err := <-done; err != nil {
+				t.Fatalf("a passing fault was not retried: %v", err)
+			}
+			if err := s.Delete(ctx, sha); err != nil {
+				t.Fatal(err)
+			}
+			nothingLeft(t, srv)
+		})
+	}
 }

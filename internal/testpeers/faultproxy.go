@@ -83,10 +83,11 @@ func cutScheme(u string) (scheme, host string, ok bool) {
 	return "", "", false
 }
 
-// Set switches to fault f; Down also cuts the open connections.
+// Set switches to fault f. Down and Status also cut the open
+// connections, so that kept-alive ones meet the fault too.
 func (p *FaultProxy) Set(f Fault) {
 	p.fault.Store(&f)
-	if f.Down {
+	if f.Down || f.Status != 0 {
 		p.closeAll()
 	}
 }

@@ -296,6 +296,14 @@ func (s *S3) StartUpload(t testing.TB, key string) {
 	}
 }
 
+// Abort aborts the unfinished uploads of key, as an operator would.
+func (s *S3) Abort(t testing.TB, key string) {
+	t.Helper()
+	if err := s.client(t).RemoveIncompleteUpload(context.Background(), s.Bucket, key); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Get reads an object.
 func (s *S3) Get(t testing.TB, key string) []byte {
 	t.Helper()
