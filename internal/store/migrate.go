@@ -47,6 +47,10 @@ func (s *SQL) migrateFrom(ctx context.Context, fsys fs.FS) error {
 	opts := []goose.ProviderOption{
 		goose.WithLogger(goose.NopLogger()),
 		goose.WithDisableGlobalRegistry(true),
+		// Numbers are handed out ahead of work done in parallel, so a
+		// lower one can be merged after a higher one reached databases:
+		// it is applied then, rather than refused.
+		goose.WithAllowOutofOrder(true),
 	}
 	if s.dialect == Postgres {
 		// A session lock held across all pending migrations; waiting
