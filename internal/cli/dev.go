@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -26,7 +27,7 @@ func newDevCommand() *cobra.Command {
 		Use:   "dev",
 		Short: "Developer tools: seed a synthetic farm, benchmark scrapes",
 	}
-	cmd.AddCommand(newDevSeedCommand(), newDevBenchScrapeCommand(), newDevBenchScrapeLoadCommand(), newDevServeBytesCommand())
+	cmd.AddCommand(newDevSeedCommand(), newDevBenchScrapeCommand(), newDevBenchScrapeLoadCommand(), newDevServeBytesCommand(), newDevBenchWritesCommand())
 	return cmd
 }
 
@@ -195,6 +196,64 @@ func newDevServeBytesCommand() *cobra.Command {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
+		return nil
+	}
+	return cmd
+}
+
+func newDevBenchWritesCommand() *cobra.Command {
+	var cfg bench.WriteConfig
+	var cpuProfile, server string
+	cmd := &cobra.Command{
+		Use:   "bench-writes",
+		Short: "Benchmark writes with the running totals kept vs switched off, 1 and 8 concurrent writers",
+		Long: `Create artifacts (3 files each) and submit work requests as fast as N
+concurrent writers can, on a fresh PostgreSQL database (kiln_bench_writes,
+recreated) and a fresh SQLite file, in alternating rounds with the running
+totals kept and switched off. Prints a Markdown table of medians and their
+ratio, and for PostgreSQL the wait events its sessions spent their time in.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.Flags().StringVar(&server, "postgres", "", "postgres:// URL of a server where the benchmark may create databases (empty: skip PostgreSQL)")
+	sqlite := cmd.Flags().Bool("sqlite", true, "measure SQLite too (in a temporary directory)")
+	cmd.Flags().IntSliceVar(&cfg.Writers, "writers", []int{1, 8}, "numbers of concurrent writers")
+	cmd.Flags().IntVar(&cfg.Rounds, "rounds", 6, "rounds with and without totals per median")
+	cmd.Flags().DurationVar(&cfg.Round, "round", 2*time.Second, "length of one round")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	cmd.Flags().String("config", "", "TOML config file")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if server != "" {
+			dsn, err := bench.FreshDatabase(cmd.Context(), server, "kiln_bench_writes")
+			if err != nil {
+				return err
+			}
+			cfg.Postgres = dsn
+		}
+		if *sqlite {
+			dir, err := os.MkdirTemp("", "kiln-bench-writes-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			cfg.SQLiteDir = dir
+		}
+		if cpuProfile != "" {
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		cfg.Log = cmd.ErrOrStderr()
+		rs, err := bench.RunWrites(cmd.Context(), cfg)
+		if err != nil {
+			return err
+		}
+		bench.WriteTable(cmd.OutOrStdout(), rs)
 		return nil
 	}
 	return cmd

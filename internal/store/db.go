@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,6 +34,8 @@ type SQL struct {
 	defs    defs
 	// finishHooks hear about finished work requests (OnFinish).
 	finishHooks []FinishHook
+	// noTotals turns running totals off (SkipTotalsForBenchmark).
+	noTotals atomic.Bool
 }
 
 // Open connects to dsn — a postgres:// URL, or a SQLite file path (optionally
@@ -98,6 +101,12 @@ func (s *SQL) Close() error { return s.db.Close() }
 
 // Ping checks that the database answers, for readiness probes.
 func (s *SQL) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// SkipTotalsForBenchmark stops (on) or resumes keeping running totals. It
+// exists for `kiln dev bench-writes` alone, which measures what the totals
+// cost a writer on a throwaway database: totals not kept while it is on stay
+// wrong until `kiln metrics recount --fix`.
+func (s *SQL) SkipTotalsForBenchmark(on bool) { s.noTotals.Store(on) }
 
 // SetClock replaces the store's clock, for tests of time-dependent figures.
 func (s *SQL) SetClock(now func() time.Time) { s.now = now }

@@ -131,7 +131,7 @@ func (tb *table[T]) create(ctx context.Context, t *tx, obj *T) error {
 }
 
 func (tb *table[T]) adjust(ctx context.Context, t *tx, obj *T, sign int64) error {
-	if tb.def.totals == nil || obj == nil {
+	if tb.def.totals == nil || obj == nil || t.s.noTotals.Load() {
 		return nil
 	}
 	cs, err := tb.def.totals(ctx, t, obj)

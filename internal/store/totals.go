@@ -43,6 +43,9 @@ func boolLabel(b bool) string {
 // add records a change of a running total, applied when the transaction
 // commits (flushTotals).
 func (t *tx) add(k totalKey, delta int64) {
+	if t.s.noTotals.Load() {
+		return
+	}
 	if t.totals == nil {
 		t.totals = map[totalKey]int64{}
 	}
