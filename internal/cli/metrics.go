@@ -43,13 +43,15 @@ func newMetricsRecountCommand() *cobra.Command {
 		Short: "Recount every metric from the base tables and report differences from the running totals",
 		Long: `Recount every figure of the public metrics endpoint from the base tables with
 plain GROUP BY queries (what a scrape would cost without running totals) and
-compare it with the running totals the server keeps; also check that each
-user's activity per scope (what user_activity observes) is no older than
-their newest root workflow there, and that every label set of the activity
-histograms is remembered (so it reports an empty histogram rather than
-vanishing when its last user or identity goes). Prints each difference
-and exits non-zero when there is any; --fix rewrites the differing totals
-in one transaction.`,
+compare it with the running totals the server keeps — as a scrape reads
+them, changes still in the journal that servers fold every second
+included, all in one snapshot, so servers may keep running; also check
+that each user's activity per scope (what user_activity observes) is no
+older than their newest root workflow there, and that every label set of
+the activity histograms is remembered (so it reports an empty histogram
+rather than vanishing when its last user or identity goes). Prints each
+difference and exits non-zero when there is any; --fix corrects the
+differing totals in one transaction, then folds the journal.`,
 		Args: cobra.NoArgs,
 	}
 	dsn := databaseFlags(cmd)
@@ -69,7 +71,9 @@ in one transaction.`,
 		bar := newBar(out, cmd.ErrOrStderr(), -1, "recounting from the base tables", false)
 		var diffs []store.Difference
 		if fix {
-			diffs, err = st.FixTotals(ctx)
+			if diffs, err = st.FixTotals(ctx); err == nil {
+				_, err = st.FoldAll(ctx)
+			}
 		} else {
 			diffs, err = st.CheckTotals(ctx)
 		}

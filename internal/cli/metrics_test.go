@@ -12,8 +12,9 @@ import (
 )
 
 // TestMetricsRecount runs `kiln metrics recount` on both databases: clean
-// totals exit 0, a damaged total is reported with a non-zero exit, --fix
-// repairs it.
+// totals exit 0, whether their changes are folded or still in the journal;
+// a damaged total is reported with a non-zero exit; --fix repairs it and
+// folds the journal.
 func TestMetricsRecount(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
@@ -37,8 +38,23 @@ func TestMetricsRecount(t *testing.T) {
 			code := Main(ctx, append([]string{"metrics", "recount", "--database", dsn}, args...), &out, &errb)
 			return code, out.String() + errb.String()
 		}
+		journal := func() (n int) {
+			if err := st.DB().QueryRowContext(ctx, "SELECT COUNT(*) FROM metric_journal").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if journal() == 0 {
+			t.Fatal("nothing in the journal: the first check proves less")
+		}
 		if code, out := run(); code != ExitOK || !strings.Contains(out, "agree") {
-			t.Fatalf("clean database: exit %d\n%s", code, out)
+			t.Fatalf("clean database, changes not folded yet: exit %d\n%s", code, out)
+		}
+		if _, err := st.FoldAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if code, out := run(); code != ExitOK || !strings.Contains(out, "agree") {
+			t.Fatalf("clean database, folded: exit %d\n%s", code, out)
 		}
 		if _, err := st.DB().ExecContext(ctx, "UPDATE metric_totals SET value = value + 2 WHERE family = 'workspaces'"); err != nil {
 			t.Fatal(err)
@@ -49,6 +65,9 @@ func TestMetricsRecount(t *testing.T) {
 		}
 		if code, out := run("--fix"); code != ExitOK || !strings.Contains(out, "fixed 1") {
 			t.Fatalf("--fix: exit %d\n%s", code, out)
+		}
+		if n := journal(); n != 0 {
+			t.Errorf("--fix left %d rows in the journal", n)
 		}
 		if code, out := run(); code != ExitOK {
 			t.Fatalf("after --fix: exit %d\n%s", code, out)

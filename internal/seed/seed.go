@@ -3,8 +3,8 @@
 // and files in realistic proportions. Rows are bulk-loaded (COPY on
 // PostgreSQL, batched inserts on SQLite) rather than created one by one, so
 // the running totals are then rebuilt from the base tables with
-// store.FixTotals — which leaves the database exactly as if every row had
-// gone through the store.
+// store.FixTotals and folded into the totals tables — which leaves the
+// database exactly as if every row had gone through the store.
 package seed
 
 import (
@@ -186,6 +186,9 @@ func Fill(ctx context.Context, st *store.SQL, sz Sizes, rng *rand.Rand, progress
 	progress("running totals", 0, 1)
 	if _, err := st.FixTotals(ctx); err != nil {
 		return fmt.Errorf("rebuild running totals: %w", err)
+	}
+	if _, err := st.FoldAll(ctx); err != nil {
+		return fmt.Errorf("fold the rebuilt running totals: %w", err)
 	}
 	progress("running totals", 1, 1)
 	if st.Dialect() == store.Postgres {

@@ -36,12 +36,20 @@ type SQL struct {
 	finishHooks []FinishHook
 	// noTotals turns running totals off (SkipTotalsForBenchmark).
 	noTotals atomic.Bool
+	// ledgers are the tables of running totals that Fold feeds.
+	ledgers []ledger
+	// labels decodes each stored label set once (ledgerTotals).
+	labels labelCache
+	// hook is set by the package's tests only: it turns a step of a
+	// transaction or fold into a database error when it returns true, or
+	// blocks it.
+	hook func(step string) bool
 }
 
 // Open connects to dsn — a postgres:// URL, or a SQLite file path (optionally
 // prefixed with sqlite:// or file:) — and brings its schema up to date.
 func Open(ctx context.Context, dsn string) (*SQL, error) {
-	s := &SQL{now: time.Now, defs: newDefs()}
+	s := &SQL{now: time.Now, defs: newDefs(), ledgers: defaultLedgers()}
 	var err error
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		s.dialect = Postgres
@@ -110,130 +118,6 @@ func (s *SQL) SkipTotalsForBenchmark(on bool) { s.noTotals.Store(on) }
 
 // SetClock replaces the store's clock, for tests of time-dependent figures.
 func (s *SQL) SetClock(now func() time.Time) { s.now = now }
-
-// tx is one database transaction, with the running-total adjustments that
-// must commit with it.
-type tx struct {
-	s      *SQL
-	sqltx  *sql.Tx
-	conn   *sql.Conn // SQLite read transactions run on a pinned connection
-	totals map[totalKey]int64
-	after  []func()
-	scopes map[int64]int64 // workspace id → scope id, read once per transaction
-	// itemWrite lets collection item changes update the otherwise
-	// read-only item_count.
-	itemWrite bool
-	// released collects content that left its file store in this
-	// transaction.
-	released []Blob
-}
-
-// inTx runs fn in one transaction and commits it together with the
-// running-total adjustments fn recorded. Any error rolls everything back.
-func (s *SQL) inTx(ctx context.Context, fn func(*tx) error) error {
-	for attempt := 0; ; attempt++ {
-		err := s.tryTx(ctx, fn)
-		if err != nil && attempt < 5 && isRetryable(err) {
-			time.Sleep(time.Duration(attempt+1) * 20 * time.Millisecond)
-			continue
-		}
-		return err
-	}
-}
-
-func (s *SQL) tryTx(ctx context.Context, fn func(*tx) error) error {
-	sqltx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	t := &tx{s: s, sqltx: sqltx, totals: map[totalKey]int64{}}
-	if err := fn(t); err != nil {
-		sqltx.Rollback()
-		return err
-	}
-	if err := t.flushTotals(ctx); err != nil {
-		sqltx.Rollback()
-		return err
-	}
-	if err := sqltx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	for _, f := range t.after {
-		f()
-	}
-	return nil
-}
-
-// readTx runs fn in a read-only transaction that sees one consistent
-// snapshot (REPEATABLE READ on PostgreSQL; a read transaction on SQLite).
-func (s *SQL) readTx(ctx context.Context, fn func(*tx) error) error {
-	opts := &sql.TxOptions{ReadOnly: true}
-	if s.dialect == Postgres {
-		opts.Isolation = sql.LevelRepeatableRead
-	}
-	var sqltx *sql.Tx
-	var err error
-	if s.dialect == SQLite {
-		// _txlock=immediate would take the write lock; a deferred
-		// transaction is a snapshot once its first SELECT runs.
-		conn, cerr := s.db.Conn(ctx)
-		if cerr != nil {
-			return cerr
-		}
-		defer conn.Close()
-		if _, err := conn.ExecContext(ctx, "BEGIN DEFERRED"); err != nil {
-			return err
-		}
-		t := &tx{s: s, sqltx: nil, totals: map[totalKey]int64{}}
-		t.conn = conn
-		ferr := fn(t)
-		_, rerr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
-		if ferr != nil {
-			return ferr
-		}
-		return rerr
-	}
-	sqltx, err = s.db.BeginTx(ctx, opts)
-	if err != nil {
-		return err
-	}
-	defer sqltx.Rollback()
-	return fn(&tx{s: s, sqltx: sqltx})
-}
-
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func (t *tx) q() querier {
-	if t.conn != nil {
-		return t.conn
-	}
-	return t.sqltx
-}
-
-func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return t.q().ExecContext(ctx, q, args...)
-}
-
-func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return t.q().QueryContext(ctx, q, args...)
-}
-
-func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.q().QueryRowContext(ctx, q, args...)
-}
-
-// forUpdate is the row-lock suffix of a SELECT that the transaction will
-// rewrite: PostgreSQL locks the rows, SQLite already holds the write lock.
-func (t *tx) forUpdate() string {
-	if t.s.dialect == Postgres {
-		return " FOR UPDATE"
-	}
-	return ""
-}
 
 func isRetryable(err error) bool {
 	var pgErr *pgconn.PgError

@@ -114,10 +114,10 @@ func (s *SQL) ensureVersionTable(ctx context.Context, versions database.Store) e
 		if ok, err := t.tableExists(ctx, versions.Tablename()); err != nil || ok {
 			return err
 		}
-		if err := versions.CreateVersionTable(ctx, t.sqltx); err != nil {
+		if err := versions.CreateVersionTable(ctx, t.q()); err != nil {
 			return fmt.Errorf("create %s: %w", versions.Tablename(), err)
 		}
-		if err := versions.Insert(ctx, t.sqltx, database.InsertRequest{Version: 0}); err != nil {
+		if err := versions.Insert(ctx, t.q(), database.InsertRequest{Version: 0}); err != nil {
 			return err
 		}
 		legacy, err := t.tableExists(ctx, legacyVersionTable)
@@ -129,7 +129,7 @@ func (s *SQL) ensureVersionTable(ctx context.Context, versions database.Store) e
 			return err
 		}
 		for _, v := range applied {
-			if err := versions.Insert(ctx, t.sqltx, database.InsertRequest{Version: v}); err != nil {
+			if err := versions.Insert(ctx, t.q(), database.InsertRequest{Version: v}); err != nil {
 				return err
 			}
 		}

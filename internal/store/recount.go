@@ -239,8 +239,10 @@ func (d Difference) String() string {
 
 // CheckTotals compares the running totals (and each file store's
 // total_size, and the user activity the activity histograms read: see
-// checkActivity) with a recount and returns every difference. A label set
-// kept at 0 that the recount no longer sees is not a difference.
+// checkActivity) with a recount and returns every difference. The totals
+// are read as a scrape reads them, journal entries not yet folded
+// included, in the recount's snapshot. A label set kept at 0 that the
+// recount no longer sees is not a difference.
 func (s *SQL) CheckTotals(ctx context.Context) ([]Difference, error) {
 	var diffs []Difference
 	err := s.readTx(ctx, func(t *tx) error {
@@ -256,15 +258,14 @@ func (s *SQL) checkTotals(ctx context.Context, t *tx) ([]Difference, error) {
 	if err != nil {
 		return nil, err
 	}
-	kept := map[totalKey]int64{}
-	if err := t.each(ctx, "SELECT family, labels, value FROM metric_totals", nil, func(r *sql.Rows) error {
-		var k totalKey
-		var v int64
-		err := r.Scan(&k.family, &k.labels, &v)
-		kept[k] = v
-		return err
-	}); err != nil {
+	// the running totals as a reader sees them: folded plus journaled
+	totals, err := t.ledgerTotals(ctx, s.metricsLedger())
+	if err != nil {
 		return nil, err
+	}
+	kept := make(map[totalKey]int64, len(totals))
+	for _, tot := range totals {
+		kept[key(tot.Family, tot.Labels)] = tot.Value
 	}
 	want := map[totalKey]int64{}
 	for _, c := range counted {
@@ -304,17 +305,15 @@ func (s *SQL) checkTotals(ctx context.Context, t *tx) ([]Difference, error) {
 	return diffs, nil
 }
 
-// FixTotals rewrites every running total (and file store total_size) that
+// FixTotals corrects every running total (and file store total_size) that
 // differs from the recount, in one transaction, and returns what it fixed.
+// The corrections are journaled like any change (Fold merges them). The
+// transaction reads one snapshot (REPEATABLE READ on PostgreSQL; SQLite's
+// writer is alone) and corrects by difference, so writers need not stop:
+// what they commit meanwhile adds to the corrected figures.
 func (s *SQL) FixTotals(ctx context.Context) ([]Difference, error) {
 	var diffs []Difference
-	err := s.inTx(ctx, func(t *tx) error {
-		if s.dialect == Postgres {
-			// no writer may change rows between the recount and the fix
-			if _, err := t.exec(ctx, "LOCK TABLE metric_totals IN EXCLUSIVE MODE"); err != nil {
-				return err
-			}
-		}
+	err := s.inTxAt(ctx, repeatableRead, func(t *tx) error {
 		var err error
 		diffs, err = s.checkTotals(ctx, t)
 		if err != nil {
@@ -328,7 +327,7 @@ func (s *SQL) FixTotals(ctx context.Context) ([]Difference, error) {
 				continue
 			}
 			if d.Family == "file_stores.total_size" {
-				if _, err := t.exec(ctx, "UPDATE file_stores SET total_size = $1 WHERE name = $2", d.Counted, d.Labels["name"]); err != nil {
+				if _, err := t.exec(ctx, "UPDATE file_stores SET total_size = total_size + $1 WHERE name = $2", d.Counted-d.Kept, d.Labels["name"]); err != nil {
 					return err
 				}
 				continue

@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
-	"fmt"
 	"time"
 )
 
@@ -15,8 +13,10 @@ import (
 type Snapshot struct {
 	// Taken is the database's view of "now" for the age-based figures.
 	Taken time.Time
-	// Totals are the running totals of every family; Labels hold scope_id
-	// and worker_pool_id where the metric shows names.
+	// Totals are the running totals of every family, grouped by family,
+	// with the changes not yet folded (Fold) included. Labels hold scope_id
+	// and worker_pool_id where the metric shows names; they are shared
+	// with later snapshots: read-only.
 	Totals []Total
 	// ScopeNames maps scope ids to names.
 	ScopeNames map[int64]string
@@ -54,22 +54,14 @@ type Activity struct {
 	Issuers        []string
 }
 
-// Snapshot reads the figures of one scrape in one read transaction.
+// Snapshot reads the figures of one scrape in one read transaction: the
+// totals and the journal rows not yet folded into them come from the same
+// snapshot, so a fold running meanwhile changes nothing that it reports.
 func (s *SQL) Snapshot(ctx context.Context) (*Snapshot, error) {
 	snap := &Snapshot{Taken: s.now().UTC(), ScopeNames: map[int64]string{}, PoolNames: map[int64]string{}, PoolRuntime: map[int64]float64{}}
 	err := s.readTx(ctx, func(t *tx) error {
-		if err := t.each(ctx, "SELECT family, labels, value FROM metric_totals ORDER BY family, labels", nil, func(r *sql.Rows) error {
-			var tot Total
-			var labels string
-			if err := r.Scan(&tot.Family, &labels, &tot.Value); err != nil {
-				return err
-			}
-			if err := json.Unmarshal([]byte(labels), &tot.Labels); err != nil {
-				return fmt.Errorf("metric_totals %s %s: %w", tot.Family, labels, err)
-			}
-			snap.Totals = append(snap.Totals, tot)
-			return nil
-		}); err != nil {
+		var err error
+		if snap.Totals, err = t.ledgerTotals(ctx, s.metricsLedger()); err != nil {
 			return err
 		}
 		if err := t.each(ctx, "SELECT id, name FROM scopes", nil, func(r *sql.Rows) error {
@@ -102,7 +94,6 @@ func (s *SQL) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}); err != nil {
 			return err
 		}
-		var err error
 		if snap.ActivitySeries, err = t.activitySeries(ctx); err != nil {
 			return err
 		}

@@ -14,6 +14,54 @@
 //     scrape from one consistent snapshot.
 //   - All methods are safe for concurrent use, also by several server
 //     processes sharing one PostgreSQL database.
+//
+// # Running totals that no writer waits for
+//
+// Each row a public metric counts adds to a running total — a family and
+// a label set, e.g. artifacts{category, scope_id} — so that a scrape reads
+// one row per series and never the big tables. A farm's writes land on few
+// such totals, so updating them in place made writers queue: on
+// PostgreSQL with 8 concurrent writers, 51–66 % of the sessions waited on
+// a transactionid lock at the upsert, and artifact creation ran at 0.20,
+// work request submission at 0.24 of its throughput without totals
+// (`kiln dev bench-writes`, docs/benchmarks.md); the hot rows also bloated
+// (14 rows in 8.5 MB after two minutes of writes).
+//
+// The totals are therefore kept through an insert-only journal:
+//
+//   - A write transaction sums its changes per total in memory and inserts
+//     them as one row of metric_journal (a JSON array of [family, labels,
+//     value]) in one statement at its very end. On PostgreSQL that
+//     statement travels with the COMMIT in one pipelined round trip
+//     (commitPostgres), so it adds no round trip and no lock is held
+//     across one; a journal row is only ever inserted, so no two writers
+//     wait for each other on it. A rollback, or a process dying before
+//     COMMIT, takes the journal row with the rows it counts.
+//   - Fold merges the journal into the totals and deletes the rows it
+//     merged, in one transaction. One process folds at a time (a
+//     PostgreSQL advisory lock; SQLite's single writer); a server folds
+//     every second, `kiln metrics recount --fix` and `kiln dev seed`
+//     fold when done.
+//   - Readers (Snapshot, CheckTotals) read the totals and add the journal
+//     rows not folded yet, in one snapshot. A fold moves rows atomically,
+//     so a reader sees every committed change exactly once, folded or not.
+//   - Totals rows are never deleted: a label set that once existed keeps
+//     reporting 0.
+//
+// The price is on the readers' side: a snapshot also reads the journal
+// rows not folded yet (about a second of writes, expanded and summed by
+// the database), and a fold rewrites each changed total once a second.
+//
+// Rejected: upserting the totals last and in sorted order (what kiln did:
+// the row lock is still held from the upsert to COMMIT, and every writer
+// of a kind queues on it); spreading each total over N rows that writers
+// pick at random (the queue is N times shorter, not gone, and scrapes read
+// N times the rows); recounting at scrape time (the reference design, 1.6 s
+// per GROUP BY at a million rows).
+//
+// Totals that scrapes must not read — the dashboard's rollups per hour ×
+// workspace × task name — go through the same journal into a ledger (a
+// table) of their own: see ledger.
 package store
 
 import (
@@ -147,6 +195,9 @@ type Store interface {
 
 	// Snapshot reads the public metrics' figures in one snapshot.
 	Snapshot(ctx context.Context) (*Snapshot, error)
+	// Fold merges the journal of running-total changes into the totals;
+	// a server runs it every few seconds (one process at a time folds).
+	Fold(ctx context.Context) (FoldResult, error)
 }
 
 var _ Store = (*SQL)(nil)

@@ -1,0 +1,145 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// FoldResult says what one Fold did.
+type FoldResult struct {
+	// Entries is the number of journal entries (one per write
+	// transaction) merged into the totals.
+	Entries int64
+	// Busy means another process was folding: this call did nothing.
+	Busy bool
+	// More means the journal held more entries than one fold takes
+	// (foldBatch): fold again.
+	More bool
+}
+
+// foldBatch bounds the journal entries one fold takes, so that a fold
+// after a long pause stays a short transaction.
+const foldBatch = 5000
+
+// foldLockKey is the PostgreSQL advisory lock that makes one folder at a
+// time fold (migrations hold 8420).
+const foldLockKey = 8421
+
+// Fold merges the journal of running-total changes into the totals tables,
+// in one transaction that takes the journal entries it merges: a reader
+// sees either an entry or its sum in the totals, never both or neither,
+// and a fold that fails or whose process dies changes nothing. One process
+// folds at a time (a PostgreSQL advisory lock; SQLite's single writer); a
+// call that finds another folding returns Busy at once. Writers never wait
+// for a fold: they only insert journal entries, which a fold does not
+// lock.
+func (s *SQL) Fold(ctx context.Context) (FoldResult, error) {
+	var res FoldResult
+	err := s.inTx(ctx, func(t *tx) error {
+		res = FoldResult{}
+		var err error
+		if s.dialect == Postgres {
+			var got bool
+			if err := t.queryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", foldLockKey).Scan(&got); err != nil {
+				return err
+			}
+			if !got {
+				res.Busy = true
+				return nil
+			}
+			res.Entries, err = t.foldPostgres(ctx)
+		} else {
+			res.Entries, err = t.foldSQLite(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("fold the running totals' journal: %w", err)
+		}
+		res.More = res.Entries == foldBatch
+		return nil
+	})
+	if err != nil {
+		return FoldResult{}, err
+	}
+	return res, nil
+}
+
+// FoldAll folds until the journal is empty (up to what other writers add
+// meanwhile), waiting for another folder to finish when it finds one, and
+// returns the number of journal entries it merged.
+func (s *SQL) FoldAll(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		res, err := s.Fold(ctx)
+		if err != nil {
+			return total, err
+		}
+		total += res.Entries
+		if !res.Busy && !res.More {
+			return total, nil
+		}
+		if res.Busy {
+			select {
+			case <-ctx.Done():
+				return total, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// foldPostgres takes up to foldBatch journal entries, sums their changes
+// per total and adds the sums to each ledger's table, in one statement,
+// and returns how many entries it took.
+func (t *tx) foldPostgres(ctx context.Context) (int64, error) {
+	var q strings.Builder
+	q.WriteString(`WITH taken AS (
+			DELETE FROM metric_journal WHERE ctid = ANY(ARRAY(SELECT ctid FROM metric_journal LIMIT $1))
+			RETURNING entries
+		), changes AS (
+			SELECT family, labels, SUM(value) AS value FROM (` + t.s.journalChanges("taken") + `) x GROUP BY family, labels
+		)`)
+	for i, lg := range t.s.ledgers {
+		fmt.Fprintf(&q, `, merged%d AS (
+			INSERT INTO %s (family, labels, value) SELECT family, labels, value FROM changes WHERE %s
+			ON CONFLICT (family, labels) DO UPDATE SET value = %s.value + excluded.value
+		)`, i, lg.table, t.s.journalCondition(lg), lg.table)
+	}
+	q.WriteString(" SELECT COUNT(*) FROM taken")
+	var n int64
+	if err := t.queryRow(ctx, q.String(), foldBatch).Scan(&n); err != nil {
+		return 0, err
+	}
+	return n, t.fault(ctx, stepFold)
+}
+
+// foldSQLite does what foldPostgres does in SQLite's terms. The fold holds
+// the single write lock, so nothing is added between its statements: the
+// rowids up to last are the entries taken.
+func (t *tx) foldSQLite(ctx context.Context) (int64, error) {
+	var last sql.NullInt64
+	if err := t.queryRow(ctx, "SELECT MAX(rowid) FROM (SELECT rowid FROM metric_journal ORDER BY rowid LIMIT $1)", foldBatch).Scan(&last); err != nil {
+		return 0, err
+	}
+	if !last.Valid {
+		return 0, nil
+	}
+	changes := t.s.journalChanges("(SELECT entries FROM metric_journal WHERE rowid <= $1)")
+	for _, lg := range t.s.ledgers {
+		if _, err := t.exec(ctx, `INSERT INTO `+lg.table+` (family, labels, value)
+			SELECT family, labels, SUM(value) FROM (`+changes+`) x WHERE `+t.s.journalCondition(lg)+` GROUP BY family, labels
+			ON CONFLICT (family, labels) DO UPDATE SET value = `+lg.table+`.value + excluded.value`, last.Int64); err != nil {
+			return 0, err
+		}
+	}
+	if err := t.fault(ctx, stepFold); err != nil {
+		return 0, err
+	}
+	res, err := t.exec(ctx, "DELETE FROM metric_journal WHERE rowid <= $1", last.Int64)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
