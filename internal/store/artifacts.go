@@ -121,15 +121,22 @@ func artifactDef() *tableDef[model.Artifact] {
 			if err != nil {
 				return nil, err
 			}
+			// every write of an artifact computes these: the label set's
+			// stored form once, no copies of it
 			l := Labels{"category": o.Category, "scope_id": itoa(scope)}
+			lk := canonicalLabels(l)
 			var size int64
-			cs := []contribution{one("artifacts", l)}
+			cs := make([]contribution, 0, 5+len(o.Files))
+			cs = append(cs, contribution{totalKey{"artifacts", lk}, 1})
 			for _, f := range o.Files {
 				size += f.Size
-				cs = append(cs, histo("artifact_file_sizes", l, f.Size, ArtifactFileSizeBuckets)...)
+				cs = append(cs, bucket("artifact_file_sizes", l, f.Size, ArtifactFileSizeBuckets))
 			}
-			cs = append(cs, contribution{key("artifact_file_size", l), size})
-			return append(cs, histo("artifact_file_counts", l, int64(len(o.Files)), ArtifactFileCountBuckets)...), nil
+			return append(cs,
+				contribution{totalKey{"artifact_file_sizes_sum", lk}, size},
+				contribution{totalKey{"artifact_file_size", lk}, size},
+				bucket("artifact_file_counts", l, int64(len(o.Files)), ArtifactFileCountBuckets),
+				contribution{totalKey{"artifact_file_counts_sum", lk}, int64(len(o.Files))}), nil
 		},
 		inUse: func(ctx context.Context, t *tx, o *model.Artifact) error {
 			if ok, err := t.exists(ctx, "SELECT 1 FROM collection_items WHERE artifact_id = $1 LIMIT 1", o.ID); err != nil || ok {

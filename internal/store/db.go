@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,9 @@ type SQL struct {
 	ledgers []ledger
 	// labels decodes each stored label set once (ledgerTotals).
 	labels labelCache
+	// journalPrepared is SQLite's prepared journal insert (journalStmt).
+	stmtMu          sync.Mutex
+	journalPrepared *sql.Stmt
 	// hook is set by the package's tests only: it turns a step of a
 	// transaction or fold into a database error when it returns true, or
 	// blocks it.
@@ -104,8 +108,16 @@ func (s *SQL) Dialect() Dialect { return s.dialect }
 // baseline; writes must go through the store's methods.
 func (s *SQL) DB() *sql.DB { return s.db }
 
-// Close releases the connection pool.
-func (s *SQL) Close() error { return s.db.Close() }
+// Close releases the prepared statement and the connection pool.
+func (s *SQL) Close() error {
+	s.stmtMu.Lock()
+	if s.journalPrepared != nil {
+		s.journalPrepared.Close()
+		s.journalPrepared = nil
+	}
+	s.stmtMu.Unlock()
+	return s.db.Close()
+}
 
 // Ping checks that the database answers, for readiness probes.
 func (s *SQL) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }

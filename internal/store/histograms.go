@@ -23,6 +23,13 @@ const InfBucket = "+Inf"
 
 // histo is one observation of value in a histogram kept as running totals.
 func histo(family string, l Labels, value int64, bounds []int64) []contribution {
+	return []contribution{bucket(family, l, value, bounds), {totalKey{family + "_sum", canonicalLabels(l)}, value}}
+}
+
+// bucket is the count part of one observation: 1 for the bucket of value
+// (label "le" added to l, without copying l). Writers with several
+// observations of one label set add their sum to family+"_sum" once.
+func bucket(family string, l Labels, value int64, bounds []int64) contribution {
 	le := InfBucket
 	for _, b := range bounds {
 		if value <= b {
@@ -30,12 +37,5 @@ func histo(family string, l Labels, value int64, bounds []int64) []contribution 
 			break
 		}
 	}
-	bucket := Labels{"le": le}
-	for k, v := range l {
-		bucket[k] = v
-	}
-	return []contribution{
-		{key(family, bucket), 1},
-		{key(family+"_sum", l), value},
-	}
+	return contribution{totalKey{family, canonicalWith(l, "le", le)}, 1}
 }

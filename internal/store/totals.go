@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,8 +33,95 @@ type Labels map[string]string
 
 // key builds the canonical key of a family and label set.
 func key(family string, l Labels) totalKey {
-	b, _ := json.Marshal(l) // encoding/json sorts map keys
-	return totalKey{family: family, labels: string(b)}
+	return totalKey{family: family, labels: canonicalLabels(l)}
+}
+
+// canonicalLabels is json.Marshal(l), the stored form of a label set (keys
+// sorted), written without reflection when every name and value is plain
+// printable ASCII that JSON needs no escape for — all of kiln's labels but
+// user-chosen text. Anything else goes through encoding/json itself, so
+// the two forms never differ (FuzzCanonicalLabels). Every write computes a
+// few of these keys.
+func canonicalLabels(l Labels) string {
+	if l == nil {
+		return "null"
+	}
+	return canonical(l, false, "", "")
+}
+
+// canonicalWith is canonicalLabels of l with the label name=value added
+// (replacing l's own), without copying l.
+func canonicalWith(l Labels, name, value string) string {
+	return canonical(l, true, name, value)
+}
+
+func canonical(l Labels, add bool, name, value string) string {
+	var buf [12]string
+	names := buf[:0]
+	size := 2
+	if add {
+		if !plainJSON(name) || !plainJSON(value) {
+			return marshalWith(l, add, name, value)
+		}
+		names = append(names, name)
+		size += len(name) + len(value) + 6
+	}
+	for k, v := range l {
+		if add && k == name {
+			continue
+		}
+		if !plainJSON(k) || !plainJSON(v) {
+			return marshalWith(l, add, name, value)
+		}
+		names = append(names, k)
+		size += len(k) + len(v) + 6
+	}
+	slices.Sort(names)
+	b := make([]byte, 0, size)
+	b = append(b, '{')
+	for i, k := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		v := l[k]
+		if add && k == name {
+			v = value
+		}
+		b = append(b, '"')
+		b = append(b, k...)
+		b = append(b, '"', ':', '"')
+		b = append(b, v...)
+		b = append(b, '"')
+	}
+	b = append(b, '}')
+	return string(b)
+}
+
+// marshalWith is canonical through encoding/json, for names or values
+// that need escaping.
+func marshalWith(l Labels, add bool, name, value string) string {
+	m := make(Labels, len(l)+1)
+	for k, v := range l {
+		m[k] = v
+	}
+	if add {
+		m[name] = value
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+// plainJSON says whether encoding/json writes s unchanged between quotes:
+// printable ASCII but for the characters it escapes (" \ and, as HTML-safe
+// JSON, < > &).
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
@@ -125,7 +213,8 @@ func appendJSONString(b []byte, s string) []byte {
 const journalInsert = "INSERT INTO metric_journal (entries) VALUES ($1)"
 
 // writeJournal inserts the transaction's journal entry, on SQLite, as the
-// transaction's last statement.
+// transaction's last statement. The statement is kept prepared: SQLite
+// spends as long parsing a statement as running this one.
 func (t *tx) writeJournal(ctx context.Context) error {
 	entry := t.journalEntry()
 	if entry == "" {
@@ -134,10 +223,32 @@ func (t *tx) writeJournal(ctx context.Context) error {
 	if t.s.faultAt(stepJournal) {
 		return t.execFault(ctx, stepJournal)
 	}
-	if _, err := t.exec(ctx, journalInsert, entry); err != nil {
+	var err error
+	if st := t.s.journalStmt(ctx); st != nil {
+		_, err = t.sqltx.StmtContext(ctx, st).ExecContext(ctx, entry)
+	} else {
+		_, err = t.exec(ctx, journalInsert, entry)
+	}
+	if err != nil {
 		return fmt.Errorf("journal of running totals: %w", err)
 	}
 	return nil
+}
+
+// journalStmt returns SQLite's prepared journal insert, preparing it on
+// first use; nil when it cannot be prepared (the caller then sends the
+// text, which fails or not on its own). It lives as long as the store.
+func (s *SQL) journalStmt(ctx context.Context) *sql.Stmt {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if s.journalPrepared == nil {
+		st, err := s.db.PrepareContext(ctx, journalInsert)
+		if err != nil {
+			return nil
+		}
+		s.journalPrepared = st
+	}
+	return s.journalPrepared
 }
 
 // journalChanges is a query of the changes in the journal entries of
