@@ -119,6 +119,9 @@ type Config struct {
 	// (from KILN_BOOTSTRAP_TOKEN); otherwise one is generated and written
 	// to <DataDir>/admin-token.
 	BootstrapToken string
+	// FoldInterval is how often the server folds the journal of
+	// running-total changes (store.Fold). Default DefaultFoldInterval.
+	FoldInterval time.Duration
 	// ShutdownTimeout bounds graceful shutdown. Default
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -173,6 +176,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Database == "" {
 		c.Database = filepath.Join(c.DataDir, "kiln.db")
+	}
+	if c.FoldInterval <= 0 {
+		c.FoldInterval = DefaultFoldInterval
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
@@ -256,6 +262,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err := registerMetrics(reg, st); err != nil {
 		return err
 	}
+	stopFolder, err := startFolder(ctx, st, reg, cfg.FoldInterval, logger)
+	if err != nil {
+		return err
+	}
+	defer stopFolder()
 	stopWorkflowMetrics, err := startWorkflowMetrics(ctx, st, reg, cfg, logger)
 	if err != nil {
 		return err

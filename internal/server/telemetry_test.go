@@ -229,6 +229,7 @@ func TestServerMetricsPromtool(t *testing.T) {
 		"kiln_outgoing_requests_total", "kiln_outgoing_request_duration_seconds", "kiln_incoming_events_total",
 		"kiln_notify_queue_length", "kiln_notify_dropped_total", "kiln_server_errors_total", "kiln_http_panics_total",
 		"go_memstats_alloc_bytes", "go_gc_duration_seconds",
+		"kiln_totals_folded_entries_total", "kiln_totals_fold_errors_total", "kiln_totals_fold_duration_seconds",
 	} {
 		if fams[name] == nil {
 			t.Errorf("internal /metrics lacks %s", name)

@@ -143,3 +143,38 @@ func (t *tx) foldSQLite(ctx context.Context) (int64, error) {
 	}
 	return res.RowsAffected()
 }
+
+// Folder is what FoldEvery folds: a Store.
+type Folder interface {
+	Fold(ctx context.Context) (FoldResult, error)
+}
+
+// FoldEvery folds f every interval until ctx ends, folding again at once
+// while a fold leaves More. observe, when not nil, hears the outcome and
+// duration of every fold. A failed fold is retried at the next tick: the
+// journal keeps every change until a fold succeeds, and readers count it
+// meanwhile.
+func FoldEvery(ctx context.Context, f Folder, interval time.Duration, observe func(FoldResult, time.Duration, error)) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for ctx.Err() == nil {
+			start := time.Now()
+			res, err := f.Fold(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if observe != nil {
+				observe(res, time.Since(start), err)
+			}
+			if err != nil || !res.More {
+				break
+			}
+		}
+	}
+}

@@ -430,3 +430,47 @@ func TestLedgers(t *testing.T) {
 		}
 	})
 }
+
+// countingFolder reports More for its first more calls.
+type countingFolder struct {
+	mu    sync.Mutex
+	calls int
+	more  int
+}
+
+func (c *countingFolder) Fold(context.Context) (FoldResult, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	return FoldResult{Entries: 1, More: c.calls <= c.more}, nil
+}
+
+// TestFoldEvery: a tick folds until the journal is drained (no More),
+// every fold is observed, and the loop ends with its context.
+func TestFoldEvery(t *testing.T) {
+	f := &countingFolder{more: 2}
+	ctx, cancel := context.WithCancel(context.Background())
+	observed := make(chan FoldResult, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		FoldEvery(ctx, f, time.Hour/2, func(r FoldResult, _ time.Duration, err error) { observed <- r })
+	}()
+	select {
+	case <-observed:
+		t.Fatal("folded before the first tick")
+	case <-time.After(20 * time.Millisecond):
+	}
+	cancel()
+	<-done
+
+	f = &countingFolder{more: 2}
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go FoldEvery(ctx, f, time.Millisecond, func(r FoldResult, _ time.Duration, err error) { observed <- r })
+	for i, want := range []bool{true, true, false} {
+		if r := <-observed; r.More != want {
+			t.Fatalf("fold %d: More %v, want %v", i, r.More, want)
+		}
+	}
+}
