@@ -39,6 +39,9 @@ type SQL struct {
 	noTotals atomic.Bool
 	// ledgers are the tables of running totals that Fold feeds.
 	ledgers []ledger
+	// unvacuumed counts the journal entries folded since this process
+	// last vacuumed the journal (vacuumJournal).
+	unvacuumed atomic.Int64
 	// labels decodes each stored label set once (ledgerTotals).
 	labels labelCache
 	// journalPrepared is SQLite's prepared journal insert (journalStmt).

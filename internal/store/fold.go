@@ -63,7 +63,31 @@ func (s *SQL) Fold(ctx context.Context) (FoldResult, error) {
 	if err != nil {
 		return FoldResult{}, err
 	}
+	if err := s.vacuumJournal(ctx, res.Entries); err != nil {
+		return res, fmt.Errorf("folded %d journal entries, but vacuuming the journal failed: %w", res.Entries, err)
+	}
 	return res, nil
+}
+
+// journalVacuumEvery is how many folded (deleted) journal entries a
+// PostgreSQL folder lets accumulate before it vacuums the journal.
+const journalVacuumEvery = 2000
+
+// vacuumJournal vacuums PostgreSQL's journal once journalVacuumEvery
+// entries were folded since the last time. Every entry is inserted once
+// and deleted once; autovacuum visits a database about once a minute,
+// and until then the dead rows take up room that writers cannot reuse and
+// every fold and snapshot scans: a benchmark left the journal at 46 MB for
+// 280 live rows. Vacuuming the small table is a matter of milliseconds.
+// TRUNCATE false: giving trailing pages back would take a lock that
+// writers' inserts wait for. SQLite reuses freed pages by itself.
+func (s *SQL) vacuumJournal(ctx context.Context, folded int64) error {
+	if s.dialect != Postgres || s.unvacuumed.Add(folded) < journalVacuumEvery {
+		return nil
+	}
+	s.unvacuumed.Store(0)
+	_, err := s.db.ExecContext(ctx, "VACUUM (TRUNCATE false, SKIP_LOCKED) metric_journal")
+	return err
 }
 
 // FoldAll folds until the journal is empty (up to what other writers add

@@ -431,6 +431,46 @@ func TestLedgers(t *testing.T) {
 	})
 }
 
+// TestJournalStaysSmall: entries are inserted once and deleted once by a
+// fold; the folder vacuums the journal on PostgreSQL, so that the table
+// does not keep growing until autovacuum comes by (which here it does not:
+// it is off for the table).
+func TestJournalStaysSmall(t *testing.T) {
+	dsn := testdb.Postgres(t)
+	ctx := context.Background()
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.db.Exec("ALTER TABLE metric_journal SET (autovacuum_enabled = false)"); err != nil {
+		t.Fatal(err)
+	}
+	entry := `[["artifacts","{\"category\":\"debian:binary-package\",\"scope_id\":\"1\"}",1],` +
+		`["artifact_file_size","{\"category\":\"debian:binary-package\",\"scope_id\":\"1\"}",123456789]]`
+	var size int64
+	for i := 0; i < 40; i++ {
+		if _, err := s.db.Exec("INSERT INTO metric_journal (entries) SELECT $1 FROM generate_series(1, 500)", entry); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.FoldAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.QueryRow("SELECT pg_relation_size('metric_journal')").Scan(&size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 20,000 entries of ~180 bytes went through; without vacuuming the
+	// table holds them all (~4 MB)
+	if size > 1<<20 {
+		t.Errorf("the journal takes %d bytes after 20,000 entries went through it", size)
+	}
+	var v int64
+	if err := s.db.QueryRow("SELECT value FROM metric_totals WHERE family = 'artifacts'").Scan(&v); err != nil || v != 20000 {
+		t.Errorf("artifacts total %d (%v), want 20000", v, err)
+	}
+}
+
 // countingFolder reports More for its first more calls.
 type countingFolder struct {
 	mu    sync.Mutex
