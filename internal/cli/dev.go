@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-build/kiln/internal/bench"
 	"github.com/kiln-build/kiln/internal/openmetrics"
 	"github.com/kiln-build/kiln/internal/seed"
+	"github.com/kiln-build/kiln/internal/server"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -203,27 +204,31 @@ func newDevServeBytesCommand() *cobra.Command {
 
 func newDevBenchWritesCommand() *cobra.Command {
 	var cfg bench.WriteConfig
-	var cpuProfile, server string
+	var cpuProfile, pgServer string
 	cmd := &cobra.Command{
 		Use:   "bench-writes",
 		Short: "Benchmark writes with the running totals kept vs switched off, 1 and 8 concurrent writers",
 		Long: `Create artifacts (3 files each) and submit work requests as fast as N
 concurrent writers can, on a fresh PostgreSQL database (kiln_bench_writes,
 recreated) and a fresh SQLite file, in alternating rounds with the running
-totals kept and switched off. Prints a Markdown table of medians and their
-ratio, and for PostgreSQL the wait events its sessions spent their time in.`,
+totals kept and switched off, while the journal of total changes is folded
+as often as a server folds it. Prints Markdown tables: throughput medians
+and the median and quartiles of their ratio, CPU time per write (this
+process and PostgreSQL's server processes, which load elsewhere on the
+machine disturbs less), and for PostgreSQL the wait events its sessions
+spent their time in.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.Flags().StringVar(&server, "postgres", "", "postgres:// URL of a server where the benchmark may create databases (empty: skip PostgreSQL)")
+	cmd.Flags().StringVar(&pgServer, "postgres", "", "postgres:// URL of a server where the benchmark may create databases (empty: skip PostgreSQL)")
 	sqlite := cmd.Flags().Bool("sqlite", true, "measure SQLite too (in a temporary directory)")
 	cmd.Flags().IntSliceVar(&cfg.Writers, "writers", []int{1, 8}, "numbers of concurrent writers")
-	cmd.Flags().IntVar(&cfg.Rounds, "rounds", 6, "rounds with and without totals per median")
-	cmd.Flags().DurationVar(&cfg.Round, "round", 2*time.Second, "length of one round")
+	cmd.Flags().IntVar(&cfg.Rounds, "rounds", 12, "rounds with and without totals per median")
+	cmd.Flags().DurationVar(&cfg.Round, "round", time.Second, "length of one round")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	cmd.Flags().String("config", "", "TOML config file")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if server != "" {
-			dsn, err := bench.FreshDatabase(cmd.Context(), server, "kiln_bench_writes")
+		if pgServer != "" {
+			dsn, err := bench.FreshDatabase(cmd.Context(), pgServer, "kiln_bench_writes")
 			if err != nil {
 				return err
 			}
@@ -249,6 +254,7 @@ ratio, and for PostgreSQL the wait events its sessions spent their time in.`,
 			defer pprof.StopCPUProfile()
 		}
 		cfg.Log = cmd.ErrOrStderr()
+		cfg.FoldInterval = server.DefaultFoldInterval
 		rs, err := bench.RunWrites(cmd.Context(), cfg)
 		if err != nil {
 			return err

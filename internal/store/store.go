@@ -48,6 +48,11 @@
 //   - Totals rows are never deleted: a label set that once existed keeps
 //     reporting 0.
 //
+// Measured the same way afterwards (docs/benchmarks.md): on PostgreSQL
+// with totals at 0.88–0.91 of the throughput without at 8 writers, at
+// 0.83–1.02 of it by CPU per write in every case, and no lock wait left
+// among the sessions' top wait events.
+//
 // The price is on the readers' side: a snapshot also reads the journal
 // rows not folded yet (about a second of writes, expanded and summed by
 // the database), and a fold rewrites each changed total once a second.
