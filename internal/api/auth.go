@@ -61,6 +61,9 @@ func (a *API) endpoint(op func(*call) error) http.Handler {
 		c := &call{a: a, w: w, r: r}
 		err := c.authenticate()
 		if err == nil {
+			err = checkParams(r)
+		}
+		if err == nil {
 			err = op(c)
 		}
 		if err != nil {

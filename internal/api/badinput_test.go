@@ -235,3 +235,98 @@ func TestBadInputPerResource(t *testing.T) {
 		}
 	})
 }
+
+// TestBadTextEveryBody sends every POST and PATCH route, found through
+// Routes(), the text that encoding/json lets through and the databases
+// disagree about: a duplicate key (json keeps the last one), invalid UTF-8
+// and lone surrogates (json replaces them with U+FFFD), NUL characters
+// (SQLite stores them, PostgreSQL refuses them). Both databases must answer
+// the same 400 naming the field, at any depth, and store nothing.
+func TestBadTextEveryBody(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn)
+		before := e.snapshot(t)
+		for _, pattern := range e.routes("POST", "PATCH") {
+			method, _, _ := strings.Cut(pattern, " ")
+			p := e.pathFor(pattern)
+			t.Run(pattern, func(t *testing.T) {
+				e.do(method, p, adminSecret, `{"name": "a", "name": "b"}`).wantProblem(t, 400, "name")
+				e.do(method, p, adminSecret, `{"data": {"k": 1, "k": 2}}`).wantProblem(t, 400, "data.k")
+				e.do(method, p, adminSecret, `{"name": "a\u0000b"}`).wantProblem(t, 400, "name")
+				e.do(method, p, adminSecret, `{"data": {"k": ["x", "\u0000"]}}`).wantProblem(t, 400, "data.k[1]")
+				e.do(method, p, adminSecret, `{"data": {"a\u0000": 1}}`).wantProblem(t, 400, `data["a\x00"]`)
+				e.do(method, p, adminSecret, "{\"name\": \"a\xffb\"}").wantProblem(t, 400, "name")
+				e.do(method, p, adminSecret, `{"name": "\ud800"}`).wantProblem(t, 400, "name")
+				e.do(method, p+"?x=a%00b", adminSecret, `{}`).wantProblem(t, 400, "x")
+			})
+		}
+		if after := e.snapshot(t); !reflect.DeepEqual(before, after) {
+			t.Fatalf("refused requests changed state:\nbefore %v\nafter  %v", before, after)
+		}
+	})
+}
+
+// TestNULInValidBodies is the report of issue 13: otherwise valid bodies
+// with one NUL character gave 500 on PostgreSQL and were stored on SQLite.
+func TestNULInValidBodies(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn)
+		before := e.snapshot(t)
+		pub := itoa(e.ids["pub"])
+		for _, c := range []badCase{
+			{"PATCH", "/api/1.0/scopes/" + itoa(e.ids["scope"]) + "/", `{"label": "a\u0000b"}`, 400, "label", "NUL"},
+			{"POST", "/api/1.0/identities/", `{"user": "bob", "issuer": "a\u0000b", "subject": "s"}`, 400, "issuer", "NUL"},
+			{"POST", "/api/1.0/assets/", `{"category": "test:x", "workspace": ` + pub + `, "data": {"k": "a\u0000"}}`, 400, "data.k", "NUL"},
+			{"POST", "/api/1.0/artifacts/", `{"category": "test:x", "workspace": ` + pub + `, "data": {"k": "a\u0000"}}`, 400, "data.k", "NUL"},
+			{"POST", "/api/1.0/work-requests/", `{"task_type": "Worker", "task_name": "command", "workspace": ` + pub + `,
+				"task_data": {"host_architecture": "amd64", "script": "echo \u0000"}}`, 400, "task_data.script", "NUL"},
+			{"POST", "/api/1.0/tokens/", `{"comment": "a\u0000b"}`, 400, "comment", "NUL"},
+			{"PATCH", "/api/1.0/tokens/" + itoa(e.ids["alice_token"]) + "/", `{"comment": "a\u0000b"}`, 400, "comment", "NUL"},
+			{"GET", "/api/1.0/scopes/?name=a%00b", ``, 400, "name", "NUL"},
+			{"GET", "/api/1.0/artifacts/" + itoa(e.ids["artifact:priv"]) + "/files/f%00.txt", ``, 400, "path", "NUL"},
+		} {
+			t.Run(c.method+" "+c.path+" "+c.body, func(t *testing.T) {
+				var body any
+				if c.body != "" {
+					body = c.body
+				}
+				p := e.do(c.method, c.path, adminSecret, body).wantProblem(t, c.status, c.field)
+				if !strings.Contains(p.Detail, c.detail) {
+					t.Fatalf("detail %q does not mention %q", p.Detail, c.detail)
+				}
+			})
+		}
+		if after := e.snapshot(t); !reflect.DeepEqual(before, after) {
+			t.Fatalf("refused requests changed state:\nbefore %v\nafter  %v", before, after)
+		}
+	})
+}
+
+// TestLenientValuesRefused: values that encoding/json or a lax type would
+// have read as something else are refused, naming the field.
+func TestLenientValuesRefused(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn)
+		before := e.snapshot(t)
+		priv := itoa(e.ids["priv"])
+		for _, c := range []badCase{
+			// a bare number has no unit: 1.5 what? It was stored as "1.5s".
+			{"POST", "/api/1.0/workspaces/", `{"name": "x", "scope": "debian", "expiration_delay": 1.5}`, 400, "expiration_delay", "unit"},
+			{"PATCH", "/api/1.0/workspaces/" + priv + "/", `{"expiration_delay": 86400}`, 400, "expiration_delay", "unit"},
+			// the last "name" used to win: a rename nobody asked for
+			{"PATCH", "/api/1.0/workspaces/" + priv + "/", `{"name": "x", "name": "y"}`, 400, "name", "twice"},
+			{"PATCH", "/api/1.0/workflow-templates/" + itoa(e.ids["tmpl:priv"]) + "/", `{"name": "x", "name": "y"}`, 400, "name", "twice"},
+			{"POST", "/api/1.0/workflow-templates/", "{\"name\": \"t\xff\", \"workspace\": \"debian/priv\", \"kind\": \"sequence\"}", 400, "name", "UTF-8"},
+		} {
+			t.Run(c.method+" "+c.body, func(t *testing.T) {
+				p := e.do(c.method, c.path, adminSecret, c.body).wantProblem(t, c.status, c.field)
+				if !strings.Contains(p.Detail, c.detail) {
+					t.Fatalf("detail %q does not mention %q", p.Detail, c.detail)
+				}
+			})
+		}
+		if after := e.snapshot(t); !reflect.DeepEqual(before, after) {
+			t.Fatalf("refused requests changed state:\nbefore %v\nafter  %v", before, after)
+		}
+	})
+}

@@ -12,6 +12,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/kiln-build/kiln/internal/strictjson"
 )
 
 // inputSpec is what the strict decoder knows about one input struct: the
@@ -90,8 +93,10 @@ func outputNames(t reflect.Type) []string {
 // decode reads the request body into dst (a pointer to the input struct
 // described by spec), field by field, so that every error names its field:
 // the media type must be JSON (415), the body at most MaxBodyBytes (413)
-// and one JSON object (400); unknown and read-only fields, nulls where
-// none is allowed and values of the wrong type are 400 naming the field.
+// and one JSON object (400); a key given twice, invalid UTF-8 and NUL
+// characters anywhere in it (checkText), unknown and read-only fields,
+// nulls where none is allowed and values of the wrong type are 400 naming
+// the field.
 func (c *call) decode(spec *inputSpec, dst any) error {
 	if err := checkJSONMediaType(c.r.Header.Get("Content-Type")); err != nil {
 		return err
@@ -122,6 +127,9 @@ func (c *call) decode(spec *inputSpec, dst any) error {
 	if raw == nil {
 		return errorf(http.StatusBadRequest, "", "the request body must be a JSON object, not null")
 	}
+	if err := checkText(body); err != nil {
+		return err
+	}
 	v := reflect.ValueOf(dst).Elem()
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
@@ -144,6 +152,52 @@ func (c *call) decode(spec *inputSpec, dst any) error {
 		}
 	}
 	return nil
+}
+
+// checkText refuses, with a 400 naming the field by its path ("name",
+// "data.k", "files[0].path"), what encoding/json would let through
+// silently: a key given twice (the last would win), invalid UTF-8 (it would
+// become U+FFFD) and NUL characters (SQLite would store them, PostgreSQL
+// would refuse them with a 500). Every JSON body of the API goes through
+// it, whichever decoder reads it next.
+func checkText(body []byte) error {
+	err := strictjson.Check(body)
+	if err == nil {
+		return nil
+	}
+	if e, ok := strictjson.As(err); ok && e.Path != "" {
+		return invalidField(e.Path, "%v", e)
+	}
+	return errorf(http.StatusBadRequest, "", "the request body %v", err)
+}
+
+// checkParams refuses NUL characters and invalid UTF-8 in the query
+// parameters and path of a request, naming the parameter ("path" for the
+// path): no route stores them, and PostgreSQL fails on them even in a
+// lookup.
+func checkParams(r *http.Request) error {
+	for k, vs := range r.URL.Query() {
+		for _, v := range append([]string{k}, vs...) {
+			if msg := badText(v); msg != "" {
+				return invalidField(k, "the query parameter %q %s", k, msg)
+			}
+		}
+	}
+	if msg := badText(r.URL.Path); msg != "" {
+		return invalidField("path", "the path %s", msg)
+	}
+	return nil
+}
+
+// badText says what is wrong with a string from outside, or "".
+func badText(s string) string {
+	switch {
+	case strings.IndexByte(s, 0) >= 0:
+		return strictjson.ReasonNUL
+	case !utf8.ValidString(s):
+		return strictjson.ReasonUTF8
+	}
+	return ""
 }
 
 func checkJSONMediaType(ct string) error {
@@ -259,6 +313,26 @@ func (t *timestamp) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf(`must be an RFC 3339 time such as "2030-01-02T15:04:05Z", not %q`, s)
 	}
 	*t = timestamp(v.UTC())
+	return nil
+}
+
+// duration is a length of time in a request body: a Go duration string
+// with its unit ("72h", "90m"). A bare number is refused rather than read
+// as seconds: for a workspace's expiration delay, 1.5 was meant as days as
+// often as seconds, and a silent guess keeps artifacts for the wrong time.
+type duration time.Duration
+
+// UnmarshalJSON reads a duration string such as "72h".
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf(`must be a duration with its unit, such as "72h" or "90m", not %s: a bare number says neither seconds nor days`, b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf(`must be a duration such as "72h" or "90m", not %q`, s)
+	}
+	*d = duration(v)
 	return nil
 }
 

@@ -97,6 +97,9 @@ func (c *call) jsonBody() (map[string]json.RawMessage, error) {
 	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
 		return nil, errorf(http.StatusBadRequest, "", "the request body must be a JSON object (a workflow template)")
 	}
+	if err := checkText(body); err != nil {
+		return nil, err
+	}
 	return obj, nil
 }
 

@@ -5,10 +5,10 @@ import (
 )
 
 type workspaceInput struct {
-	Name            *string                  `json:"name"`
-	Scope           *ref                     `json:"scope"`
-	Public          *bool                    `json:"public"`
-	ExpirationDelay nullable[model.Duration] `json:"expiration_delay"`
+	Name            *string            `json:"name"`
+	Scope           *ref               `json:"scope"`
+	Public          *bool              `json:"public"`
+	ExpirationDelay nullable[duration] `json:"expiration_delay"`
 }
 
 // change resolves the scope reference (checking the token's scope
@@ -21,7 +21,13 @@ func (in *workspaceInput) change(c *call) (func(*model.Workspace) error, error) 
 	return func(w *model.Workspace) error {
 		set(&w.Name, in.Name)
 		set(&w.Public, in.Public)
-		setPtr(&w.ExpirationDelay, in.ExpirationDelay)
+		if in.ExpirationDelay.set {
+			w.ExpirationDelay = nil
+			if !in.ExpirationDelay.null {
+				d := model.Duration(in.ExpirationDelay.value)
+				w.ExpirationDelay = &d
+			}
+		}
 		if scope != nil {
 			w.ScopeID = scope.ID // the store refuses a move to another scope
 		}
