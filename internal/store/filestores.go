@@ -84,11 +84,11 @@ func fileStoreDef() *tableDef[model.FileStore] {
 }
 
 // jsonText is how a JSON column is written: "{}" for nothing.
-func jsonText(raw json.RawMessage) string {
+func jsonText(raw json.RawMessage) jsonDoc {
 	if len(raw) == 0 {
 		return "{}"
 	}
-	return string(raw)
+	return jsonDoc(raw)
 }
 
 func checkJSONObject(field string, raw json.RawMessage) error {

@@ -64,7 +64,10 @@ type tableDef[T any] struct {
 	name    string // resource name in error messages, e.g. "scope"
 	table   string
 	columns []string // all columns but id, in the order of values()
-	id      func(*T) *int64
+	// fields names the input field of a column where the two differ
+	// ("data" of a work request is its "task_data"), for FieldErrors.
+	fields map[string]string
+	id     func(*T) *int64
 	// values returns the column values of obj in columns order; stamp sets
 	// its creation time before insert.
 	values func(*T) []any
@@ -109,17 +112,22 @@ func (tb *table[T]) create(ctx context.Context, t *tx, obj *T) error {
 	if tb.def.stamp != nil {
 		tb.def.stamp(obj, toMicros(t.s.now()))
 	}
+	// before check, whose lookups would carry the text to the database
+	if err := tb.checkValues(tb.def.values(obj)); err != nil {
+		return err
+	}
 	if tb.def.check != nil {
 		if err := tb.def.check(ctx, t, nil, obj); err != nil {
 			return err
 		}
 	}
+	values := tb.def.values(obj)
 	ph := make([]string, len(tb.def.columns))
 	for i := range ph {
 		ph[i] = "$" + strconv.Itoa(i+1)
 	}
 	q := "INSERT INTO " + tb.def.table + " (" + strings.Join(tb.def.columns, ", ") + ") VALUES (" + strings.Join(ph, ", ") + ") RETURNING id"
-	if err := t.queryRow(ctx, q, tb.def.values(obj)...).Scan(tb.def.id(obj)); err != nil {
+	if err := t.queryRow(ctx, q, values...).Scan(tb.def.id(obj)); err != nil {
 		return tb.writeError(err)
 	}
 	if tb.def.afterWrite != nil {
@@ -140,6 +148,21 @@ func (tb *table[T]) adjust(ctx context.Context, t *tx, obj *T, sign int64) error
 	}
 	for _, c := range cs {
 		t.add(c.key, sign*c.value)
+	}
+	return nil
+}
+
+// checkValues refuses what no column of either database may hold (see
+// text.go), naming the field of the column.
+func (tb *table[T]) checkValues(values []any) error {
+	for i, v := range values {
+		field := tb.def.columns[i]
+		if f, ok := tb.def.fields[field]; ok {
+			field = f
+		}
+		if err := checkText(field, v); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -196,6 +219,9 @@ func (tb *table[T]) Lookup(ctx context.Context, ref string, v *Viewer) (*T, erro
 	if tb.def.nameColumn == "" {
 		return nil, fmt.Errorf("%s %q: %w (refer to it by id)", tb.def.name, ref, ErrNotFound)
 	}
+	if checkText("", ref) != nil {
+		return nil, fmt.Errorf("%s %q: %w (no name holds a NUL character)", tb.def.name, ref, ErrNotFound)
+	}
 	var out *T
 	err := tb.s.readTx(ctx, func(t *tx) error {
 		var w where
@@ -235,6 +261,9 @@ func (tb *table[T]) List(ctx context.Context, q Query) ([]T, error) {
 		col, ok := tb.def.filters[name]
 		if !ok {
 			return nil, invalid(name, "unknown filter for %s lists", tb.def.name)
+		}
+		if err := checkText(name, val); err != nil {
+			return nil, err
 		}
 		w.add(col+" = ?", filterValue(val))
 	}
@@ -307,6 +336,9 @@ func (tb *table[T]) update(ctx context.Context, t *tx, id int64, v *Viewer, fn f
 		return nil, err
 	}
 	*tb.def.id(cp) = id
+	if err := tb.checkValues(tb.def.values(cp)); err != nil {
+		return nil, err
+	}
 	if tb.def.check != nil {
 		if err := tb.def.check(ctx, t, old, cp); err != nil {
 			return nil, err
@@ -405,6 +437,9 @@ func (w *where) sql() string {
 
 // exists reports whether q (a SELECT 1 …) returns a row.
 func (t *tx) exists(ctx context.Context, q string, args ...any) (bool, error) {
+	if err := checkArgs(args); err != nil {
+		return false, err
+	}
 	var one int
 	err := t.queryRow(ctx, q, args...).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -13,11 +13,12 @@ func workflowTemplateDef() *tableDef[model.WorkflowTemplate] {
 		name:    "workflow template",
 		table:   "workflow_templates",
 		columns: []string{"workspace_id", "name", "task_name", "static_data", "priority", "metrics", "created_at"},
+		fields:  map[string]string{"static_data": "static_parameters", "task_name": "kind"},
 		id:      func(o *model.WorkflowTemplate) *int64 { return &o.ID },
 		values: func(o *model.WorkflowTemplate) []any {
-			metrics := "[]"
+			metrics := jsonDoc("[]")
 			if len(o.Metrics) > 0 {
-				metrics = string(o.Metrics)
+				metrics = jsonDoc(o.Metrics)
 			}
 			return []any{o.WorkspaceID, o.Name, o.TaskName, jsonText(o.StaticData), o.Priority, metrics, toMicros(o.CreatedAt)}
 		},
@@ -94,7 +95,7 @@ func workerPoolDef() *tableDef[model.WorkerPool] {
 			if o.Architectures == nil {
 				archs = []byte("[]")
 			}
-			return []any{o.Name, o.Provider, o.Enabled, string(archs), jsonText(o.Specifications), o.MinWorkers, o.MaxWorkers,
+			return []any{o.Name, o.Provider, o.Enabled, jsonDoc(archs), jsonText(o.Specifications), o.MinWorkers, o.MaxWorkers,
 				int64(o.RuntimeSeconds * 1e6), toMicros(o.CreatedAt)}
 		},
 		stamp: func(o *model.WorkerPool, now int64) { o.CreatedAt = fromMicros(now) },

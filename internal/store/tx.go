@@ -286,11 +286,19 @@ func (t *tx) q() querier {
 	return t.sqltx
 }
 
+// exec and query refuse a NUL character in any argument (checkArgs), so
+// that a statement never reaches PostgreSQL with one.
 func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if err := checkArgs(args); err != nil {
+		return nil, err
+	}
 	return t.q().ExecContext(ctx, q, args...)
 }
 
 func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if err := checkArgs(args); err != nil {
+		return nil, err
+	}
 	return t.q().QueryContext(ctx, q, args...)
 }
 

@@ -21,7 +21,7 @@ func workerDef() *tableDef[model.Worker] {
 		values: func(o *model.Worker) []any {
 			meta, _ := json.Marshal(o.Metadata)
 			return []any{o.Name, string(o.WorkerType), o.Enabled, nullMicros(o.ConnectedAt), nullMicros(o.LastSeenAt),
-				string(meta), nullInt(o.PoolID), toMicros(o.CreatedAt)}
+				jsonDoc(meta), nullInt(o.PoolID), toMicros(o.CreatedAt)}
 		},
 		stamp: func(o *model.Worker, now int64) { o.CreatedAt = fromMicros(now) },
 		scan: func(r scanner) (*model.Worker, error) {

@@ -38,15 +38,16 @@ func workRequestDef() *tableDef[model.WorkRequest] {
 		columns: []string{"task_type", "task_name", "workspace_id", "status", "result", "data", "priority",
 			"created_by", "created_at", "started_at", "completed_at", "worker_id", "parent_id",
 			"workflow_template_id", "step_name", "retries", "max_retries", "statistics", "execution_time", "output"},
-		id: func(o *model.WorkRequest) *int64 { return &o.ID },
+		fields: map[string]string{"data": "task_data", "statistics": "runtime_statistics"},
+		id:     func(o *model.WorkRequest) *int64 { return &o.ID },
 		values: func(o *model.WorkRequest) []any {
 			var stats, output any
 			if o.Statistics != nil {
 				b, _ := json.Marshal(o.Statistics)
-				stats = string(b)
+				stats = jsonDoc(b)
 			}
 			if len(o.Output) > 0 {
-				output = string(o.Output)
+				output = jsonDoc(o.Output)
 			}
 			return []any{string(o.TaskType), o.TaskName, o.WorkspaceID, string(o.Status), string(o.Result),
 				jsonText(o.Data), o.Priority, nullInt(o.CreatedBy), toMicros(o.CreatedAt), nullMicros(o.StartedAt),
