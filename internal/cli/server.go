@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/openmetrics"
 	"github.com/kiln-build/kiln/internal/scheduler"
 	"github.com/kiln-build/kiln/internal/server"
@@ -86,6 +87,7 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	f.StringSliceVar(&cfg.NotifyURLs, "notify-url", nil, "URL that receives a JSON POST for every work request the server finishes (repeat the flag or separate URLs with commas)")
 	f.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "secret (16+ characters) that signs notifications and verifies signed webhooks at /api/1.0/hooks/{source}/; prefer KILN_WEBHOOK_SECRET, which stays out of the process list")
 	f.StringVar(&cfg.WebhookUser, "webhook-user", store.AdminUsername, "the user that signed webhooks act as (it needs the contributor role in the workspaces they start work in)")
+	f.DurationVar(&cfg.WebhookReplayWindow, "webhook-replay-window", api.DefaultReplayWindow, "how long webhook events that started work are remembered: the same event (same delivery id or signature) sent again within it is refused with 409")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	cfg.HTTPDurationBuckets = telemetry.DefaultDurationBuckets()
 	f.Var(telemetry.NewBucketsValue(&cfg.HTTPDurationBuckets), "http-duration-buckets", "upper bounds, in seconds, of the buckets of kiln_http_request_duration_seconds (increasing; +Inf is added)")

@@ -13,6 +13,7 @@ import (
 // one under their own pattern.
 func apiRoutes(st store.Store, cfg Config, logger *slog.Logger, d api.Dispatcher, events *telemetry.EventMetrics) []api.Route {
 	a := api.New(st, logger.With("component", "api"), api.Options{Dispatcher: d, Blobs: cfg.blobs,
-		Hooks: api.HookOptions{Secret: cfg.WebhookSecret, User: cfg.WebhookUser, Events: events}})
+		Hooks: api.HookOptions{Secret: cfg.WebhookSecret, User: cfg.WebhookUser, Events: events,
+			ReplayWindow: cfg.WebhookReplayWindow}})
 	return append(publicMetricsRoutes(st, a, cfg, logger), a.Routes()...)
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -187,11 +188,14 @@ func (n *notifier) run(ctx context.Context, stopping <-chan struct{}) {
 // answer, 5xx) after about 1 s, then 2 s, with jitter so that receivers
 // coming back are not hit by every server at once.
 func (n *notifier) deliver(ctx context.Context, body []byte) {
+	// one id for every attempt: a receiver that got an attempt whose
+	// answer was lost recognises the retry
+	id := deliveryID()
 	for _, u := range n.urls {
 		pauses := &backoff.ExponentialBackOff{InitialInterval: time.Second, RandomizationFactor: 0.5, Multiplier: 2,
 			MaxInterval: notifyTimeout}
 		_, err := backoff.Retry(ctx, func() (struct{}, error) {
-			retry, err := n.post(ctx, u, body)
+			retry, err := n.post(ctx, u, id, body)
 			if err != nil && !retry {
 				return struct{}{}, backoff.Permanent(err)
 			}
@@ -205,7 +209,9 @@ func (n *notifier) deliver(ctx context.Context, body []byte) {
 }
 
 // post sends one attempt; retry says whether another attempt may help.
-func (n *notifier) post(ctx context.Context, u string, body []byte) (retry bool, err error) {
+// The signature (api.SignEvent) covers the time of the attempt and the
+// delivery id, so that receivers can refuse stale and replayed events.
+func (n *notifier) post(ctx context.Context, u, id string, body []byte) (retry bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return false, err
@@ -213,9 +219,11 @@ func (n *notifier) post(ctx context.Context, u string, body []byte) (retry bool,
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "kiln/"+telemetry.ReadBuildInfo().Version)
 	req.Header.Set("X-Kiln-Event", NotifyEvent)
-	req.Header.Set("X-Kiln-Delivery", deliveryID())
+	req.Header.Set("X-Kiln-Delivery", id)
 	if n.secret != "" {
-		req.Header.Set("X-Kiln-Signature-256", api.Sign(n.secret, body))
+		now := time.Now()
+		req.Header.Set("X-Kiln-Timestamp", strconv.FormatInt(now.Unix(), 10))
+		req.Header.Set("X-Kiln-Signature-256", api.SignEvent(n.secret, now, id, body))
 	}
 	resp, err := n.client.Do(req)
 	if err != nil {

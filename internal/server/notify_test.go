@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -81,7 +82,13 @@ func TestNotifyOnFinish(t *testing.T) {
 	if got := d.header.Get("X-Kiln-Event"); got != NotifyEvent {
 		t.Errorf("X-Kiln-Event %q", got)
 	}
-	if got, want := d.header.Get("X-Kiln-Signature-256"), api.Sign(secret, d.body); got != want {
+	// kiln's own scheme: the signature covers the timestamp and the
+	// delivery id, so that the receiver can refuse replays
+	ts, err := strconv.ParseInt(d.header.Get("X-Kiln-Timestamp"), 10, 64)
+	if err != nil || time.Since(time.Unix(ts, 0)).Abs() > time.Minute {
+		t.Errorf("X-Kiln-Timestamp %q", d.header.Get("X-Kiln-Timestamp"))
+	}
+	if got, want := d.header.Get("X-Kiln-Signature-256"), api.SignEvent(secret, time.Unix(ts, 0), d.header.Get("X-Kiln-Delivery"), d.body); got != want {
 		t.Errorf("signature %q, want %q", got, want)
 	}
 	if d.header.Get("Content-Type") != "application/json" || d.header.Get("X-Kiln-Delivery") == "" {
@@ -123,6 +130,12 @@ func TestNotifyOnFinish(t *testing.T) {
 	}
 	if len(bad.deliveries()) != notifyAttempts {
 		t.Errorf("the failing receiver got %d attempts", len(bad.deliveries()))
+	}
+	// retries are the same delivery, so that a receiver can tell them
+	for _, d := range bad.deliveries() {
+		if id := d.header.Get("X-Kiln-Delivery"); id == "" || id != bad.deliveries()[0].header.Get("X-Kiln-Delivery") {
+			t.Errorf("the attempts of one notification have delivery ids %q and %q", id, bad.deliveries()[0].header.Get("X-Kiln-Delivery"))
+		}
 	}
 }
 

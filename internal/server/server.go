@@ -115,6 +115,10 @@ type Config struct {
 	WebhookSecret string
 	// WebhookUser is who signed webhooks act as; default "admin".
 	WebhookUser string
+	// WebhookReplayWindow is how long webhook events that started work
+	// are remembered, so that the same event sent again is refused;
+	// 0 means api.DefaultReplayWindow.
+	WebhookReplayWindow time.Duration
 	// BootstrapToken, when set, is the admin token's secret on first start
 	// (from KILN_BOOTSTRAP_TOKEN); otherwise one is generated and written
 	// to <DataDir>/admin-token.

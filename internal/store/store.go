@@ -198,6 +198,10 @@ type Store interface {
 	// ExpireArtifacts deletes artifacts whose time is up.
 	ExpireArtifacts(ctx context.Context, limit int) (*ExpireResult, error)
 
+	// Incoming webhook events that started work (deliveries.go).
+	RecordDelivery(ctx context.Context, source string, keys []DeliveryKey, window time.Duration) error
+	ForgetDelivery(ctx context.Context, source string, keys []DeliveryKey) error
+
 	// Snapshot reads the public metrics' figures in one snapshot.
 	Snapshot(ctx context.Context) (*Snapshot, error)
 	// Fold merges the journal of running-total changes into the totals;
