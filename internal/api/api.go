@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"slices"
 
+	"golang.org/x/time/rate"
+
 	"github.com/kiln-build/kiln/internal/blobs"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -31,6 +33,8 @@ type Options struct {
 	// stores; nil makes one for this API alone. A server shares its own
 	// with its periodic clean-up.
 	Blobs *blobs.Manager
+	// Registration bounds the self-registration of runners (workers.go).
+	Registration RegistrationOptions
 }
 
 // API holds the dependencies of the handlers. It is safe for concurrent
@@ -43,6 +47,8 @@ type API struct {
 	probe   *http.ServeMux // the real routes only, to tell 404 from 405
 	pattern map[string]bool
 	blobs   *blobs.Manager
+	// registrations paces anonymous self-registrations (workers.go).
+	registrations *rate.Limiter
 }
 
 // Route is one method and path pattern of the API with its handler. The
@@ -68,7 +74,9 @@ func New(st store.Store, logger *slog.Logger, opts Options) *API {
 	if opts.Blobs == nil {
 		opts.Blobs = blobs.New(st, blobs.Options{Logger: logger})
 	}
-	a := &API{st: st, log: logger, opts: opts, probe: http.NewServeMux(), pattern: map[string]bool{}, blobs: opts.Blobs}
+	opts.Registration.setDefaults()
+	a := &API{st: st, log: logger, opts: opts, probe: http.NewServeMux(), pattern: map[string]bool{}, blobs: opts.Blobs,
+		registrations: opts.Registration.limiter()}
 	for _, group := range [][]Route{
 		a.scopeRoutes(), a.workspaceRoutes(), a.memberRoutes(), a.userRoutes(), a.identityRoutes(),
 		a.groupRoutes(), a.tokenRoutes(), a.fileStoreRoutes(), a.assetRoutes(), a.collectionRoutes(),

@@ -30,7 +30,7 @@ type apiError struct {
 	field  string
 	detail string
 	allow  string // Allow header of a 405
-	// retryAfter, in seconds, is sent as Retry-After with a 503.
+	// retryAfter is the Retry-After header of a 429 or 503, in seconds.
 	retryAfter int
 }
 

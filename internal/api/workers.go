@@ -2,11 +2,13 @@ package api
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"regexp"
 	"strconv"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/runner/protocol"
@@ -116,6 +118,57 @@ func (a *API) workerRoutes() []Route {
 	)
 }
 
+// RegistrationOptions bounds the self-registration of runners (POST
+// workers/register/), which anyone may call: without bounds, 100 anonymous
+// calls made 100 workers.
+type RegistrationOptions struct {
+	// Disabled refuses every registration (403): runners then need a
+	// token an admin created (kiln worker create).
+	Disabled bool
+	// MaxPending caps the self-registered workers that wait for an admin
+	// to enable or delete them (409 beyond); 0 means
+	// DefaultMaxPendingRegistrations.
+	MaxPending int
+	// PerMinute is how many registrations this server process accepts per
+	// minute, in a burst of as many at most (429 beyond, with
+	// Retry-After); 0 means DefaultRegistrationsPerMinute.
+	PerMinute int
+}
+
+// Defaults of RegistrationOptions: enough for a fleet of new runners to
+// come up at once, too few to matter as a flood.
+const (
+	DefaultMaxPendingRegistrations = 20
+	DefaultRegistrationsPerMinute  = 10
+)
+
+func (o *RegistrationOptions) setDefaults() {
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPendingRegistrations
+	}
+	if o.PerMinute <= 0 {
+		o.PerMinute = DefaultRegistrationsPerMinute
+	}
+}
+
+func (o *RegistrationOptions) limiter() *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(float64(o.PerMinute)/60), o.PerMinute)
+}
+
+// paceRegistration takes a registration from the rate limit, or answers
+// 429 saying when to come back.
+func (c *call) paceRegistration() error {
+	r := c.a.registrations.Reserve()
+	if d := r.Delay(); d > 0 {
+		r.Cancel()
+		secs := int(math.Ceil(d.Seconds()))
+		e := errorf(http.StatusTooManyRequests, "", "too many runners register with this server just now (at most %d a minute): try again in %d s", c.a.opts.Registration.PerMinute, secs).(*apiError)
+		e.retryAfter = secs
+		return e
+	}
+	return nil
+}
+
 type registerInput struct {
 	Name       *string `json:"name"`
 	SecretHash *string `json:"secret_hash"`
@@ -128,9 +181,16 @@ var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // registerWorker records a runner that has no token yet: an external
 // worker, disabled, with a token whose hash the runner chose (it keeps the
 // secret). Nothing runs on it until an admin enables it, so registering
-// gives an anonymous caller nothing but a name in the list of workers.
+// gives an anonymous caller nothing but a name in the list of workers —
+// and RegistrationOptions bounds even that.
 func registerWorker(c *call) error {
 	if err := c.noQuery(); err != nil {
+		return err
+	}
+	if c.a.opts.Registration.Disabled {
+		return forbidden("runners cannot register themselves on this server: ask an admin for a runner token ('kiln worker create NAME') and start the runner with it")
+	}
+	if err := c.paceRegistration(); err != nil {
 		return err
 	}
 	var in registerInput
@@ -143,14 +203,8 @@ func registerWorker(c *call) error {
 	if in.SecretHash == nil || !hexSHA256.MatchString(*in.SecretHash) {
 		return invalidField("secret_hash", "%q must be the SHA-256 of the runner's secret, as 64 lower-case hex digits", "secret_hash")
 	}
-	w := &model.Worker{Name: *in.Name, WorkerType: model.WorkerExternal, Enabled: false}
-	if err := c.a.st.Workers().Create(c.ctx(), w); err != nil {
-		return err
-	}
-	tok := &model.Token{Hash: *in.SecretHash, Prefix: "runner", Enabled: true, WorkerID: &w.ID,
-		Comment: "registered by runner " + w.Name}
-	if err := c.a.st.Tokens().Create(c.ctx(), tok); err != nil {
-		_ = c.a.st.Workers().Delete(context.WithoutCancel(c.ctx()), w.ID, nil)
+	w, err := c.a.st.RegisterWorker(c.ctx(), *in.Name, *in.SecretHash, c.a.opts.Registration.MaxPending)
+	if err != nil {
 		return err
 	}
 	c.a.log.Info("runner registered; it waits for an admin to enable it", "worker", w.Name, "id", w.ID)

@@ -27,9 +27,10 @@ import (
 // KILN_<FLAG> or as a key of the --config file.
 func newServerCommand() *cobra.Command {
 	var (
-		cfg       server.Config
-		logFormat string
-		logLevel  string
+		cfg          server.Config
+		logFormat    string
+		logLevel     string
+		registration bool
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -59,6 +60,10 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 			if cfg.WorkflowMetricsTTL <= 0 {
 				cfg.WorkflowMetricsTTL = -1 // 0 on the command line: never expire
 			}
+			if cfg.Registration.MaxPending < 1 || cfg.Registration.PerMinute < 1 {
+				return usageError{fmt.Errorf("--max-pending-registrations and --registrations-per-minute must be at least 1 (turn registration off with --runner-registration=false)")}
+			}
+			cfg.Registration.Disabled = !registration
 			cfg.BootstrapToken = os.Getenv(server.BootstrapTokenEnv)
 			cfg.Out = cmd.OutOrStdout()
 			cfg.AdminCommand = adminCommand()
@@ -88,6 +93,9 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	f.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "secret (16+ characters) that signs notifications and verifies signed webhooks at /api/1.0/hooks/{source}/; prefer KILN_WEBHOOK_SECRET, which stays out of the process list")
 	f.StringVar(&cfg.WebhookUser, "webhook-user", store.AdminUsername, "the user that signed webhooks act as (it needs the contributor role in the workspaces they start work in)")
 	f.DurationVar(&cfg.WebhookReplayWindow, "webhook-replay-window", api.DefaultReplayWindow, "how long webhook events that started work are remembered: the same event (same delivery id or signature) sent again within it is refused with 409")
+	f.BoolVar(&registration, "runner-registration", true, "let runners without a token register themselves (disabled until an admin enables them); false refuses them: runners then need a token from 'kiln worker create'")
+	f.IntVar(&cfg.Registration.MaxPending, "max-pending-registrations", api.DefaultMaxPendingRegistrations, "most self-registered runners waiting for an admin to enable or delete them; registrations beyond are refused")
+	f.IntVar(&cfg.Registration.PerMinute, "registrations-per-minute", api.DefaultRegistrationsPerMinute, "runner self-registrations this server accepts per minute (in bursts of as many); more are answered 429")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	cfg.HTTPDurationBuckets = telemetry.DefaultDurationBuckets()
 	f.Var(telemetry.NewBucketsValue(&cfg.HTTPDurationBuckets), "http-duration-buckets", "upper bounds, in seconds, of the buckets of kiln_http_request_duration_seconds (increasing; +Inf is added)")

@@ -99,10 +99,16 @@ func (r *Runner) register(ctx context.Context, secret string) error {
 	if resp.StatusCode == http.StatusCreated {
 		return nil
 	}
-	detail := problemDetail(resp)
-	if resp.StatusCode == http.StatusConflict {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	detail := problemText(resp.StatusCode, b)
+	var p struct {
+		Field string `json:"field"`
+	}
+	if resp.StatusCode == http.StatusConflict && json.Unmarshal(b, &p) == nil && p.Field == "name" {
 		return fmt.Errorf("registering as %q: %s; choose another --name, or start the runner with that worker's --token", r.cfg.Name, detail)
 	}
+	// too many registrations waiting, too many at once, or registration
+	// turned off: the server's detail says which and what to do
 	return fmt.Errorf("registering as %q: %s", r.cfg.Name, detail)
 }
 
@@ -110,6 +116,11 @@ func (r *Runner) register(ctx context.Context, secret string) error {
 // the status was.
 func problemDetail(resp *http.Response) string {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return problemText(resp.StatusCode, b)
+}
+
+// problemText is problemDetail of a body already read.
+func problemText(status int, b []byte) string {
 	var p struct {
 		Detail string `json:"detail"`
 	}
@@ -117,7 +128,7 @@ func problemDetail(resp *http.Response) string {
 		return p.Detail
 	}
 	if s := strings.TrimSpace(string(b)); s != "" && len(s) < 300 {
-		return fmt.Sprintf("HTTP %d: %s", resp.StatusCode, s)
+		return fmt.Sprintf("HTTP %d: %s", status, s)
 	}
-	return fmt.Sprintf("HTTP %d", resp.StatusCode)
+	return fmt.Sprintf("HTTP %d", status)
 }

@@ -14,6 +14,7 @@ import (
 func apiRoutes(st store.Store, cfg Config, logger *slog.Logger, d api.Dispatcher, events *telemetry.EventMetrics) []api.Route {
 	a := api.New(st, logger.With("component", "api"), api.Options{Dispatcher: d, Blobs: cfg.blobs,
 		Hooks: api.HookOptions{Secret: cfg.WebhookSecret, User: cfg.WebhookUser, Events: events,
-			ReplayWindow: cfg.WebhookReplayWindow}})
+			ReplayWindow: cfg.WebhookReplayWindow},
+		Registration: cfg.Registration})
 	return append(publicMetricsRoutes(st, a, cfg, logger), a.Routes()...)
 }

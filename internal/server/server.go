@@ -119,6 +119,9 @@ type Config struct {
 	// are remembered, so that the same event sent again is refused;
 	// 0 means api.DefaultReplayWindow.
 	WebhookReplayWindow time.Duration
+	// Registration bounds the self-registration of runners without a
+	// token: off, at most so many waiting for an admin, so many a minute.
+	Registration api.RegistrationOptions
 	// BootstrapToken, when set, is the admin token's secret on first start
 	// (from KILN_BOOTSTRAP_TOKEN); otherwise one is generated and written
 	// to <DataDir>/admin-token.

@@ -198,6 +198,10 @@ type Store interface {
 	// ExpireArtifacts deletes artifacts whose time is up.
 	ExpireArtifacts(ctx context.Context, limit int) (*ExpireResult, error)
 
+	// Self-registered runners (registration.go).
+	RegisterWorker(ctx context.Context, name, secretHash string, maxPending int) (*model.Worker, error)
+	PendingRegistrations(ctx context.Context) (int, error)
+
 	// Incoming webhook events that started work (deliveries.go).
 	RecordDelivery(ctx context.Context, source string, keys []DeliveryKey, window time.Duration) error
 	ForgetDelivery(ctx context.Context, source string, keys []DeliveryKey) error
