@@ -47,7 +47,7 @@ const (
 // clientFlags are the flags every admin command takes; only these are read
 // from the client config file and from KILN_* variables, so that a stray
 // KILN_SCOPE in the environment never changes what an admin command does.
-var clientFlags = []string{"server", "token", "output", "client-config"}
+var clientFlags = []string{"server", "token", "token-file", "output", "client-config"}
 
 // usageError marks mistakes in the command line, which exit with ExitUsage.
 type usageError struct{ err error }
@@ -106,7 +106,8 @@ artifacts and a queue of work, and runners that take work and run it. Every
 part of it speaks Prometheus/OpenMetrics.
 
 Start a server with "kiln server"; manage it with the admin commands below,
-which talk to its API with a token (--token or KILN_TOKEN).`,
+which talk to its API with a token (--token-file, KILN_TOKEN or the client
+config file; a --token on the command line is visible to other local users).`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: applyConfig,
@@ -295,7 +296,8 @@ func addClientFlags(cmd *cobra.Command) *clientOptions {
 	cmd.Annotations[annotationConfig] = configClient
 	f := cmd.PersistentFlags()
 	f.StringVar(&o.server, "server", client.DefaultServer, "URL of the kiln server (env KILN_SERVER)")
-	f.StringVar(&o.token, "token", "", "API token (env KILN_TOKEN); prefer the environment or the client config file, which stay out of the process list")
+	f.StringVar(&o.token, "token", "", "API token")
+	config.AddSecretFile(f, "token")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json (env KILN_OUTPUT)")
 	f.StringVar(&o.config, "client-config", "", "client config file with server and token keys (env KILN_CLIENT_CONFIG; default $XDG_CONFIG_HOME/kiln/client.toml)")
 	return o

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/server"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -28,6 +29,7 @@ func databaseFlags(cmd *cobra.Command) func() string {
 	var dataDir, database string
 	cmd.Flags().StringVar(&dataDir, "data-dir", server.DefaultDataDir, "the server's data directory (for its SQLite database)")
 	cmd.Flags().StringVar(&database, "database", "", "postgres://… URL or SQLite file path (default <data-dir>/kiln.db)")
+	config.AddSecretFile(cmd.Flags(), "database")
 	return func() string {
 		if database != "" {
 			return database

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/client"
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/runner"
 	"github.com/kiln-build/kiln/internal/telemetry"
 )
@@ -49,7 +50,9 @@ A second signal stops it at once. --once runs one task and exits: 0 when the
 task succeeded and the server recorded it, 1 otherwise (no task before
 SIGTERM, a failed task, a task handed back).
 
-Every flag can also be set as KILN_<FLAG> or in the TOML --config file.`,
+Every flag can also be set as KILN_<FLAG> or in the TOML --config file. A
+command line is visible to every local user (ps): give the token with
+--token-file, KILN_TOKEN or the config file rather than --token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
@@ -77,7 +80,8 @@ Every flag can also be set as KILN_<FLAG> or in the TOML --config file.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Server, "server", "", "URL of the kiln server, e.g. http://127.0.0.1:8420")
-	f.StringVar(&cfg.Token, "token", "", "the runner's token (prefer KILN_TOKEN or the config file, which stay out of the process list)")
+	f.StringVar(&cfg.Token, "token", "", "the runner's token")
+	config.AddSecretFile(f, "token")
 	f.String("config", "", "TOML config file; keys are the flag names with '_' for '-' (env KILN_CONFIG)")
 	f.StringVar(&cfg.Name, "name", "", "worker name to register under (default: the host name)")
 	f.StringVar(&cfg.WorkDir, "work-dir", runner.DefaultWorkDir, "directory for task working directories, logs and a registered token")

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/openmetrics"
 	"github.com/kiln-build/kiln/internal/scheduler"
 	"github.com/kiln-build/kiln/internal/server"
@@ -46,6 +47,10 @@ Every flag can also be set in the environment as KILN_<FLAG> (--data-dir is
 KILN_DATA_DIR) or in the TOML file given with --config (data_dir = "..."):
 flags win over the environment, which wins over the file.
 
+A command line is visible to every local user (ps): give secrets in files
+(--database-file, --webhook-secret-file, KILN_BOOTSTRAP_TOKEN_FILE), the
+environment or the config file rather than as flags.
+
 SIGTERM or SIGINT shut the server down gracefully.`,
 		Args:        cobra.NoArgs,
 		Annotations: map[string]string{annotationConfig: configServer},
@@ -64,7 +69,9 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 				return usageError{fmt.Errorf("--max-pending-registrations and --registrations-per-minute must be at least 1 (turn registration off with --runner-registration=false)")}
 			}
 			cfg.Registration.Disabled = !registration
-			cfg.BootstrapToken = os.Getenv(server.BootstrapTokenEnv)
+			if cfg.BootstrapToken, err = bootstrapToken(); err != nil {
+				return usageError{err}
+			}
 			cfg.Out = cmd.OutOrStdout()
 			cfg.AdminCommand = adminCommand()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
@@ -82,6 +89,7 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	f.StringVar(&cfg.Listen, "listen", server.DefaultListen, "address of the REST API and the health probes, host:port")
 	f.StringVar(&cfg.DataDir, "data-dir", server.DefaultDataDir, "directory for the SQLite database, the local file store and the admin-token file (created 0750)")
 	f.StringVar(&cfg.Database, "database", "", "postgres://user:password@host/db for PostgreSQL, or a SQLite file path (default <data-dir>/kiln.db)")
+	config.AddSecretFile(f, "database")
 	f.Var(telemetry.NewListenAddressValue(&cfg.MetricsServer), "metrics-server", "address of the internal /metrics and pprof listener, [host]:port (default port 9252); off when not set. It has no authentication: keep it private")
 	f.DurationVar(&cfg.MetricsCacheTTL, "metrics-cache-ttl", openmetrics.DefaultCacheTTL, "how long /api/1.0/open-metrics/ and /api/1.0/service-status/ serve one snapshot of the database; 0 turns the cache off")
 	f.IntVar(&cfg.LocalRunners, "local-runners", 0, "number of runners the server starts as child processes (each a 'kiln runner' with a worker of its own; logs in <data-dir>/runners/); one that exits is logged and started again after a backoff")
@@ -90,7 +98,8 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	f.DurationVar(&cfg.WorkflowMetricsTTL, "workflow-metrics-ttl", workflow.DefaultTTL, "drop a series of the metrics workflow templates declare when no workflow updated it for this long; 0 keeps series until the server stops")
 	f.IntVar(&cfg.WorkflowMetricsMaxSeries, "workflow-metrics-max-series", workflow.DefaultMaxSeries, "most series each metric declared by workflow templates may have; observations beyond are dropped and counted")
 	f.StringSliceVar(&cfg.NotifyURLs, "notify-url", nil, "URL that receives a JSON POST for every work request the server finishes (repeat the flag or separate URLs with commas)")
-	f.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "secret (16+ characters) that signs notifications and verifies signed webhooks at /api/1.0/hooks/{source}/; prefer KILN_WEBHOOK_SECRET, which stays out of the process list")
+	f.StringVar(&cfg.WebhookSecret, "webhook-secret", "", "secret (16+ characters) that signs notifications and verifies signed webhooks at /api/1.0/hooks/{source}/")
+	config.AddSecretFile(f, "webhook-secret")
 	f.StringVar(&cfg.WebhookUser, "webhook-user", store.AdminUsername, "the user that signed webhooks act as (it needs the contributor role in the workspaces they start work in)")
 	f.DurationVar(&cfg.WebhookReplayWindow, "webhook-replay-window", api.DefaultReplayWindow, "how long webhook events that started work are remembered: the same event (same delivery id or signature) sent again within it is refused with 409")
 	f.BoolVar(&registration, "runner-registration", true, "let runners without a token register themselves (disabled until an admin enables them); false refuses them: runners then need a token from 'kiln worker create'")
@@ -104,6 +113,23 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
+}
+
+// bootstrapToken reads KILN_BOOTSTRAP_TOKEN, or the file that
+// KILN_BOOTSTRAP_TOKEN_FILE names (not both).
+func bootstrapToken() (string, error) {
+	token, path := os.Getenv(server.BootstrapTokenEnv), os.Getenv(server.BootstrapTokenEnv+"_FILE")
+	switch {
+	case path == "":
+		return token, nil
+	case token != "":
+		return "", fmt.Errorf("%s and %s_FILE: give the token or the file holding it, not both", server.BootstrapTokenEnv, server.BootstrapTokenEnv)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s_FILE: %w", server.BootstrapTokenEnv, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 // newLogger builds the slog logger of --log-format and --log-level.

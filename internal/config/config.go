@@ -106,6 +106,8 @@ func Apply(cmd *cobra.Command, opts Options) error {
 	}
 	flags := cmd.Flags()
 	inScope := scope(flags, opts.Only)
+	onCommandLine := map[string]bool{}
+	flags.Visit(func(f *pflag.Flag) { onCommandLine[f.Name] = true })
 
 	// The environment first, the file flag included, since the file's path
 	// may itself come from a variable.
@@ -140,17 +142,31 @@ func Apply(cmd *cobra.Command, opts Options) error {
 	if path == "" {
 		path = opts.DefaultFile
 	}
-	if path == "" {
-		return nil
+	if path != "" {
+		values, err := readFile(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && !explicit:
+		case err != nil:
+			return err
+		default:
+			if err := applyFile(flags, path, values, fileFlag, inScope); err != nil {
+				return err
+			}
+		}
 	}
-	values, err := readFile(path)
-	if errors.Is(err, fs.ErrNotExist) && !explicit {
-		return nil
+	sourceOf := func(name string) source {
+		f := flags.Lookup(name)
+		switch {
+		case onCommandLine[name]:
+			return sourceCommandLine
+		case fromEnv[name]:
+			return sourceEnv
+		case f != nil && f.Changed:
+			return sourceFile
+		}
+		return sourceDefault
 	}
-	if err != nil {
-		return err
-	}
-	return applyFile(flags, path, values, fileFlag, inScope)
+	return resolveSecretFiles(flags, sourceOf, prefix, path)
 }
 
 // scope returns the filter of flags Apply may touch. The help flag, which

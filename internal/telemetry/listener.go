@@ -66,7 +66,9 @@ func WithHandler(pattern string, h http.Handler) MuxOption {
 //     Prometheus asks for first). Other methods get 405 with "Allow: GET, HEAD".
 //   - GET /debug/pprof/…: the net/http/pprof handlers, registered here
 //     explicitly, never on http.DefaultServeMux, so they are reachable only on
-//     this internal listener and never on the public API port.
+//     this internal listener and never on the public API port. The command
+//     line (/debug/pprof/cmdline) is served with its secrets redacted
+//     (RedactArgs).
 //   - GET /: a short index, so that an operator who opens the address in a
 //     browser sees what is there.
 //
@@ -99,7 +101,7 @@ func NewInternalMux(reg *prometheus.Registry, opts ...MuxOption) http.Handler {
 	mux.Handle("GET /metrics", metrics)
 	if cfg.pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/cmdline", cmdline) // redacted: see cmdline.go
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
