@@ -89,7 +89,7 @@ func (r *Runner) execute(ctx context.Context, j *job) tasks.Outcome {
 		Dir: dir, Log: logf, Backends: r.meta.Backends, BaseEnv: baseEnv(),
 		Upload: func(ctx context.Context, u tasks.Upload) (int64, error) {
 			r.setStage(j, StageUploadingArtifacts) // outputs go up once the script is done
-			return r.upload(ctx, j.wr.ID, u.Category, u.Data, u.Name, u.Path)
+			return r.upload(ctx, j.wr.ID, u.Category, u.Data, u.Name, u.Open)
 		},
 	}
 	r.setStage(j, StageRunningScript)
@@ -102,7 +102,8 @@ func (r *Runner) execute(ctx context.Context, j *job) tasks.Outcome {
 		r.setStage(j, StageUploadingArtifacts)
 		// the log goes up even when the task failed: that is when it is read
 		uctx, cancel := context.WithTimeout(r.hard, 5*time.Minute)
-		id, err := r.upload(uctx, j.wr.ID, tasks.DebugLogsCategory, nil, tasks.LogFileName, j.logPath)
+		openLog := func() (*os.File, error) { return os.Open(j.logPath) }
+		id, err := r.upload(uctx, j.wr.ID, tasks.DebugLogsCategory, nil, tasks.LogFileName, openLog)
 		cancel()
 		if err != nil {
 			r.log.Warn("uploading the log failed", "work_request", j.wr.ID, "error", err)
@@ -153,8 +154,8 @@ func baseEnv() []string {
 // declare it (category, name, sha256, size), then stream its bytes.
 // Transient failures (network, 5xx) are retried; the server answers a
 // retried upload of complete content with 200.
-func (r *Runner) upload(ctx context.Context, wrID int64, category string, data json.RawMessage, name, path string) (int64, error) {
-	sha, size, err := tasks.FileSHA256(path)
+func (r *Runner) upload(ctx context.Context, wrID int64, category string, data json.RawMessage, name string, open func() (*os.File, error)) (int64, error) {
+	sha, size, err := tasks.FileSHA256(open)
 	if err != nil {
 		return 0, err
 	}
@@ -188,7 +189,7 @@ func (r *Runner) upload(ctx context.Context, wrID int64, category string, data j
 	}
 	target := "/api/1.0/artifacts/" + strconv.FormatInt(art.ID, 10) + "/files/" + strings.Join(segs, "/")
 	err = r.retry(ctx, func() error {
-		f, err := os.Open(path)
+		f, err := open()
 		if err != nil {
 			return permanent{err}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -96,19 +97,28 @@ func runCommand(ctx context.Context, wr *model.WorkRequest, env *Env, sampler *d
 	sampler.sample()
 
 	var ids []int64
+	if len(c.Outputs) == 0 {
+		out.Result = model.ResultSuccess
+		return out
+	}
+	root, err := os.OpenRoot(env.Dir)
+	if err != nil {
+		return errorOutcome("opening the working directory: %v", err)
+	}
+	defer root.Close()
 	for _, o := range c.Outputs {
-		p := filepath.Join(env.Dir, filepath.FromSlash(o.Path))
-		info, err := os.Lstat(p)
-		if err != nil || !info.Mode().IsRegular() {
-			logf("declared output %s was not produced (or is not a regular file)", o.Path)
+		name := filepath.FromSlash(o.Path)
+		if _, err := openOutput(root, name); err != nil {
+			logf("declared output %s: %v", o.Path, err)
 			out.Result, out.Failure = model.ResultFailure, FailureScript
-			out.set("error", fmt.Sprintf("declared output %q was not produced", o.Path))
+			out.set("error", fmt.Sprintf("declared output %q was not produced: %v", o.Path, err))
 			return out
 		}
 		if env.Upload == nil {
 			return errorOutcome("%v", errNoUpload)
 		}
-		id, err := env.Upload(ctx, Upload{Category: o.Category, Data: o.Data, Name: o.Path, Path: p})
+		open := func() (*os.File, error) { return openOutput(root, name) }
+		id, err := env.Upload(ctx, Upload{Category: o.Category, Data: o.Data, Name: o.Path, Open: open})
 		if err != nil {
 			logf("uploading %s failed: %v", o.Path, err)
 			out.Result, out.Failure = model.ResultError, FailureUpload
@@ -123,6 +133,31 @@ func runCommand(ctx context.Context, wr *model.WorkRequest, env *Env, sampler *d
 	}
 	out.Result = model.ResultSuccess
 	return out
+}
+
+// errNotRegular refuses an output that is a link, a directory or a device.
+var errNotRegular = errors.New("not a regular file")
+
+// openOutput opens an output inside root: a link among its directories is
+// followed only while it stays inside root (os.Root refuses the rest), and
+// the output itself must be a regular file, not a link.
+func openOutput(root *os.Root, name string) (*os.File, error) {
+	info, err := root.Lstat(name)
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, errNotRegular
+	}
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, errNotRegular // replaced meanwhile
+	}
+	return f, nil
 }
 
 // runLocked starts cmd and waits for it, killing its process group on
@@ -193,10 +228,10 @@ func commandEnv(env *Env, wr *model.WorkRequest, c *CommandData) []string {
 	return out
 }
 
-// FileSHA256 returns the hex SHA-256 and size of a file, which an artifact
-// declares before its content is uploaded.
-func FileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
+// FileSHA256 returns the hex SHA-256 and size of the file open opens,
+// which an artifact declares before its content is uploaded.
+func FileSHA256(open func() (*os.File, error)) (string, int64, error) {
+	f, err := open()
 	if err != nil {
 		return "", 0, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -80,6 +81,8 @@ type fixture struct {
 	env     *tasks.Env
 	logPath string
 	uploads []tasks.Upload
+	// contents holds what each upload read, while the task still ran
+	contents [][]byte
 }
 
 func newFixture(t *testing.T, backends ...string) *fixture {
@@ -103,6 +106,7 @@ func newFixture(t *testing.T, backends ...string) *fixture {
 		DiskSampleInterval: 20 * time.Millisecond,
 		Upload: func(ctx context.Context, u tasks.Upload) (int64, error) {
 			fx.uploads = append(fx.uploads, u)
+			fx.contents = append(fx.contents, readUpload(t, u))
 			return int64(len(fx.uploads)), nil
 		}}
 	return fx
@@ -236,4 +240,59 @@ func TestNoop(t *testing.T) {
 	if out.Result != model.ResultError || out.Failure != tasks.FailureSystem {
 		t.Fatalf("%+v", out)
 	}
+}
+
+// TestOutputsStayInTheTaskDirectory is defect 5 of issue 13: an output
+// reached through a symbolic link to a directory outside the task
+// directory (ln -s /etc d, output d/passwd) uploaded /etc/passwd. Outputs
+// are now read through an os.Root on the task directory: links that stay
+// inside are fine, links that leave it are not followed.
+func TestOutputsStayInTheTaskDirectory(t *testing.T) {
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("not yours\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, script, output string
+		ok                   bool
+	}{
+		{"a link to /etc", "ln -s /etc d", "d/passwd", false},
+		{"a link to a directory outside", "ln -s " + outside + " d", "d/secret", false},
+		{"a relative link that climbs out", "mkdir -p a; ln -s ../../.. a/up", "a/up/" + filepath.Base(outside) + "/secret", false},
+		{"a link as the output itself", "ln -s " + outside + "/secret out", "out", false},
+		{"a link to a directory inside", "mkdir -p real; echo hi > real/f; ln -s real d", "d/f", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fx := newFixture(t)
+			wr := command(t, map[string]any{"script": c.script, "outputs": []map[string]string{{"path": c.output}}})
+			out := tasks.RunWorker(context.Background(), wr, fx.env)
+			if !c.ok {
+				if out.Result == model.ResultSuccess || len(fx.uploads) != 0 {
+					t.Fatalf("an output outside the task directory was collected: %s %v, uploads %v", out.Result, out.Output, fx.uploads)
+				}
+				return
+			}
+			if out.Result != model.ResultSuccess || len(fx.uploads) != 1 {
+				t.Fatalf("an output inside the task directory was refused: %s %v\n%s", out.Result, out.Output, fx.log(t))
+			}
+			if b := fx.contents[0]; string(b) != "hi\n" {
+				t.Fatalf("uploaded %q", b)
+			}
+		})
+	}
+}
+
+// readUpload reads what an upload would send.
+func readUpload(t *testing.T, u tasks.Upload) []byte {
+	t.Helper()
+	f, err := u.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -27,9 +27,14 @@ const TaskDirEnv = "KILN_TASK_DIR"
 type Upload struct {
 	Category string
 	Data     json.RawMessage
-	// Name is the file's name in the artifact; Path where it is on disk.
+	// Name is the file's name in the artifact.
 	Name string
-	Path string
+	// Open opens the file's content, afresh at each call (the runner
+	// reads it once to hash it and once to send it). Outputs are opened
+	// through an os.Root on the task directory: a symbolic link that leads
+	// out of it is not followed, so a task cannot make the runner upload a
+	// file it was not given (ln -s /etc d; output d/passwd).
+	Open func() (*os.File, error)
 }
 
 // Env is what the runner gives a worker task.
