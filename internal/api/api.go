@@ -8,6 +8,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/kiln-build/kiln/internal/blobs"
+	"github.com/kiln-build/kiln/internal/runner/protocol"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -92,6 +93,34 @@ func New(st store.Store, logger *slog.Logger, opts Options) *API {
 	a.routes = append(a.routes, Route{Prefix, http.HandlerFunc(a.unmatched)})
 	return a
 }
+
+// Timing says how long a route's connection may take, so that the server
+// can bound slow clients route by route (see server/deadlines.go).
+type Timing int
+
+// The timings of routes.
+const (
+	// TimingRequest is an ordinary request: its body is read and its
+	// answer written within a fixed time.
+	TimingRequest Timing = iota
+	// TimingTransfer moves file content, for as long as that takes while
+	// it makes progress: uploads, downloads, logs.
+	TimingTransfer
+	// TimingStream is a connection that lives as long as it is used, and
+	// watches itself (the runners' WebSocket and its heartbeats).
+	TimingStream
+)
+
+// routeTimings are the routes that are not TimingRequest.
+var routeTimings = map[string]Timing{
+	"PUT " + Prefix + "artifacts/{id}/files/{path...}": TimingTransfer,
+	"GET " + Prefix + "artifacts/{id}/files/{path...}": TimingTransfer,
+	"GET " + Prefix + "work-requests/{id}/logs/{$}":    TimingTransfer,
+	"GET " + protocol.Path + "{$}":                     TimingStream,
+}
+
+// TimingOf returns the timing of a route pattern of Routes().
+func TimingOf(pattern string) Timing { return routeTimings[pattern] }
 
 // Routes lists every route of the API, the catch-all Prefix route (which
 // answers 404 or 405 as a problem) last. The slice is a copy.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -286,6 +287,9 @@ func uploadFile(c *call) error {
 	})
 	if err != nil {
 		var me *filestore.MismatchError
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return errorf(http.StatusRequestTimeout, "", "%s: the upload stopped making progress; nothing was stored", name)
+		}
 		if errors.As(err, &me) {
 			field := "sha256"
 			if me.GotSize != me.WantSize {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -103,11 +104,7 @@ func (c *call) decode(spec *inputSpec, dst any) error {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, c.a.opts.MaxBodyBytes))
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return errorf(http.StatusRequestEntityTooLarge, "", "the request body is larger than the limit of %d bytes", tooBig.Limit)
-		}
-		return errorf(http.StatusBadRequest, "", "reading the request body: %v", err)
+		return bodyError(err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errorf(http.StatusBadRequest, "", "the request body is empty: send a JSON object")
@@ -152,6 +149,19 @@ func (c *call) decode(spec *inputSpec, dst any) error {
 		}
 	}
 	return nil
+}
+
+// bodyError answers a failure to read a request body: too big (413), too
+// slow (408: the server's deadline for the route passed), or cut (400).
+func bodyError(err error) error {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return errorf(http.StatusRequestEntityTooLarge, "", "the request body is larger than the limit of %d bytes", tooBig.Limit)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return errorf(http.StatusRequestTimeout, "", "the request body did not arrive in time")
+	}
+	return errorf(http.StatusBadRequest, "", "reading the request body: %v", err)
 }
 
 // checkText refuses, with a 400 naming the field by its path ("name",

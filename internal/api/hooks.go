@@ -197,11 +197,7 @@ func (a *API) hook(w http.ResponseWriter, r *http.Request, name string, src hook
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.opts.MaxBodyBytes))
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return telemetry.EventRejected, false, errorf(http.StatusRequestEntityTooLarge, "", "the event is larger than %d bytes", tooBig.Limit)
-		}
-		return telemetry.EventRejected, false, errorf(http.StatusBadRequest, "", "reading the event: %v", err)
+		return telemetry.EventRejected, false, bodyError(err)
 	}
 	p, proof, outcome, err := a.hookPrincipal(r, src, body)
 	if err != nil {

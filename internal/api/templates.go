@@ -84,11 +84,7 @@ func (c *call) jsonBody() (map[string]json.RawMessage, error) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, c.a.opts.MaxBodyBytes))
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, errorf(http.StatusRequestEntityTooLarge, "", "the request body is larger than the limit of %d bytes", tooBig.Limit)
-		}
-		return nil, errorf(http.StatusBadRequest, "", "reading the request body: %v", err)
+		return nil, bodyError(err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errorf(http.StatusBadRequest, "", "the request body is empty: send a JSON object")

@@ -129,6 +129,9 @@ type Config struct {
 	// FoldInterval is how often the server folds the journal of
 	// running-total changes (store.Fold). Default DefaultFoldInterval.
 	FoldInterval time.Duration
+	// Timeouts bound slow clients (deadlines.go); zero fields mean their
+	// defaults.
+	Timeouts Timeouts
 	// ShutdownTimeout bounds graceful shutdown. Default
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -190,6 +193,7 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	c.Timeouts.setDefaults()
 	if c.Out == nil {
 		c.Out = io.Discard
 	}
@@ -663,13 +667,15 @@ func newHandler(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.
 	if err != nil {
 		return nil, err
 	}
+	cfg.Timeouts.setDefaults() // callers other than Run (tests) give none
 	mux := http.NewServeMux()
 	for _, r := range routes {
+		h := cfg.Timeouts.bound(api.TimingOf(r.Pattern), r.Handler)
 		if uninstrumented[r.Pattern] || exclude[r.Pattern] {
-			m.HandleUninstrumented(mux, r.Pattern, r.Handler)
+			m.HandleUninstrumented(mux, r.Pattern, h)
 			continue
 		}
-		m.Handle(mux, r.Pattern, r.Handler)
+		m.Handle(mux, r.Pattern, h)
 	}
-	return m.CountUnmatched(mux), nil
+	return cfg.Timeouts.reset(m.CountUnmatched(mux)), nil
 }
