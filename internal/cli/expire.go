@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/blobs"
+	"github.com/kiln-build/kiln/internal/server"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/telemetry"
 )
@@ -30,6 +31,7 @@ type expireMetrics struct {
 	reg        *prometheus.Registry
 	deleted    prometheus.Gauge
 	kept       prometheus.Gauge
+	incomplete prometheus.Gauge
 	files      prometheus.Gauge
 	fileErrors prometheus.Gauge
 	duration   prometheus.Gauge
@@ -43,11 +45,12 @@ func newExpireMetrics() *expireMetrics {
 		reg:        prometheus.NewRegistry(),
 		deleted:    g("artifacts_deleted", "Expired artifacts the last run of kiln expire deleted."),
 		kept:       g("artifacts_kept", "Expired artifacts the last run of kiln expire kept because a collection holds them."),
+		incomplete: g("incomplete_artifacts_deleted", "Artifacts whose upload was cut that the last run of kiln expire deleted."),
 		files:      g("files_deleted", "Files no artifact used any more that the last run of kiln expire deleted from the file stores."),
 		fileErrors: g("file_errors", "Files the last run of kiln expire could not delete from the file stores (left behind, unused)."),
 		duration:   g("duration_seconds", "Duration of the last run of kiln expire, in seconds."),
 	}
-	m.reg.MustRegister(m.deleted, m.kept, m.files, m.fileErrors, m.duration)
+	m.reg.MustRegister(m.deleted, m.kept, m.incomplete, m.files, m.fileErrors, m.duration)
 	return m
 }
 
@@ -59,6 +62,7 @@ func newExpireCommand() *cobra.Command {
 		dryRun      bool
 		limit       int
 		pushgateway string
+		grace       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "expire",
@@ -68,7 +72,10 @@ their workspace's expiration delay — and remove from the file stores the files
 no other artifact uses. Artifacts a collection still holds are kept. Each
 artifact goes in its own transaction, so an interrupted run loses nothing and
 the next one finishes the work. It also sweeps the file stores of what uploads
-interrupted by a killed server left behind, as servers do every 10 minutes.
+interrupted by a killed server left behind, and deletes the artifacts still
+missing a file's content --incomplete-grace after they were created (an
+upload cut by a runner or server killed mid-upload; those of a request that
+still runs are left to it), as servers do every 10 minutes.
 
 For S3 file stores it needs the same credentials as the servers, in its
 environment or in the store's credentials_file.
@@ -85,9 +92,13 @@ keeps the previous success's timestamp.`,
 	f.BoolVar(&dryRun, "dry-run", false, "only count the expired artifacts; delete nothing (and push nothing)")
 	f.IntVar(&limit, "limit", 0, "delete at most this many artifacts in this run (0: no limit)")
 	f.StringVar(&pushgateway, "pushgateway", "", "Pushgateway URL that receives the run's metrics (job kiln_expire, instance the host name)")
+	f.DurationVar(&grace, "incomplete-grace", server.DefaultIncompleteArtifactGrace, "delete artifacts still missing a file's content this long after they were created")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if limit < 0 {
 			return usageError{fmt.Errorf("--limit: must be 0 or more, got %d", limit)}
+		}
+		if grace < 0 {
+			return usageError{fmt.Errorf("--incomplete-grace: must not be negative, got %s", grace)}
 		}
 		if pushgateway != "" {
 			if err := telemetry.CheckPushURL(pushgateway); err != nil {
@@ -97,7 +108,7 @@ keeps the previous success's timestamp.`,
 		ctx := cmd.Context()
 		m := newExpireMetrics()
 		start := time.Now()
-		err := runExpire(ctx, dsn(), dryRun, limit, m, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		err := runExpire(ctx, dsn(), dryRun, limit, grace, m, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		m.duration.Set(time.Since(start).Seconds())
 		if pushgateway != "" && !dryRun {
 			perr := telemetry.PushRun(context.WithoutCancel(ctx), telemetry.PushConfig{
@@ -113,7 +124,7 @@ keeps the previous success's timestamp.`,
 }
 
 // runExpire does the work of `kiln expire` and fills m.
-func runExpire(ctx context.Context, dsn string, dryRun bool, limit int, m *expireMetrics, out, progress io.Writer) error {
+func runExpire(ctx context.Context, dsn string, dryRun bool, limit int, grace time.Duration, m *expireMetrics, out, progress io.Writer) error {
 	if err := checkDatabaseExists(dsn); err != nil {
 		return err
 	}
@@ -128,7 +139,12 @@ func runExpire(ctx context.Context, dsn string, dryRun bool, limit int, m *expir
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "dry run: %d artifacts are past their expiry (those in collections would be kept); nothing deleted\n", len(ids))
+		incomplete, err := st.IncompleteArtifacts(ctx, grace)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "dry run: %d artifacts are past their expiry (those in collections would be kept), %d incomplete artifacts past their grace; nothing deleted\n",
+			len(ids), len(incomplete))
 		return nil
 	}
 	fmt.Fprintln(progress, "expiring artifacts…")
@@ -145,6 +161,15 @@ func runExpire(ctx context.Context, dsn string, dryRun bool, limit int, m *expir
 		// content-addressed store reuses or ignores them.
 		return fmt.Errorf("expiring artifacts: %w", err)
 	}
+	fmt.Fprintln(progress, "removing incomplete artifacts…")
+	cut, err := st.ExpireIncomplete(ctx, grace, limit)
+	if cut != nil {
+		m.incomplete.Set(float64(cut.Artifacts))
+		res.Released = append(res.Released, cut.Released...)
+	}
+	if err != nil {
+		return fmt.Errorf("removing incomplete artifacts: %w", err)
+	}
 	// the same rules as the servers': content that an upload under way
 	// (on any replica) holds is kept
 	mgr := blobs.New(st, blobs.Options{Logger: progressLogger(progress)})
@@ -155,8 +180,8 @@ func runExpire(ctx context.Context, dsn string, dryRun bool, limit int, m *expir
 	// and what uploads interrupted by a killed server left behind, as
 	// the servers do every few minutes
 	swept := mgr.Sweep(ctx)
-	fmt.Fprintf(out, "expired %d artifacts; kept %d still in collections; deleted %d unused files; removed %d abandoned uploads\n",
-		res.Artifacts, res.Kept, removed.Deleted+swept.Claims.Deleted, swept.Uploads)
+	fmt.Fprintf(out, "expired %d artifacts; kept %d still in collections; removed %d incomplete artifacts; deleted %d unused files; removed %d abandoned uploads\n",
+		res.Artifacts, res.Kept, cut.Artifacts, removed.Deleted+swept.Claims.Deleted, swept.Uploads)
 	if removed.Failed > 0 {
 		return fmt.Errorf("%d unused files could not be deleted from their file stores (see above); they take space but nothing refers to them", removed.Failed)
 	}

@@ -105,6 +105,7 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	f.BoolVar(&registration, "runner-registration", true, "let runners without a token register themselves (disabled until an admin enables them); false refuses them: runners then need a token from 'kiln worker create'")
 	f.IntVar(&cfg.Registration.MaxPending, "max-pending-registrations", api.DefaultMaxPendingRegistrations, "most self-registered runners waiting for an admin to enable or delete them; registrations beyond are refused")
 	f.IntVar(&cfg.Registration.PerMinute, "registrations-per-minute", api.DefaultRegistrationsPerMinute, "runner self-registrations this server accepts per minute (in bursts of as many); more are answered 429")
+	f.DurationVar(&cfg.IncompleteArtifactGrace, "incomplete-artifact-grace", server.DefaultIncompleteArtifactGrace, "remove, at each sweep of the file stores, artifacts still missing a file's content this long after they were created (an upload cut by a crash)")
 	f.DurationVar(&cfg.Timeouts.Request, "request-timeout", server.DefaultRequestTimeout, "time a client has to send the body of an ordinary API request, and to take its answer")
 	f.DurationVar(&cfg.Timeouts.TransferIdle, "transfer-idle-timeout", server.DefaultTransferIdle, "an upload or download of a file or log that moves less than 64 KiB in this long is cut (a whole transfer may take up to 12h)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")

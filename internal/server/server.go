@@ -157,8 +157,13 @@ type Config struct {
 	Started func(Addresses)
 	// SweepInterval is how often the file stores are swept of what
 	// uploads interrupted by a killed server left behind (see package
-	// blobs); 0 means DefaultSweepInterval.
+	// blobs), and incomplete artifacts past their grace removed (sweep.go);
+	// 0 means DefaultSweepInterval.
 	SweepInterval time.Duration
+	// IncompleteArtifactGrace is how long an artifact may miss the
+	// content of a file before the server removes it (sweep.go); 0 means
+	// DefaultIncompleteArtifactGrace.
+	IncompleteArtifactGrace time.Duration
 
 	// blobs is the process's file store access, shared by the API and
 	// the sweeper; set by Run.
@@ -194,6 +199,9 @@ func (c *Config) setDefaults() {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	c.Timeouts.setDefaults()
+	if c.IncompleteArtifactGrace <= 0 {
+		c.IncompleteArtifactGrace = DefaultIncompleteArtifactGrace
+	}
 	if c.Out == nil {
 		c.Out = io.Discard
 	}
@@ -332,6 +340,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		defer close(sweepDone)
 		cfg.blobs.RunSweeper(runCtx, cfg.SweepInterval)
 	}()
+	incompleteDone := make(chan struct{})
+	go func() {
+		defer close(incompleteDone)
+		removeIncomplete(runCtx, st, cfg.blobs, cfg.IncompleteArtifactGrace, cfg.SweepInterval, logger.With("component", "sweep"))
+	}()
 	schedDone := make(chan struct{})
 	go func() {
 		defer close(schedDone)
@@ -376,6 +389,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	<-internalDone
 	<-schedDone
 	<-sweepDone
+	<-incompleteDone
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}

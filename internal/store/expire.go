@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // ExpireResult says what one expiry pass removed.
@@ -29,6 +30,14 @@ func (s *SQL) ExpireArtifacts(ctx context.Context, limit int) (*ExpireResult, er
 	if err != nil {
 		return nil, err
 	}
+	return s.deleteArtifacts(ctx, ids, limit)
+}
+
+// deleteArtifacts deletes artifacts one transaction each, through
+// DeleteArtifact (rows, running totals and file store accounting
+// together), keeping those a collection holds and skipping those deleted
+// meanwhile, at most limit of them (0: no limit).
+func (s *SQL) deleteArtifacts(ctx context.Context, ids []int64, limit int) (*ExpireResult, error) {
 	res := &ExpireResult{}
 	for _, id := range ids {
 		if limit > 0 && res.Artifacts >= limit {
@@ -70,4 +79,36 @@ func (s *SQL) expiredArtifacts(ctx context.Context, now int64) ([]int64, error) 
 // changes nothing, for dry runs.
 func (s *SQL) ExpiredArtifacts(ctx context.Context) ([]int64, error) {
 	return s.expiredArtifacts(ctx, toMicros(s.now()))
+}
+
+// ExpireIncomplete deletes the artifacts that, grace after they were
+// created, still miss the content of a file: an upload cut by a crash of
+// its runner or of the server, which nothing would ever finish. Artifacts
+// of a work request that still runs are left to it. Content already
+// uploaded is released, and every running total follows, through the same
+// path as ExpireArtifacts; at most limit artifacts go (0: no limit).
+func (s *SQL) ExpireIncomplete(ctx context.Context, grace time.Duration, limit int) (*ExpireResult, error) {
+	ids, err := s.IncompleteArtifacts(ctx, grace)
+	if err != nil {
+		return nil, err
+	}
+	return s.deleteArtifacts(ctx, ids, limit)
+}
+
+// IncompleteArtifacts lists, in id order, the artifacts ExpireIncomplete
+// would now delete. It changes nothing, for dry runs.
+func (s *SQL) IncompleteArtifacts(ctx context.Context, grace time.Duration) ([]int64, error) {
+	before := toMicros(s.now().Add(-grace))
+	var out []int64
+	err := s.readTx(ctx, func(t *tx) error {
+		var err error
+		// driven by the index of missing content, which holds only the
+		// few files being uploaded
+		out, err = t.ids(ctx, `SELECT DISTINCT a.id FROM artifact_files f JOIN artifacts a ON a.id = f.artifact_id
+			WHERE f.file_id IS NULL AND a.created_at < $1
+			  AND NOT EXISTS (SELECT 1 FROM work_requests w WHERE w.id = a.work_request_id AND w.status = 'running')
+			ORDER BY a.id`, before)
+		return err
+	})
+	return out, err
 }

@@ -197,6 +197,8 @@ type Store interface {
 
 	// ExpireArtifacts deletes artifacts whose time is up.
 	ExpireArtifacts(ctx context.Context, limit int) (*ExpireResult, error)
+	// ExpireIncomplete deletes artifacts whose upload was cut.
+	ExpireIncomplete(ctx context.Context, grace time.Duration, limit int) (*ExpireResult, error)
 
 	// Self-registered runners (registration.go).
 	RegisterWorker(ctx context.Context, name, secretHash string, maxPending int) (*model.Worker, error)

@@ -1,3 +1,5 @@
+-- kiln schema, version 4: what hardening (issue 13) needs.
+--
 -- Incoming webhook events that started work, remembered for the replay
 -- window (issue 13): the same event sent again — same delivery id, or
 -- same signature — is refused by every replica, since they share this
@@ -14,3 +16,8 @@ CREATE TABLE webhook_deliveries (
     PRIMARY KEY (source, header, value)
 );
 CREATE INDEX webhook_deliveries_received ON webhook_deliveries(received_at);
+
+-- The files still waiting for their content: an upload in progress, or one
+-- cut by a crash, which the incomplete-artifact sweep finds through this
+-- index without reading every file.
+CREATE INDEX artifact_files_missing ON artifact_files(artifact_id) WHERE file_id IS NULL;
