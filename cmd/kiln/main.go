@@ -9,8 +9,11 @@ import (
 	"os"
 
 	"github.com/kiln-build/kiln/internal/cli"
+	"github.com/kiln-build/kiln/internal/tasks"
 )
 
 func main() {
+	// started by a runner as the guard of a task's processes
+	tasks.RunGuardIfAsked()
 	os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -69,6 +70,10 @@ command line is visible to every local user (ps): give the token with
 			cfg.Server = server.String()
 			cfg.Logger = logger
 			cfg.Out = cmd.ErrOrStderr()
+			// tasks run under kiln's guard, which is this executable
+			if exe, err := os.Executable(); err == nil {
+				cfg.TaskGuard = exe
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			go func() {

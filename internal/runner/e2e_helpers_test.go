@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/tasks"
 	"github.com/kiln-build/kiln/internal/testkit"
 )
 
@@ -151,7 +152,18 @@ func startServer(t *testing.T, name string, args ...string) *server {
 func (s *server) runner(t *testing.T, name, token, workDir string, args ...string) *proc {
 	t.Helper()
 	all := append([]string{"runner", "--server", s.url, "--name", name, "--work-dir", workDir, "--max-backoff", "1s", "--log-level", "debug"}, args...)
+	t.Cleanup(func() { sweepCgroups(workDir) }) // after the runner's own cleanup, which start registers
 	return start(t, name, env("KILN_TOKEN="+token), nil, all...)
+}
+
+// sweepCgroups removes the task cgroups a killed runner left (a runner
+// that starts again on the work directory would), after the runner's
+// own cleanup has stopped it.
+func sweepCgroups(workDir string) {
+	if cg, err := tasks.OpenCgroups(workDir); err == nil {
+		cg.Sweep()
+		cg.Close()
+	}
 }
 
 // call makes an API request as admin and decodes the answer into out.

@@ -87,6 +87,8 @@ func (r *Runner) execute(ctx context.Context, j *job) tasks.Outcome {
 	}
 	env := &tasks.Env{
 		Dir: dir, Log: logf, Backends: r.meta.Backends, BaseEnv: baseEnv(),
+		Guard: r.cfg.TaskGuard, Cgroups: r.cgroups,
+		Record: filepath.Join(r.cfg.WorkDir, "procs", strconv.FormatInt(j.wr.ID, 10)),
 		Upload: func(ctx context.Context, u tasks.Upload) (int64, error) {
 			r.setStage(j, StageUploadingArtifacts) // outputs go up once the script is done
 			return r.upload(ctx, j.wr.ID, u.Category, u.Data, u.Name, u.Open)

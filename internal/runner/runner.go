@@ -21,13 +21,15 @@
 //     finish within ShutdownGrace, else stop it and hand it back to the
 //     queue, then exit. --once means: run one task and exit, successfully
 //     only when that task succeeded.
-//   - Every process a task starts dies with the task: its process group is
-//     killed at the end and strays are found by a marker in their
-//     environment. When the runner itself is killed, the kernel kills the
-//     task's top process (Pdeathsig) — with the unshare backend that takes
-//     its whole PID namespace along; on the host backend, children that
-//     outlive their shell are killed by the next runner started on the same
-//     work directory.
+//   - Every process a task starts dies with the task. The task runs under
+//     kiln's guard (tasks/guard.go), a child subreaper that sees every
+//     process of the task and kills them all when the script ends, when
+//     the runner stops it, and when the runner dies (Pdeathsig); each task
+//     also gets a cgroup v2 of its own when the runner may create one, and
+//     its process group and marker variable are killed at the end. Should
+//     the runner and the guard die together, the task's record in
+//     <work-dir>/procs lets the next runner on the work directory kill
+//     what is left.
 package runner
 
 import (
@@ -104,6 +106,11 @@ type Config struct {
 	// MetricsStarted, when set, is called with the metrics listener's
 	// address once it listens (tests use it to find the port).
 	MetricsStarted func(addr string)
+	// TaskGuard is kiln's own executable, under which tasks run (see
+	// tasks/guard.go); the CLI sets it. Empty runs tasks directly: their
+	// background processes then outlive a runner killed with SIGKILL
+	// until the next runner on the work directory starts.
+	TaskGuard string
 }
 
 // Runner is one running `kiln runner`.
@@ -114,6 +121,9 @@ type Runner struct {
 	token   string
 	meta    model.WorkerMetadata
 	metrics *metrics
+	// cgroups gives each task a cgroup v2 of its own; nil when the runner
+	// may create none.
+	cgroups *tasks.Cgroups
 
 	mu   sync.Mutex
 	job  *job
@@ -201,6 +211,9 @@ func Run(ctx context.Context, cfg Config) error {
 	r, err := newRunner(ctx, cfg, m)
 	if err == nil {
 		err = r.serve(ctx)
+		if r.cgroups != nil {
+			r.cgroups.Close() // empty once the last task is gone
+		}
 	}
 	runs, last := 0, ""
 	if r != nil {
@@ -333,6 +346,7 @@ func newRunner(ctx context.Context, cfg Config, m *metrics) (*Runner, error) {
 	if err := m.reg.Register(stateCollector{r}); err != nil {
 		return nil, err
 	}
+	r.isolation()
 	r.cleanLeftovers()
 	r.meta = Metadata(ctx, cfg.Architectures, cfg.HostArchitecture)
 	if r.token, err = r.resolveToken(ctx); err != nil {
@@ -432,10 +446,43 @@ func (r *Runner) done() bool {
 	return r.job == nil && (r.draining || r.onceDone)
 }
 
+// isolation sets up and logs how the runner holds its tasks' processes.
+func (r *Runner) isolation() {
+	cg, err := tasks.OpenCgroups(r.cfg.WorkDir)
+	switch {
+	case err == nil:
+		r.cgroups = cg
+		r.log.Info("each task runs in a cgroup v2 of its own", "cgroups", cg.Base())
+	default:
+		r.log.Info("no writable cgroup v2: task processes are held by the guard, their process group and kiln's marker", "reason", err.Error())
+	}
+	if r.cfg.TaskGuard == "" {
+		r.log.Warn("tasks run without kiln's guard: their background processes outlive a runner killed with SIGKILL until a runner starts again on this work directory")
+	}
+}
+
 // cleanLeftovers kills what tasks of a previous life of this runner left
-// running (it may have been killed with SIGKILL) and removes their
-// directories: every task starts in a fresh one.
+// running (it may have been killed with SIGKILL, with its tasks' guards):
+// the processes its records name (process group, cgroup, marker), those
+// of leftover cgroups and those carrying the marker of a leftover task
+// directory; then it removes the directories: every task starts in a
+// fresh one.
 func (r *Runner) cleanLeftovers() {
+	procs := filepath.Join(r.cfg.WorkDir, "procs")
+	ents, _ := os.ReadDir(procs)
+	for _, e := range ents {
+		p := filepath.Join(procs, e.Name())
+		if n := tasks.KillRecorded(p); n > 0 {
+			r.log.Warn("killed processes left by a task of an earlier run of this runner", "record", p, "processes", n)
+		}
+		os.Remove(p)
+	}
+	os.MkdirAll(procs, 0o750)
+	if r.cgroups != nil {
+		if n := r.cgroups.Sweep(); n > 0 {
+			r.log.Warn("killed processes left in task cgroups by an earlier run of this runner", "processes", n)
+		}
+	}
 	for _, sub := range []string{"tasks", "logs"} {
 		dir := filepath.Join(r.cfg.WorkDir, sub)
 		ents, _ := os.ReadDir(dir)

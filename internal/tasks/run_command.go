@@ -46,12 +46,58 @@ func runCommand(ctx context.Context, wr *model.WorkRequest, env *Env, sampler *d
 	default:
 		argv = []string{"/bin/sh", "-c", c.Script}
 	}
+	t := &taskProcess{guarded: env.Guard != ""}
+	if t.guarded {
+		// see guard.go; the guard reports the task's usage on its fd 3
+		argv = append([]string{env.Guard, GuardArg, strconv.Itoa(guardStatsFD)}, argv...)
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = env.Dir
 	cmd.Env = commandEnv(env, wr, c)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = env.Log, env.Log
-	cmd.SysProcAttr = sysProcAttr()
+	var stats *os.File
+	if t.guarded {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return errorOutcome("cannot start the script: %v", err)
+		}
+		defer r.Close()
+		stats, cmd.ExtraFiles = r, []*os.File{w}
+	}
+	var cg *Cgroup
+	var cgDir *os.File
+	if env.Cgroups != nil {
+		if cg, err = env.Cgroups.New("task-" + strconv.FormatInt(wr.ID, 10)); err == nil {
+			cgDir, err = cg.Open()
+		}
+		if err != nil {
+			logf("no cgroup of its own for this task: %v", err)
+			cg, cgDir = nil, nil
+		}
+	}
+	cmd.SysProcAttr = sysProcAttr(t.guarded, cgDir)
+	rec := record{Dir: env.Dir}
+	if cg != nil {
+		rec.Cgroup = cg.Path()
+	}
+	t.started = func(pid int) {
+		if cgDir != nil {
+			cgDir.Close()
+		}
+		for _, f := range cmd.ExtraFiles {
+			f.Close() // the guard has its copy; EOF once it exits
+		}
+		if env.Record != "" {
+			rec.PGID = pid
+			if st, ok := readStat(pid); ok {
+				rec.Start = st.start
+			}
+			if err := writeRecord(env.Record, rec); err != nil {
+				logf("cannot record the task's processes: %v", err)
+			}
+		}
+	}
 
 	var out Outcome
 	// In its own PID namespace the script is init, which ignores SIGTERM,
@@ -60,17 +106,31 @@ func runCommand(ctx context.Context, wr *model.WorkRequest, env *Env, sampler *d
 	if backend == BackendUnshare {
 		grace = 0
 	}
-	state, timedOut, cancelled, err := runLocked(ctx, cmd, timeout, grace)
-	// Whatever the script left behind in its process group or under its
-	// marker goes now, so it cannot outlive the task.
+	state, timedOut, cancelled, err := t.run(ctx, cmd, timeout, grace)
+	// Whatever the script left behind — in its process group, in its
+	// cgroup, under its marker — goes now, so it cannot outlive the task.
 	if cmd.Process != nil {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
+	if cg != nil {
+		cg.Remove()
+	}
 	KillStrays(env.Dir)
+	if env.Record != "" {
+		os.Remove(env.Record)
+	}
 	if err != nil {
+		if cgDir != nil {
+			cgDir.Close()
+		}
+		for _, f := range cmd.ExtraFiles {
+			f.Close()
+		}
 		return errorOutcome("cannot start the script: %v", err)
 	}
-	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
+	if cpu, mem, ok := guardUsage(stats); ok {
+		out.Statistics.CPUTime, out.Statistics.Memory = cpu, mem
+	} else if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
 		out.Statistics.CPUTime = tv(ru.Utime) + tv(ru.Stime)
 		out.Statistics.Memory = ru.Maxrss * 1024 // kilobytes on Linux
 	}
@@ -160,19 +220,44 @@ func openOutput(root *os.Root, name string) (*os.File, error) {
 	return f, nil
 }
 
-// runLocked starts cmd and waits for it, killing its process group on
-// timeout or when ctx ends. The goroutine stays on one OS thread from start
-// to wait, because Pdeathsig fires when the thread that started the child
-// exits, not the process.
-func runLocked(ctx context.Context, cmd *exec.Cmd, timeout, grace time.Duration) (state *os.ProcessState, timedOut, cancelled bool, err error) {
+// taskProcess is the top process of a task: the guard, or the script
+// itself when there is none.
+type taskProcess struct {
+	guarded bool
+	// started hears the process's pid once it runs.
+	started func(pid int)
+}
+
+// run starts cmd and waits for it; on timeout, or when ctx ends (after
+// SIGTERM to the task's process group and grace), it stops the task: the
+// guard is asked to kill every process of the task (SIGUSR1), and the
+// process group is killed in any case. The goroutine stays on one OS
+// thread from start to wait, because Pdeathsig fires when the thread that
+// started the child exits, not the process.
+func (t *taskProcess) run(ctx context.Context, cmd *exec.Cmd, timeout, grace time.Duration) (state *os.ProcessState, timedOut, cancelled bool, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		return nil, false, false, err
 	}
 	pgid := cmd.Process.Pid
+	if t.started != nil {
+		t.started(pgid)
+	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
+	stop := func() {
+		if t.guarded {
+			_ = syscall.Kill(pgid, syscall.SIGUSR1)
+			select {
+			case <-waited:
+				waited <- nil
+				return
+			case <-time.After(killGrace):
+			}
+		}
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
@@ -180,7 +265,7 @@ func runLocked(ctx context.Context, cmd *exec.Cmd, timeout, grace time.Duration)
 		return cmd.ProcessState, false, false, nil
 	case <-timer.C:
 		timedOut = true
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		stop()
 	case <-ctx.Done():
 		cancelled = true
 		if grace > 0 {
@@ -191,10 +276,28 @@ func runLocked(ctx context.Context, cmd *exec.Cmd, timeout, grace time.Duration)
 			case <-time.After(grace):
 			}
 		}
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		stop()
 	}
 	<-waited
 	return cmd.ProcessState, timedOut, cancelled, nil
+}
+
+// guardUsage reads the usage the guard reported for the task's processes:
+// CPU seconds and peak memory in bytes.
+func guardUsage(r *os.File) (cpu float64, mem int64, ok bool) {
+	if r == nil {
+		return 0, 0, false
+	}
+	b, err := io.ReadAll(io.LimitReader(r, 256))
+	if err != nil {
+		return 0, 0, false
+	}
+	var user, sys float64
+	var rss int64
+	if _, err := fmt.Sscan(string(b), &user, &sys, &rss); err != nil {
+		return 0, 0, false
+	}
+	return user + sys, rss * 1024, true
 }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }

@@ -102,7 +102,13 @@ func newFixture(t *testing.T, backends ...string) *fixture {
 		backends = []string{"host"}
 	}
 	fx := &fixture{logPath: logPath}
-	fx.env = &tasks.Env{Dir: dir, Log: f, Backends: backends, BaseEnv: []string{"PATH=" + os.Getenv("PATH")},
+	// tasks run under the guard, as on a runner: this test binary is one
+	// (TestMain)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.env = &tasks.Env{Dir: dir, Log: f, Backends: backends, BaseEnv: []string{"PATH=" + os.Getenv("PATH")}, Guard: exe,
 		DiskSampleInterval: 20 * time.Millisecond,
 		Upload: func(ctx context.Context, u tasks.Upload) (int64, error) {
 			fx.uploads = append(fx.uploads, u)
@@ -227,6 +233,34 @@ func TestCommandUnshare(t *testing.T) {
 	}
 	if log := fx.log(t); !strings.Contains(log, "pid=1\n") || !strings.Contains(log, "\n0\n") {
 		t.Fatalf("script did not run as PID 1 and root of its namespaces:\n%s", log)
+	}
+}
+
+// TestCommandWithoutGuard: without a guard (kiln's executable unknown),
+// a script still runs, reports its status and is stopped by its process
+// group and marker; and with one, the guard passes the script's exit code
+// and signal through unchanged.
+func TestCommandWithoutGuard(t *testing.T) {
+	for _, script := range []string{"exit 3", "kill -TERM $$", "echo ok"} {
+		var results [2]tasks.Outcome
+		for i, guarded := range []bool{true, false} {
+			fx := newFixture(t)
+			if !guarded {
+				fx.env.Guard = ""
+			}
+			results[i] = tasks.RunWorker(context.Background(), command(t, map[string]any{"script": script}), fx.env)
+		}
+		g, u := results[0], results[1]
+		if g.Result != u.Result || g.Output["exit_code"] != u.Output["exit_code"] {
+			t.Errorf("%q: guarded %s %v, unguarded %s %v", script, g.Result, g.Output, u.Result, u.Output)
+		}
+	}
+	fx := newFixture(t)
+	fx.env.Guard = ""
+	start := time.Now()
+	out := tasks.RunWorker(context.Background(), command(t, map[string]any{"script": "sleep 30 & sleep 30", "timeout": 0.3}), fx.env)
+	if out.Result != model.ResultFailure || time.Since(start) > 5*time.Second {
+		t.Fatalf("timeout without a guard: %+v after %s", out, time.Since(start))
 	}
 }
 

@@ -54,6 +54,20 @@ type Env struct {
 	// Upload stores an output as an artifact; nil means outputs cannot be
 	// uploaded (tests of scripts alone).
 	Upload func(ctx context.Context, u Upload) (int64, error)
+	// Guard is kiln's own executable, under which the task's processes
+	// run (guard.go): it sees and kills every one of them when the task
+	// ends, is stopped, or its runner dies. "" runs the script directly
+	// (tests of scripts alone); its processes then die with their
+	// runner only in the unshare backend.
+	Guard string
+	// Cgroups, when not nil, puts each task in a cgroup v2 of its own
+	// (cgroup.go), which holds even processes that left the task's
+	// process group and dropped its marker.
+	Cgroups *Cgroups
+	// Record is a file where the task's process group and cgroup are
+	// written while it runs, so that KillRecorded can kill what is left
+	// after a crash of the runner and of the guard; "" records nothing.
+	Record string
 	// DiskSampleInterval is how often the working directory is measured
 	// while the task runs; 0 means DefaultDiskSampleInterval.
 	DiskSampleInterval time.Duration
