@@ -268,10 +268,16 @@ func setFromTOML(flags *pflag.FlagSet, f *pflag.Flag, v any) error {
 	return nil
 }
 
-// scalar renders a TOML scalar as the flag parser expects it.
+// scalar renders a TOML scalar as the flag parser expects it. A string
+// with a NUL character (TOML's \u0000 escape; the raw byte is a syntax
+// error already) is refused: no flag takes one, and the paths and URLs
+// they take would be cut at it.
 func scalar(v any) (string, error) {
 	switch x := v.(type) {
 	case string:
+		if strings.IndexByte(x, 0) >= 0 {
+			return "", errors.New("a value must not contain NUL characters (\\u0000)")
+		}
 		return x, nil
 	case bool:
 		return strconv.FormatBool(x), nil

@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -190,11 +189,11 @@ func readEnvelope(ctx context.Context, ws *websocket.Conn) (*protocol.Envelope, 
 	if typ != websocket.MessageText {
 		return nil, errors.New("the server sent a binary message")
 	}
-	var env protocol.Envelope
-	if err := json.Unmarshal(data, &env); err != nil {
-		return nil, fmt.Errorf("malformed message from the server: %w", err)
+	env, err := protocol.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("from the server: %w", err)
 	}
-	return &env, nil
+	return env, nil
 }
 
 // resume applies welcome.keep: a held request the server did not keep was

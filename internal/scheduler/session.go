@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -150,11 +149,7 @@ func (ss *session) read(ctx context.Context) (*protocol.Envelope, error) {
 	if typ != websocket.MessageText {
 		return nil, errors.New("binary messages are not part of the protocol")
 	}
-	var env protocol.Envelope
-	if err := json.Unmarshal(data, &env); err != nil {
-		return nil, fmt.Errorf("malformed message: %w", err)
-	}
-	return &env, nil
+	return protocol.Parse(data)
 }
 
 func (ss *session) send(typ string, body any) error {

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/kiln-build/kiln/internal/strictjson"
 	suggestpkg "github.com/kiln-build/kiln/internal/suggest"
 )
 
@@ -56,6 +57,12 @@ const maxNodes = 100000
 // readJSON reads one JSON value into a tree. Duplicate keys are refused: a
 // JSON decoder would silently keep the last one.
 func readJSON(data []byte) (any, error) {
+	// what encoding/json would let through: invalid UTF-8 (turned into
+	// U+FFFD) and NUL characters (which PostgreSQL refuses); duplicate
+	// keys are found below, with this package's message
+	if e, ok := strictjson.As(strictjson.Check(data)); ok && e.Reason != strictjson.ReasonDuplicate && !strings.HasPrefix(e.Reason, strictjson.ReasonSyntax) {
+		return nil, fmt.Errorf("%s: %s", orRoot(e.Path), strings.TrimPrefix(e.Reason, "is "))
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	budget := maxNodes
@@ -172,6 +179,9 @@ func yamlValue(n *yaml.Node, path string, budget *int) (any, error) {
 				return nil, fmt.Errorf("line %d: %s: YAML merge keys (<<) are not supported", kn.Line, orRoot(path))
 			}
 			k := kn.Value
+			if strings.IndexByte(k, 0) >= 0 {
+				return nil, fmt.Errorf("line %d: %s: a key must not contain NUL characters", kn.Line, orRoot(path))
+			}
 			if _, dup := o.vals[k]; dup {
 				return nil, fmt.Errorf("line %d: %s: the key appears twice", kn.Line, field(path, k))
 			}
@@ -206,6 +216,9 @@ func yamlValue(n *yaml.Node, path string, budget *int) (any, error) {
 		case "!!int", "!!float":
 			return yamlNumber(n.Value), nil
 		default: // !!str, !!timestamp, !!binary: the text as written
+			if strings.IndexByte(n.Value, 0) >= 0 {
+				return nil, fmt.Errorf("line %d: %s: must not contain NUL characters (\\0)", n.Line, orRoot(path))
+			}
 			return n.Value, nil
 		}
 	}

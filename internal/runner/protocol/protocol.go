@@ -27,10 +27,13 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/strictjson"
 )
 
 // Path is where the server accepts runner connections.
@@ -76,13 +79,42 @@ func Encode(typ string, body any) ([]byte, error) {
 	return json.Marshal(env)
 }
 
-// Decode reads the body of an envelope into v.
+// Parse reads one frame into its envelope, strictly (SPEC §11): a key
+// given twice, invalid UTF-8 (strictjson; NUL characters are allowed, a
+// log chunk may carry them) and unknown fields are errors that name the
+// field, never a silently different message. Both ends parse every frame
+// with it; a change of the messages' fields is a new Subprotocol.
+func Parse(data []byte) (*Envelope, error) {
+	if err := strictjson.CheckAllowingNUL(data); err != nil {
+		return nil, fmt.Errorf("malformed message: %w", err)
+	}
+	var env Envelope
+	if err := decodeStrict(data, &env); err != nil {
+		return nil, fmt.Errorf("malformed message: %w", err)
+	}
+	return &env, nil
+}
+
+// Decode reads the body of an envelope into v, refusing fields v does not
+// have.
 func (e *Envelope) Decode(v any) error {
 	if len(e.Body) == 0 {
 		return fmt.Errorf("%s message without a body", e.Type)
 	}
-	if err := json.Unmarshal(e.Body, v); err != nil {
+	if err := decodeStrict(e.Body, v); err != nil {
 		return fmt.Errorf("%s message: %w", e.Type, err)
+	}
+	return nil
+}
+
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("data after the message")
 	}
 	return nil
 }
