@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/kiln-build/kiln/internal/model"
 )
@@ -166,7 +167,8 @@ func checkFilePath(p string) error {
 	if p == "" {
 		return invalid("files", "a file needs a path")
 	}
-	if len(p) > 1024 || strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.HasPrefix(p, "../") || p == ".." || strings.ContainsRune(p, 0) {
+	if len(p) > 1024 || strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.HasPrefix(p, "../") || p == ".." || strings.ContainsRune(p, 0) ||
+		!utf8.ValidString(p) {
 		return invalid("files", "%q is not a clean relative path", p)
 	}
 	return nil
