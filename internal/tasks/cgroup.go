@@ -45,6 +45,15 @@ func OpenCgroups(workDir string) (*Cgroups, error) {
 	}
 	sum := sha256.Sum256([]byte(abs))
 	base := filepath.Join(own, "kiln-tasks-"+hex.EncodeToString(sum[:4]))
+	// the empty directories of runners killed with SIGKILL: rmdir fails
+	// on any cgroup still in use, so only those go
+	if others, err := filepath.Glob(filepath.Join(own, "kiln-tasks-*")); err == nil {
+		for _, o := range others {
+			if o != base {
+				_ = syscall.Rmdir(o)
+			}
+		}
+	}
 	if err := os.Mkdir(base, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("cgroup v2 at %s is not writable: %w", own, err)
 	}
@@ -73,6 +82,11 @@ func (c *Cgroups) New(name string) (*Cgroup, error) {
 	g := &Cgroup{path: filepath.Join(c.base, name)}
 	if _, err := os.Stat(g.path); err == nil {
 		g.Remove()
+	}
+	// another runner's start-up may have removed the directory while no
+	// task of ours ran (see OpenCgroups)
+	if err := os.MkdirAll(c.base, 0o755); err != nil {
+		return nil, fmt.Errorf("cgroup of the task: %w", err)
 	}
 	if err := os.Mkdir(g.path, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup of the task: %w", err)
