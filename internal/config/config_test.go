@@ -199,7 +199,7 @@ func TestApplyBadFiles(t *testing.T) {
 		"table.toml":            {`key "listen"`, "table"},
 		"syntax.toml":           {"syntax.toml", "line 1"},
 		"config_key.toml":       {`key "config" cannot be set in the config file itself`},
-		// SPEC §11: strict like every input from outside
+		// strict like every input from outside (docs/architecture.md#security)
 		"nul.toml":           {`key "data_dir"`, "NUL"},
 		"nul_in_list.toml":   {`key "tags"`, "NUL"},
 		"duplicate_key.toml": {"line 2", `"listen"`, "already been defined"},

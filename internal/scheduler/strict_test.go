@@ -15,7 +15,7 @@ import (
 	"github.com/kiln-build/kiln/internal/testdb"
 )
 
-// TestRunnerMessagesDecodedStrictly: SPEC §11 — a runner's message with
+// TestRunnerMessagesDecodedStrictly (docs/architecture.md#security): a runner's message with
 // an unknown field, a key given twice or invalid UTF-8 is a protocol error
 // that names the field (the connection is closed with it), never a
 // silently different message.

@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// Every process a task starts must die with its attempt (SPEC §11): when
-// the script ends, when the runner stops it, and when the runner itself is
-// killed with SIGKILL. A process group alone does not do it: a script's
+// Every process a task starts must die with its attempt
+// (docs/architecture.md#lost-runners): when the script ends, when the
+// runner stops it, and when the runner itself is killed with SIGKILL. A process group alone does not do it: a script's
 // background subshell or a daemon that calls setsid is re-parented to PID
 // 1 when its shell dies and runs on, so a retry on another runner can
 // overlap it (issue 13). Pdeathsig alone does not either: the kernel

@@ -79,11 +79,12 @@ func Encode(typ string, body any) ([]byte, error) {
 	return json.Marshal(env)
 }
 
-// Parse reads one frame into its envelope, strictly (SPEC §11): a key
-// given twice, invalid UTF-8 (strictjson; NUL characters are allowed, a
-// log chunk may carry them) and unknown fields are errors that name the
-// field, never a silently different message. Both ends parse every frame
-// with it; a change of the messages' fields is a new Subprotocol.
+// Parse reads one frame into its envelope, strictly
+// (docs/architecture.md#security): a key given twice, invalid UTF-8
+// (strictjson; NUL characters are allowed, a log chunk may carry them) and
+// unknown fields are errors that name the field, never a silently different
+// message. Both ends parse every frame with it; a change of the messages'
+// fields is a new Subprotocol.
 func Parse(data []byte) (*Envelope, error) {
 	if err := strictjson.CheckAllowingNUL(data); err != nil {
 		return nil, fmt.Errorf("malformed message: %w", err)
