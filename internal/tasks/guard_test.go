@@ -211,6 +211,9 @@ func TestLeftoversKilledAtStart(t *testing.T) {
 	if guard < 0 {
 		t.Fatalf("no guard among %v", ps)
 	}
+	// stopped first, the runner cannot clean up in the moment between the
+	// two kills
+	runner.Process.Signal(syscall.SIGSTOP)
 	syscall.Kill(guard, syscall.SIGKILL)
 	runner.Process.Kill()
 	runner.Wait()
