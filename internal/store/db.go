@@ -79,7 +79,7 @@ func Open(ctx context.Context, dsn string) (*SQL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	if err := s.db.PingContext(ctx); err != nil {
+	if err := s.connect(ctx); err != nil {
 		s.db.Close()
 		return nil, fmt.Errorf("connect to %s database: %w", s.dialect, err)
 	}
@@ -88,6 +88,26 @@ func Open(ctx context.Context, dsn string) (*SQL, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// connect makes the first connection. On SQLite its pragmas switch a new
+// database to WAL, which needs a lock that another process opening the
+// same file at once (a replica migrating it, kiln expire) may hold; SQLite
+// answers that with SQLITE_BUSY at once rather than through busy_timeout,
+// so connect tries again for as long as busy_timeout would have waited.
+func (s *SQL) connect(ctx context.Context) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := s.db.PingContext(ctx)
+		if err == nil || s.dialect != SQLite || !isRetryable(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func sqliteDSN(dsn string) string {
