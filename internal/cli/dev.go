@@ -28,7 +28,7 @@ func newDevCommand() *cobra.Command {
 		Use:   "dev",
 		Short: "Developer tools: seed a synthetic farm, benchmark scrapes",
 	}
-	cmd.AddCommand(newDevSeedCommand(), newDevBenchScrapeCommand(), newDevBenchScrapeLoadCommand(), newDevServeBytesCommand(), newDevBenchWritesCommand())
+	cmd.AddCommand(newDevSeedCommand(), newDevBenchScrapeCommand(), newDevBenchScrapeLoadCommand(), newDevServeBytesCommand(), newDevBenchWritesCommand(), newDevBenchClaimsCommand())
 	return cmd
 }
 
@@ -260,6 +260,47 @@ spent their time in.`,
 			return err
 		}
 		bench.WriteTable(cmd.OutOrStdout(), rs)
+		return nil
+	}
+	return cmd
+}
+
+func newDevBenchClaimsCommand() *cobra.Command {
+	var cfg bench.ClaimsConfig
+	cmd := &cobra.Command{
+		Use:   "bench-claims",
+		Short: "Benchmark claiming: noop requests completed per second by real server and runner processes, vs pgbench",
+		Long: `Start a real 'kiln server' and 1, 4 and 8 real 'kiln runner' processes on
+loopback, keep the queue full of noop work requests, and count how many the
+server completes per second once every runner is connected; read the CPU
+time of the server and the runners from /proc. Each trial runs twice: on an
+empty queue and on a queue that also holds --backlog pending requests for an
+architecture no runner has (older than the noops, so a claim that scans in
+queue order passes them all). On PostgreSQL every round also runs
+'pgbench -N -c 8 -j 2 -T 8' on a scratch database of the same server, so that
+throughput reads as a fraction of what the database does for a simple
+workload in the same minutes. Trials are interleaved over --rounds rounds;
+the table shows medians.
+
+Without --postgres the databases are SQLite files in a temporary directory.`,
+		Args: cobra.NoArgs,
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Postgres, "postgres", "", "postgres:// URL of a server where the benchmark may create databases (kiln_bench_claims_*, kiln_bench_pgbench); SQLite when empty")
+	f.IntSliceVar(&cfg.Runners, "runners", []int{1, 4, 8}, "runner counts to measure")
+	f.IntVar(&cfg.Backlog, "backlog", 200_000, "pending requests nobody can run in the second queue; 0 skips it")
+	f.DurationVar(&cfg.Window, "window", 6*time.Second, "how long each trial counts completions")
+	f.IntVar(&cfg.Rounds, "rounds", 3, "rounds of interleaved trials (medians are taken over them)")
+	f.StringVar(&cfg.Pgbench, "pgbench", "pgbench", "pgbench command")
+	f.StringVar(&cfg.ProfileDir, "profile-dir", "", "directory for CPU profiles (server.pprof, runner.pprof) of one extra trial with the most runners")
+	f.String("config", "", "TOML config file")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg.Log = cmd.ErrOrStderr()
+		r, err := bench.RunClaims(cmd.Context(), cfg)
+		if err != nil {
+			return err
+		}
+		bench.ClaimsTable(cmd.OutOrStdout(), r)
 		return nil
 	}
 	return cmd

@@ -1,0 +1,793 @@
+package bench
+
+// Claiming throughput: how many noop work requests a real `kiln server`
+// and real `kiln runner` processes complete per second, next to what the
+// same database does for pgbench in the same run, and how much a backlog
+// of requests nobody can run slows claiming down.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	prommodel "github.com/prometheus/common/model"
+
+	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// ClaimsConfig says what bench-claims measures.
+type ClaimsConfig struct {
+	// Postgres is a PostgreSQL server URL whose user may create
+	// databases; the benchmark (re)creates kiln_bench_claims_* and
+	// kiln_bench_pgbench there. Empty means SQLite files in a temporary
+	// directory (and no pgbench).
+	Postgres string
+	// Kiln is the kiln binary started as server and runners; default the
+	// running executable.
+	Kiln string
+	// Runners are the runner counts measured; default 1, 4, 8.
+	Runners []int
+	// Backlog is the number of pending requests for an architecture no
+	// runner has in the second queue; default 200,000. 0 skips it.
+	Backlog int
+	// Window is how long each trial counts completions; default 6 s.
+	Window time.Duration
+	// Rounds is how many times every trial runs (the figures are
+	// medians); default 3.
+	Rounds int
+	// Pgbench is the pgbench command; default "pgbench".
+	Pgbench string
+	// ProfileDir, when set, receives CPU profiles of the server and of one
+	// runner taken during an extra trial with the most runners (not
+	// counted in the medians).
+	ProfileDir string
+	// Log receives a line per trial; may be nil.
+	Log io.Writer
+}
+
+// ClaimsResult is what bench-claims measured.
+type ClaimsResult struct {
+	Database string
+	// PgbenchTPS is the median TPS of `pgbench -N -c 8 -j 2 -T 8` (0 on
+	// SQLite).
+	PgbenchTPS float64
+	Rows       []ClaimsRow
+	Started    time.Time
+	// LoadBefore and LoadAfter are the 1-minute load averages.
+	LoadBefore, LoadAfter float64
+}
+
+// ClaimsRow is one kind of trial: a queue and a number of runners.
+type ClaimsRow struct {
+	Queue   string // "empty" or "backlog"
+	Backlog int
+	Runners int
+	// Rate is the median of noop completions per second.
+	Rate float64
+	// ServerCPU and RunnerCPU are the medians of CPU time per completed
+	// request (user + system, runners summed).
+	ServerCPU, RunnerCPU time.Duration
+	Rates                []float64
+}
+
+// unmatchedArch is the architecture of the backlog: no runner of the
+// benchmark has it.
+const unmatchedArch = "mips64el"
+
+// benchArch is what the benchmark's runners and noops use.
+const benchArch = "amd64"
+
+// RunClaims runs the claiming benchmark.
+func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
+	if len(cfg.Runners) == 0 {
+		cfg.Runners = []int{1, 4, 8}
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 6 * time.Second
+	}
+	if cfg.Rounds < 1 {
+		cfg.Rounds = 3
+	}
+	if cfg.Pgbench == "" {
+		cfg.Pgbench = "pgbench"
+	}
+	if cfg.Kiln == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Kiln = exe
+	}
+	logf := func(format string, args ...any) {
+		if cfg.Log != nil {
+			fmt.Fprintf(cfg.Log, format+"\n", args...)
+		}
+	}
+	maxRunners := 0
+	for _, n := range cfg.Runners {
+		maxRunners = max(maxRunners, n)
+	}
+	tmp, err := os.MkdirTemp("", "kiln-bench-claims-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+
+	res := &ClaimsResult{Database: string(store.SQLite), Started: time.Now(), LoadBefore: loadAverage()}
+	var pgbenchURL string
+	if cfg.Postgres != "" {
+		res.Database = string(store.Postgres)
+		if pgbenchURL, err = recreateDatabase(ctx, cfg.Postgres, "kiln_bench_pgbench"); err != nil {
+			return nil, err
+		}
+		logf("pgbench -i -s 10 into kiln_bench_pgbench")
+		if out, err := exec.CommandContext(ctx, cfg.Pgbench, "-i", "-s", "10", "-q", pgbenchURL).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("pgbench -i: %v\n%s", err, out)
+		}
+	}
+
+	queues := []struct {
+		name    string
+		backlog int
+	}{{"empty", 0}}
+	if cfg.Backlog > 0 {
+		queues = append(queues, struct {
+			name    string
+			backlog int
+		}{"backlog", cfg.Backlog})
+	}
+	farms := make([]*claimFarm, len(queues))
+	defer func() {
+		for _, f := range farms {
+			if f != nil {
+				f.close()
+			}
+		}
+	}()
+	for i, q := range queues {
+		f := &claimFarm{name: q.name, backlog: q.backlog, dir: filepath.Join(tmp, q.name), kiln: cfg.Kiln, log: logf}
+		farms[i] = f
+		if err := f.prepare(ctx, cfg.Postgres, maxRunners); err != nil {
+			return nil, fmt.Errorf("%s queue: %w", q.name, err)
+		}
+	}
+
+	type trialKey struct {
+		farm    int
+		runners int
+	}
+	rows := map[trialKey]*ClaimsRow{}
+	serverCPU := map[trialKey][]time.Duration{}
+	runnerCPU := map[trialKey][]time.Duration{}
+	var tps []float64
+	for round := 1; round <= cfg.Rounds; round++ {
+		if pgbenchURL != "" {
+			v, err := runPgbench(ctx, cfg.Pgbench, pgbenchURL)
+			if err != nil {
+				return nil, err
+			}
+			logf("round %d: pgbench -N -c 8 -j 2 -T 8: %.0f TPS", round, v)
+			tps = append(tps, v)
+		}
+		for fi, f := range farms {
+			for _, n := range cfg.Runners {
+				t, err := f.trial(ctx, n, cfg.Window, "")
+				if err != nil {
+					return nil, fmt.Errorf("%s queue, %d runners: %w", f.name, n, err)
+				}
+				logf("round %d: %s queue, %d runners: %.0f noops/s, CPU per noop: server %s, runners %s", round, f.name, n,
+					t.rate, t.serverCPU.Round(time.Microsecond), t.runnerCPU.Round(time.Microsecond))
+				k := trialKey{fi, n}
+				if rows[k] == nil {
+					rows[k] = &ClaimsRow{Queue: f.name, Backlog: f.backlog, Runners: n}
+				}
+				rows[k].Rates = append(rows[k].Rates, t.rate)
+				serverCPU[k] = append(serverCPU[k], t.serverCPU)
+				runnerCPU[k] = append(runnerCPU[k], t.runnerCPU)
+			}
+		}
+	}
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o750); err != nil {
+			return nil, err
+		}
+		logf("profiling the server and one runner: empty queue, %d runners", maxRunners)
+		if _, err := farms[0].trial(ctx, maxRunners, cfg.Window, cfg.ProfileDir); err != nil {
+			return nil, fmt.Errorf("profiling: %w", err)
+		}
+	}
+	if len(tps) > 0 {
+		res.PgbenchTPS = medianFloat(tps)
+	}
+	for fi := range farms {
+		for _, n := range cfg.Runners {
+			k := trialKey{fi, n}
+			r := rows[k]
+			r.Rate = medianFloat(r.Rates)
+			r.ServerCPU, r.RunnerCPU = median(serverCPU[k]), median(runnerCPU[k])
+			res.Rows = append(res.Rows, *r)
+		}
+	}
+	res.LoadAfter = loadAverage()
+	return res, nil
+}
+
+// claimFarm is one database with its kiln server.
+type claimFarm struct {
+	name    string
+	backlog int
+	dir     string
+	kiln    string
+	log     func(string, ...any)
+
+	st        *store.SQL
+	workspace int64
+	tokens    []string
+	server    *exec.Cmd
+	serverOut chan string
+	api       string
+	metrics   string
+	// submitted counts the noops submitted so far; est is the last
+	// measured rate per runner count, to size the next trial's queue.
+	submitted int64
+	est       map[int]float64
+}
+
+// prepare creates the database, bootstraps it, adds the workers and the
+// backlog, and starts the server.
+func (f *claimFarm) prepare(ctx context.Context, postgres string, runners int) error {
+	if err := os.MkdirAll(f.dir, 0o750); err != nil {
+		return err
+	}
+	dsn := filepath.Join(f.dir, "kiln.db")
+	if postgres != "" {
+		var err error
+		if dsn, err = recreateDatabase(ctx, postgres, "kiln_bench_claims_"+f.name); err != nil {
+			return err
+		}
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	f.st = st
+	if _, err := st.Bootstrap(ctx, store.NewSecret(), filepath.Join(f.dir, "files")); err != nil {
+		return err
+	}
+	scope := &model.Scope{Name: "bench"}
+	if err := st.Scopes().Create(ctx, scope); err != nil {
+		return err
+	}
+	ws := &model.Workspace{Name: "claims", ScopeID: scope.ID, Public: true}
+	if err := st.Workspaces().Create(ctx, ws); err != nil {
+		return err
+	}
+	f.workspace = ws.ID
+	for i := 1; i <= runners; i++ {
+		w := &model.Worker{Name: fmt.Sprintf("bench-runner-%d", i), WorkerType: model.WorkerExternal, Enabled: true}
+		if err := st.Workers().Create(ctx, w); err != nil {
+			return err
+		}
+		tok, err := st.CreateToken(ctx, model.Token{WorkerID: &w.ID, Enabled: true})
+		if err != nil {
+			return err
+		}
+		f.tokens = append(f.tokens, tok.Secret)
+	}
+	if f.backlog > 0 {
+		other := &model.Workspace{Name: "backlog", ScopeID: scope.ID, Public: true}
+		if err := st.Workspaces().Create(ctx, other); err != nil {
+			return err
+		}
+		f.log("%s queue: adding %d pending requests for %s", f.name, f.backlog, unmatchedArch)
+		if err := addBacklog(ctx, st, other.ID, f.backlog); err != nil {
+			return err
+		}
+	}
+	return f.startServer(ctx, dsn)
+}
+
+// addBacklog bulk-inserts n pending noop requests for unmatchedArch, older
+// than anything the trials submit, then rebuilds the running totals.
+func addBacklog(ctx context.Context, st *store.SQL, workspace int64, n int) error {
+	created := time.Now().Add(-time.Hour).UnixMicro()
+	data := `{"host_architecture": "` + unmatchedArch + `"}`
+	q := `INSERT INTO work_requests (task_type, task_name, workspace_id, status, result, data, priority, created_at, step_name, retries, max_retries)
+		SELECT 'Worker', 'noop', $1, 'pending', '', $2, 0, $3::bigint + g, '', 0, 3 FROM generate_series(1, $4::int) AS g`
+	if st.Dialect() == store.SQLite {
+		q = `WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < $4)
+		INSERT INTO work_requests (task_type, task_name, workspace_id, status, result, data, priority, created_at, step_name, retries, max_retries)
+		SELECT 'Worker', 'noop', $1, 'pending', '', $2, 0, $3 + g, '', 0, 3 FROM s`
+	}
+	if _, err := st.DB().ExecContext(ctx, q, workspace, data, created, n); err != nil {
+		return fmt.Errorf("adding the backlog: %w", err)
+	}
+	if st.Dialect() == store.Postgres {
+		if _, err := st.DB().ExecContext(ctx, "VACUUM ANALYZE work_requests"); err != nil {
+			return err
+		}
+	} else if _, err := st.DB().ExecContext(ctx, "ANALYZE"); err != nil {
+		return err
+	}
+	_, err := st.FixTotals(ctx)
+	return err
+}
+
+var listening = regexp.MustCompile(`^kiln server listening on (\S+)`)
+var internalMetrics = regexp.MustCompile(`^Internal metrics on (\S+)/metrics`)
+
+func (f *claimFarm) startServer(ctx context.Context, dsn string) error {
+	logf, err := os.Create(filepath.Join(f.dir, "server.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(f.kiln, "server", "--listen", "127.0.0.1:0", "--metrics-server", "127.0.0.1:"+freePort(),
+		"--data-dir", f.dir, "--database", dsn)
+	cmd.Env = cleanEnv()
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	f.server = cmd
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+		close(lines)
+	}()
+	timeout := time.After(60 * time.Second)
+	for f.api == "" || f.metrics == "" {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				return fmt.Errorf("the server exited; see %s", logf.Name())
+			}
+			if m := listening.FindStringSubmatch(line); m != nil {
+				f.api = m[1]
+			}
+			if m := internalMetrics.FindStringSubmatch(line); m != nil {
+				f.metrics = m[1]
+			}
+		case <-timeout:
+			return fmt.Errorf("the server did not start within a minute; see %s", logf.Name())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (f *claimFarm) close() {
+	if f.server != nil && f.server.Process != nil {
+		stopProcess(f.server, 15*time.Second)
+	}
+	if f.st != nil {
+		f.st.Close()
+	}
+}
+
+// trialResult is one measurement.
+type trialResult struct {
+	rate                 float64
+	serverCPU, runnerCPU time.Duration
+}
+
+// trial starts n runners on a queue holding enough noops for the window,
+// counts completions over the window once all of them are connected, and
+// stops them. With profileDir set it also takes CPU profiles.
+func (f *claimFarm) trial(ctx context.Context, n int, window time.Duration, profileDir string) (*trialResult, error) {
+	if f.est == nil {
+		f.est = map[int]float64{}
+	}
+	est := f.est[n]
+	if est == 0 {
+		est = 400
+	}
+	// enough for runner start-up, the window and a wide margin
+	need := int64(est*(window.Seconds()+4)*2) + 100
+	done, err := f.completed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if left := f.submitted - done; left < need {
+		if err := f.submit(ctx, need-left); err != nil {
+			return nil, err
+		}
+	}
+
+	runners := make([]*exec.Cmd, n)
+	defer func() {
+		var wg sync.WaitGroup
+		for _, r := range runners {
+			if r != nil && r.Process != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); stopProcess(r, 15*time.Second) }()
+			}
+		}
+		wg.Wait()
+	}()
+	runnerMetrics := ""
+	for i := range n {
+		args := []string{"runner", "--server", f.api, "--name", fmt.Sprintf("bench-runner-%d", i+1),
+			"--work-dir", filepath.Join(f.dir, fmt.Sprintf("runner-%d", i+1)),
+			"--architectures", benchArch, "--host-architecture", benchArch, "--shutdown-grace", "10s"}
+		if profileDir != "" && i == 0 {
+			runnerMetrics = "127.0.0.1:" + freePort()
+			args = append(args, "--metrics-server", runnerMetrics)
+		}
+		logf, err := os.OpenFile(filepath.Join(f.dir, fmt.Sprintf("runner-%d.log", i+1)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(f.kiln, args...)
+		cmd.Env = append(cleanEnv(), "KILN_TOKEN="+f.tokens[i])
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		err = cmd.Start()
+		logf.Close()
+		if err != nil {
+			return nil, err
+		}
+		runners[i] = cmd
+	}
+	if err := f.awaitConnected(ctx, n); err != nil {
+		return nil, err
+	}
+
+	pids := []int{f.server.Process.Pid}
+	for _, r := range runners {
+		pids = append(pids, r.Process.Pid)
+	}
+	cpu0, err := cpuTimes(pids)
+	if err != nil {
+		return nil, err
+	}
+	c0, err := f.completed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	var profiles sync.WaitGroup
+	var profileErr atomic.Value
+	if profileDir != "" {
+		for name, addr := range map[string]string{"server": f.metrics, "runner": "http://" + runnerMetrics} {
+			profiles.Add(1)
+			go func() {
+				defer profiles.Done()
+				if err := fetchProfile(ctx, addr, window, filepath.Join(profileDir, name+".pprof")); err != nil {
+					profileErr.Store(err)
+				}
+			}()
+		}
+	}
+	select {
+	case <-time.After(window):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c1, err := f.completed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cpu1, err := cpuTimes(pids)
+	if err != nil {
+		return nil, err
+	}
+	elapsed := time.Since(t0)
+	profiles.Wait()
+	if err, ok := profileErr.Load().(error); ok {
+		return nil, err
+	}
+	if f.submitted-c1 < int64(n) {
+		return nil, fmt.Errorf("the queue ran dry during the window (%d submitted, %d completed): the trial was too short to mean anything", f.submitted, c1)
+	}
+	count := c1 - c0
+	if count <= 0 {
+		return nil, fmt.Errorf("no request completed in %s; see the logs in %s", window, f.dir)
+	}
+	t := &trialResult{rate: float64(count) / elapsed.Seconds()}
+	t.serverCPU = (cpu1[0] - cpu0[0]) / time.Duration(count)
+	var runnersCPU time.Duration
+	for i := 1; i < len(pids); i++ {
+		runnersCPU += cpu1[i] - cpu0[i]
+	}
+	t.runnerCPU = runnersCPU / time.Duration(count)
+	f.est[n] = t.rate
+	return t, nil
+}
+
+// submit adds n noop requests through the store, as the API would, from
+// 8 concurrent submitters.
+func (f *claimFarm) submit(ctx context.Context, n int64) error {
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= n && ctx.Err() == nil {
+				wr := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: f.workspace,
+					Data: json.RawMessage(`{"host_architecture": "` + benchArch + `"}`), MaxRetries: 3}
+				if err := f.st.SubmitWorkRequest(ctx, wr); err != nil {
+					firstErr.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return fmt.Errorf("submitting noops: %w", err)
+	}
+	f.submitted += n
+	return ctx.Err()
+}
+
+// awaitConnected waits until the first n benchmark workers are connected.
+func (f *claimFarm) awaitConnected(ctx context.Context, n int) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var c int
+		err := f.st.DB().QueryRowContext(ctx, `SELECT COUNT(*) FROM workers WHERE name IN (`+benchWorkerNames(n)+`) AND connected_at IS NOT NULL`).Scan(&c)
+		if err != nil {
+			return err
+		}
+		if c == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d runners connected within a minute; see the logs in %s", c, n, f.dir)
+		}
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func benchWorkerNames(n int) string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("'bench-runner-%d'", i+1)
+	}
+	return strings.Join(names, ", ")
+}
+
+// completed reads, from the server's own metrics, how many Worker
+// requests it has completed since it started: a counter kept in memory,
+// so counting costs the database nothing.
+func (f *claimFarm) completed(ctx context.Context) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.metrics+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(prommodel.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("reading the server's metrics: %w", err)
+	}
+	var n float64
+	if fam := fams["kiln_scheduler_results_total"]; fam != nil {
+		for _, m := range fam.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "task_type" && l.GetValue() == string(model.TaskWorker) {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return int64(n), nil
+}
+
+// fetchProfile saves a CPU profile of the process behind a metrics
+// listener (its /debug/pprof/).
+func fetchProfile(ctx context.Context, base string, d time.Duration, path string) error {
+	secs := max(1, int(d.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile from %s: %s", base, resp.Status)
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// clockTick is the unit of /proc/<pid>/stat's times: USER_HZ, 100 on
+// every Linux architecture kiln builds for.
+const clockTick = 10 * time.Millisecond
+
+// cpuTimes reads user + system CPU time of each process.
+func cpuTimes(pids []int) ([]time.Duration, error) {
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return nil, fmt.Errorf("CPU time of process %d: %w", pid, err)
+		}
+		// fields after the command name, which may hold spaces: state is
+		// field 3, utime 14, stime 15
+		s := string(b)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) < 13 {
+			return nil, fmt.Errorf("CPU time of process %d: short /proc/%d/stat", pid, pid)
+		}
+		utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+		stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("CPU time of process %d: %w", pid, err)
+		}
+		out[i] = time.Duration(utime+stime) * clockTick
+	}
+	return out, nil
+}
+
+var pgbenchTPS = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+
+func runPgbench(ctx context.Context, pgbench, url string) (float64, error) {
+	out, err := exec.CommandContext(ctx, pgbench, "-N", "-c", "8", "-j", "2", "-T", "8", url).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pgbench: %v\n%s", err, out)
+	}
+	m := pgbenchTPS.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("pgbench printed no TPS:\n%s", out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// recreateDatabase drops database name on server if it exists, creates it
+// empty and returns its URL.
+func recreateDatabase(ctx context.Context, server, name string) (string, error) {
+	u, _, err := ensureDatabase(ctx, server, name, true)
+	return u, err
+}
+
+func freePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "0"
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// cleanEnv is this process's environment without KILN_ settings, which
+// would reconfigure the server and runners the benchmark starts.
+func cleanEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KILN_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// stopProcess sends SIGTERM and waits, then SIGKILL.
+func stopProcess(cmd *exec.Cmd, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
+	return v
+}
+
+func medianFloat(vs []float64) float64 {
+	s := append([]float64(nil), vs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// ClaimsTable renders a result as the Markdown of docs/benchmarks.md.
+func ClaimsTable(w io.Writer, r *ClaimsResult) {
+	fmt.Fprintf(w, "Database: %s. Load average (1 min): %.1f before, %.1f after. Started %s.\n\n", r.Database, r.LoadBefore, r.LoadAfter,
+		r.Started.UTC().Format(time.RFC3339))
+	if r.PgbenchTPS > 0 {
+		fmt.Fprintf(w, "pgbench -N -c 8 -j 2 -T 8 (median): %.0f TPS\n\n", r.PgbenchTPS)
+	}
+	fmt.Fprintln(w, "| queue | runners | noops/s (median) | runs | vs pgbench TPS | CPU per noop: server | runners | total |")
+	fmt.Fprintln(w, "|---|---:|---:|---|---:|---:|---:|---:|")
+	byKey := map[string]ClaimsRow{}
+	for _, row := range r.Rows {
+		queue := "empty"
+		if row.Backlog > 0 {
+			queue = fmt.Sprintf("%dk unmatched pending", row.Backlog/1000)
+		}
+		vs := "–"
+		if r.PgbenchTPS > 0 {
+			vs = fmt.Sprintf("%.1f %%", 100*row.Rate/r.PgbenchTPS)
+		}
+		runs := make([]string, len(row.Rates))
+		for i, v := range row.Rates {
+			runs[i] = fmt.Sprintf("%.0f", v)
+		}
+		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %s | %s | %s |\n", queue, row.Runners, row.Rate, strings.Join(runs, ", "), vs,
+			ms(row.ServerCPU), ms(row.RunnerCPU), ms(row.ServerCPU+row.RunnerCPU))
+		byKey[fmt.Sprintf("%s/%d", row.Queue, row.Runners)] = row
+	}
+	fmt.Fprintln(w)
+	var ns []int
+	for _, row := range r.Rows {
+		if row.Queue == "empty" {
+			ns = append(ns, row.Runners)
+		}
+	}
+	for i := 1; i < len(ns); i++ {
+		a, b := byKey[fmt.Sprintf("empty/%d", ns[i-1])], byKey[fmt.Sprintf("empty/%d", ns[i])]
+		fmt.Fprintf(w, "Scaling %d → %d runners: %.2f×.\n", a.Runners, b.Runners, b.Rate/a.Rate)
+	}
+	for _, n := range ns {
+		e, ok1 := byKey[fmt.Sprintf("empty/%d", n)]
+		bl, ok2 := byKey[fmt.Sprintf("backlog/%d", n)]
+		if ok1 && ok2 {
+			fmt.Fprintf(w, "Backlog slowdown with %d runners (empty ÷ backlog throughput): %.2f×.\n", n, e.Rate/bl.Rate)
+		}
+	}
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+}
