@@ -83,29 +83,12 @@ func (s *SQL) ClaimWorkRequest(ctx context.Context, workerID int64) (*model.Work
 		if w.Busy {
 			return conflict("worker", "worker %q already runs a work request", w.Name)
 		}
-		var taskTypes []string
-		for _, tt := range model.TaskTypes {
-			if model.WorkerTypeFor(tt) == w.WorkerType {
-				taskTypes = append(taskTypes, string(tt))
-			}
-		}
-		var cond where
-		cond.add("status = 'pending'")
-		cond.add("task_type IN ("+placeholders(len(taskTypes))+")", anys(taskTypes)...)
-		if w.WorkerType == model.WorkerExternal {
-			archs, backends := w.Metadata.Architectures, append([]string{"auto"}, w.Metadata.Backends...)
-			if len(archs) == 0 {
-				return ErrNoWork
-			}
-			cond.add("data->>'host_architecture' IN ("+placeholders(len(archs))+")", anys(archs)...)
-			cond.add("COALESCE(data->>'backend', 'auto') IN ("+placeholders(len(backends))+")", anys(backends)...)
-		}
-		q := "SELECT id FROM work_requests" + cond.sql() + " ORDER BY priority DESC, created_at, id LIMIT 1"
-		if s.dialect == Postgres {
-			q += " FOR UPDATE SKIP LOCKED"
+		q, args := s.nextRequestQuery(w)
+		if q == "" {
+			return ErrNoWork
 		}
 		var id int64
-		if err := t.queryRow(ctx, q, cond.args...).Scan(&id); err != nil {
+		if err := t.queryRow(ctx, q, args...).Scan(&id); err != nil {
 			if errors.Is(err, errNoRows) {
 				return ErrNoWork
 			}
@@ -121,13 +104,66 @@ func (s *SQL) ClaimWorkRequest(ctx context.Context, workerID int64) (*model.Work
 	return out, err
 }
 
-// placeholders returns "?, ?, …" for where.add.
-func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+// nextRequestQuery is the query that finds (and, on PostgreSQL, locks
+// with SKIP LOCKED) the pending request worker w should get next: the
+// first, in queue order, of the first rows of every index range it may
+// take. Each range is one exact key of a partial index over pending
+// requests — (host_architecture, backend) for Worker tasks, the task type
+// otherwise — read in queue order, so a claim reads one row per range
+// however many requests wait for architectures or backends w lacks. The
+// query is "" when w can run nothing.
+//
+// On PostgreSQL every range locks its first free row; the rows the worker
+// does not get stay locked until the claim commits, and other claimers
+// skip them meanwhile, which costs at most a brief reordering.
+func (s *SQL) nextRequestQuery(w *model.Worker) (string, []any) {
+	var conds []string
+	var args []any
+	if w.WorkerType == model.WorkerExternal {
+		backends := uniq(append([]string{"auto"}, w.Metadata.Backends...))
+		for _, arch := range uniq(w.Metadata.Architectures) {
+			for _, b := range backends {
+				args = append(args, arch, b)
+				conds = append(conds, fmt.Sprintf("task_type = 'Worker' AND host_architecture = $%d AND backend = $%d", len(args)-1, len(args)))
+			}
+		}
+	} else {
+		for _, tt := range model.TaskTypes {
+			if model.WorkerTypeFor(tt) == w.WorkerType {
+				// a constant of the model, never input: the literal lets
+				// the planner use the partial index
+				conds = append(conds, "task_type = '"+string(tt)+"'")
+			}
+		}
+	}
+	lock := ""
+	if s.dialect == Postgres {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	const order = " ORDER BY priority DESC, created_at, id LIMIT 1"
+	switch len(conds) {
+	case 0:
+		return "", nil
+	case 1:
+		return "SELECT id FROM work_requests WHERE status = 'pending' AND " + conds[0] + order + lock, args
+	}
+	arms := make([]string, len(conds))
+	for i, c := range conds {
+		arms[i] = fmt.Sprintf("SELECT * FROM (SELECT id, priority, created_at FROM work_requests WHERE status = 'pending' AND %s%s%s) AS r%d",
+			c, order, lock, i)
+	}
+	return "SELECT id FROM (" + strings.Join(arms, " UNION ALL ") + ") AS candidates" + order, args
+}
 
-func anys(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
+// uniq drops repeated and empty strings, keeping the first occurrence.
+func uniq(ss []string) []string {
+	seen := make(map[string]bool, len(ss))
+	out := ss[:0:0]
+	for _, s := range ss {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
 	}
 	return out
 }

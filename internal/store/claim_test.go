@@ -1,0 +1,132 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/store"
+	"github.com/kiln-build/kiln/internal/testdb"
+)
+
+// claimKeys reads the columns a claim matches Worker tasks on; "-" stands
+// for NULL.
+func claimKeys(t *testing.T, s *store.SQL, id int64) (arch, backend string) {
+	t.Helper()
+	var a, b sql.NullString
+	if err := s.DB().QueryRow("SELECT host_architecture, backend FROM work_requests WHERE id = $1", id).Scan(&a, &b); err != nil {
+		t.Fatal(err)
+	}
+	arch, backend = "-", "-"
+	if a.Valid {
+		arch = a.String
+	}
+	if b.Valid {
+		backend = b.String
+	}
+	return arch, backend
+}
+
+func wantKeys(t *testing.T, s *store.SQL, id int64, arch, backend string) {
+	t.Helper()
+	if a, b := claimKeys(t, s, id); a != arch || b != backend {
+		t.Fatalf("request %d: host_architecture, backend = %s, %s; want %s, %s", id, a, b, arch, backend)
+	}
+}
+
+// TestClaimKeysFollowTaskData pins that host_architecture and backend
+// always say what the task data says, however a request came to be
+// pending: submitted, as a workflow step, retried, requeued.
+func TestClaimKeysFollowTaskData(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		plain := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: f.ws.ID,
+			Data: json.RawMessage(`{"host_architecture": "amd64"}`), MaxRetries: 3}
+		must(t, f.s.SubmitWorkRequest(ctx, plain))
+		wantKeys(t, f.s, plain.ID, "amd64", "auto")
+		unshare := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: f.ws.ID,
+			Data: json.RawMessage(`{"backend": "unshare", "host_architecture": "arm64"}`), MaxRetries: 1}
+		must(t, f.s.SubmitWorkRequest(ctx, unshare))
+		wantKeys(t, f.s, unshare.ID, "arm64", "unshare")
+		srv := &model.WorkRequest{TaskType: model.TaskServer, TaskName: "noop", WorkspaceID: f.ws.ID,
+			Data: json.RawMessage(`{"host_architecture": "amd64", "backend": "host"}`)}
+		must(t, f.s.SubmitWorkRequest(ctx, srv))
+		wantKeys(t, f.s, srv.ID, "-", "-") // only Worker tasks have them
+
+		root := &model.WorkRequest{TaskName: "pair", WorkspaceID: f.ws.ID, CreatedBy: &f.admin}
+		first := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", StepName: "i386",
+			Data: json.RawMessage(`{"host_architecture": "i386", "backend": "host"}`)}
+		second := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", StepName: "after",
+			Data: json.RawMessage(`{"host_architecture": "arm64"}`)}
+		must(t, f.s.SubmitWorkflow(ctx, root, []store.WorkflowStep{{Request: first}, {Request: second, After: []int{0}}}))
+		wantKeys(t, f.s, root.ID, "-", "-")
+		wantKeys(t, f.s, first.ID, "i386", "host")
+		wantKeys(t, f.s, second.ID, "arm64", "auto")
+
+		// the amd64+i386 worker has backend host: it gets plain, then the
+		// i386 step, never the unshare request
+		got, err := f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+		must(t, err)
+		if got.ID != plain.ID {
+			t.Fatalf("claimed %d, want %d", got.ID, plain.ID)
+		}
+		_, err = f.s.CompleteWorkRequest(ctx, plain.ID, f.amd64.ID, store.Completion{Result: model.ResultFailure})
+		must(t, err)
+		retried, err := f.s.RetryWorkRequest(ctx, plain.ID, nil)
+		must(t, err)
+		if retried.Status != model.StatusPending {
+			t.Fatalf("retried request is %s", retried.Status)
+		}
+		wantKeys(t, f.s, plain.ID, "amd64", "auto")
+		got, err = f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+		must(t, err)
+		if got.ID != plain.ID {
+			t.Fatalf("after the retry the worker got %d, want %d again", got.ID, plain.ID)
+		}
+		// a lost worker's request goes back to pending, still claimable
+		f.s.SetClock(func() time.Time { return time.Now().Add(time.Hour) })
+		requeued, err := f.s.RequeueLostWork(ctx, time.Minute)
+		must(t, err)
+		f.s.SetClock(time.Now)
+		if len(requeued) == 0 {
+			t.Fatal("nothing requeued")
+		}
+		wantKeys(t, f.s, plain.ID, "amd64", "auto")
+		_, _, err = f.s.ConnectWorker(ctx, f.amd64.ID, f.amd64.Metadata)
+		must(t, err)
+		got, err = f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+		must(t, err)
+		if got.ID != plain.ID {
+			t.Fatalf("after the requeue the worker got %d, want %d", got.ID, plain.ID)
+		}
+		_, err = f.s.CompleteWorkRequest(ctx, plain.ID, f.amd64.ID, store.Completion{Result: model.ResultSuccess})
+		must(t, err)
+		got, err = f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+		must(t, err)
+		if got.ID != first.ID {
+			t.Fatalf("claimed %d, want the i386 step %d", got.ID, first.ID)
+		}
+		_, err = f.s.CompleteWorkRequest(ctx, first.ID, f.amd64.ID, store.Completion{Result: model.ResultSuccess})
+		must(t, err)
+		if _, err := f.s.ClaimWorkRequest(ctx, f.amd64.ID); !errors.Is(err, store.ErrNoWork) {
+			t.Fatalf("the amd64 worker (backend host) got more work: %v", err)
+		}
+		// unblocked by its dependency, the arm64 step is the arm64 worker's
+		got, err = f.s.ClaimWorkRequest(ctx, f.arm64.ID)
+		must(t, err)
+		if got.ID != second.ID {
+			t.Fatalf("arm64 worker got %d, want the unblocked step %d", got.ID, second.ID)
+		}
+		wantKeys(t, f.s, second.ID, "arm64", "auto")
+		diffs, err := f.s.CheckTotals(ctx)
+		must(t, err)
+		if len(diffs) > 0 {
+			t.Fatal(diffs)
+		}
+	})
+}
