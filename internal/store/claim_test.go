@@ -130,3 +130,29 @@ func TestClaimKeysFollowTaskData(t *testing.T) {
 		}
 	})
 }
+
+// TestClaimOddNames: architecture and backend names outside the usual
+// alphabet are bound as parameters, and still match exactly.
+func TestClaimOddNames(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		odd := `o'brien; DROP TABLE work_requests; --`
+		w := &model.Worker{Name: "odd", WorkerType: model.WorkerExternal, Enabled: true}
+		must(t, f.s.Workers().Create(ctx, w))
+		_, _, err := f.s.ConnectWorker(ctx, w.ID, model.WorkerMetadata{Architectures: []string{odd, "amd64"}, Backends: []string{"qemu 9"}})
+		must(t, err)
+		data, _ := json.Marshal(map[string]string{"host_architecture": odd, "backend": "qemu 9"})
+		wr := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: f.ws.ID, Data: data}
+		must(t, f.s.SubmitWorkRequest(ctx, wr))
+		wantKeys(t, f.s, wr.ID, odd, "qemu 9")
+		if _, err := f.s.ClaimWorkRequest(ctx, f.amd64.ID); !errors.Is(err, store.ErrNoWork) {
+			t.Fatalf("the amd64 worker got the odd request: %v", err)
+		}
+		got, err := f.s.ClaimWorkRequest(ctx, w.ID)
+		must(t, err)
+		if got.ID != wr.ID {
+			t.Fatalf("claimed %d, want %d", got.ID, wr.ID)
+		}
+	})
+}

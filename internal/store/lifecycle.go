@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -120,11 +122,17 @@ func (s *SQL) nextRequestQuery(w *model.Worker) (string, []any) {
 	var conds []string
 	var args []any
 	if w.WorkerType == model.WorkerExternal {
+		value := func(v string) string {
+			if safeLiteral.MatchString(v) {
+				return "'" + v + "'"
+			}
+			args = append(args, v)
+			return "$" + strconv.Itoa(len(args))
+		}
 		backends := uniq(append([]string{"auto"}, w.Metadata.Backends...))
 		for _, arch := range uniq(w.Metadata.Architectures) {
 			for _, b := range backends {
-				args = append(args, arch, b)
-				conds = append(conds, fmt.Sprintf("task_type = 'Worker' AND host_architecture = $%d AND backend = $%d", len(args)-1, len(args)))
+				conds = append(conds, "task_type = 'Worker' AND host_architecture = "+value(arch)+" AND backend = "+value(b))
 			}
 		}
 	} else {
@@ -132,7 +140,7 @@ func (s *SQL) nextRequestQuery(w *model.Worker) (string, []any) {
 			if model.WorkerTypeFor(tt) == w.WorkerType {
 				// a constant of the model, never input: the literal lets
 				// the planner use the partial index
-				conds = append(conds, "task_type = '"+string(tt)+"'")
+				conds = append(conds, "task_type <> 'Worker' AND task_type = '"+string(tt)+"'")
 			}
 		}
 	}
@@ -154,6 +162,15 @@ func (s *SQL) nextRequestQuery(w *model.Worker) (string, []any) {
 	}
 	return "SELECT id FROM (" + strings.Join(arms, " UNION ALL ") + ") AS candidates" + order, args
 }
+
+// safeLiteral matches the architecture and backend names that claims
+// write into their SQL as literals rather than bind as parameters: on
+// PostgreSQL a prepared statement's generic plan does not know a
+// parameter's value, and for a value as skewed as "the architecture of a
+// 200k backlog" it can prefer an index scan that filters instead of the
+// exact key. Names are Debian's ([a-z0-9-]) and backends short words, so
+// every real one matches; anything else is bound as usual.
+var safeLiteral = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
 
 // uniq drops repeated and empty strings, keeping the first occurrence.
 func uniq(ss []string) []string {

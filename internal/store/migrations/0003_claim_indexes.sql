@@ -12,7 +12,11 @@
 -- The partial indexes cover pending requests only, in queue order
 -- (priority, then age) after the keys a claim matches on exactly, so a
 -- claim reads the first row of each (architecture, backend) it can run
--- and never the requests nobody it serves could take.
+-- and never the requests nobody it serves could take. They do not
+-- overlap, and the old queue index goes: on a table whose statistics lag
+-- behind (a queue that filled in minutes), the planner could otherwise
+-- pick another index read in queue order and filter the architecture
+-- row by row. Lists by status read work_requests_status in id order.
 --
 -- due_at (microseconds, like every timestamp) is when a running Wait
 -- request completes; the scheduler sets it when it starts one.
@@ -27,9 +31,13 @@ ALTER TABLE work_requests ADD COLUMN due_at BIGINT;
 -- Worker tasks: a claim asks for one (host_architecture, backend) at a time
 CREATE INDEX work_requests_pending_worker ON work_requests(host_architecture, backend, priority DESC, created_at, id)
     WHERE status = 'pending' AND task_type = 'Worker';
--- every other task type (Server and Signing claims, Wait requests to start)
+-- every other task type (Server and Signing claims, Wait requests to
+-- start); queries repeat task_type <> 'Worker' word for word, which is
+-- how SQLite recognises that a partial index applies
 CREATE INDEX work_requests_pending ON work_requests(task_type, priority DESC, created_at, id)
-    WHERE status = 'pending';
+    WHERE status = 'pending' AND task_type <> 'Worker';
+DROP INDEX work_requests_queue;
+CREATE INDEX work_requests_status ON work_requests(status, id);
 -- running Wait requests by the time they are due
 CREATE INDEX work_requests_wait_due ON work_requests(due_at)
     WHERE status = 'running' AND task_type = 'Wait';
