@@ -22,7 +22,9 @@ type Dispatcher interface {
 	// ServeRunner speaks the runner protocol on an accepted WebSocket
 	// until it ends.
 	ServeRunner(ctx context.Context, conn *websocket.Conn, w *model.Worker)
-	// Poke says that there may be new work (a submission, a retry).
+	// Poke says that runners may now get work although no request
+	// became pending (a worker was enabled). Requests that become pending
+	// the scheduler hears of from the store itself (store.OnPending).
 	Poke()
 	// Cancel tells the runner holding a request, if it is connected to
 	// this process, to stop it.

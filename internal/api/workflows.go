@@ -198,7 +198,6 @@ func startWorkflow(c *call) error {
 	if err != nil {
 		return templateError(err, map[string]string{"params": "parameters"})
 	}
-	c.a.dispatcher().Poke()
 	v, err := c.view(root)
 	if err != nil {
 		return err

@@ -76,7 +76,6 @@ func (a *API) workRequestRoutes() []Route {
 			if err := c.a.st.SubmitWorkRequest(c.ctx(), wr); err != nil {
 				return 0, nil, err
 			}
-			c.a.dispatcher().Poke()
 			presentWorkRequest(wr)
 			return wr.ID, wr, nil
 		},
@@ -179,7 +178,6 @@ func lifecycle(c *call, res *resource[model.WorkRequest, workRequestInput], spec
 		if out, err = c.a.st.RetryWorkRequest(c.ctx(), wr.ID, c.viewer()); err != nil {
 			return err
 		}
-		c.a.dispatcher().Poke()
 	}
 	presentWorkRequest(out)
 	return c.reply(http.StatusOK, out)

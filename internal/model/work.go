@@ -111,8 +111,11 @@ type WorkRequest struct {
 	CreatedAt   time.Time       `json:"created_at"`
 	StartedAt   *time.Time      `json:"started_at"`
 	CompletedAt *time.Time      `json:"completed_at"`
-	WorkerID    *int64          `json:"worker"`
-	ParentID    *int64          `json:"parent"`
+	// DueAt is when a running Wait request completes: its start plus its
+	// delay, fixed when it starts.
+	DueAt    *time.Time `json:"due_at,omitempty"`
+	WorkerID *int64     `json:"worker"`
+	ParentID *int64     `json:"parent"`
 	// WorkflowTemplateID is set on the root of a workflow started from a
 	// template.
 	WorkflowTemplateID *int64 `json:"workflow_template"`

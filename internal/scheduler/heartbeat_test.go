@@ -136,7 +136,7 @@ func TestRequeueLostFollowsTheTimeout(t *testing.T) {
 		if n := testutil.ToFloat64(f.s.metrics.requeued); n != 0 {
 			t.Fatalf("requeued_total is %v with nothing requeued", n)
 		}
-		woken := f.s.poked()
+		woken := f.s.runnersWake.waiting()
 		f.clock.Advance(time.Microsecond)
 		f.requeueLost(t, f.wr.ID)
 		if n := testutil.ToFloat64(f.s.metrics.requeued); n != 1 {

@@ -28,14 +28,19 @@
 // How work moves:
 //   - A connected, enabled runner that says it is ready gets the next
 //     request it can run (ClaimWorkRequest); while none matches it waits
-//     for a local poke (a submission, a completion that unblocks
-//     dependents) or ClaimInterval, whichever comes first, so a request
-//     submitted on another replica is picked up within ClaimInterval.
+//     until a request that runners run becomes pending in this process
+//     (the store's OnPending hook: a submission, a retry, a requeue, a
+//     completion that unblocks dependents) or ClaimInterval passes,
+//     whichever comes first, so a request submitted on another replica is
+//     picked up within ClaimInterval. The server worker and the Wait loop
+//     wait the same way for their own task types only: a completion that
+//     makes nothing pending, the common case, wakes no one.
 //   - A runner that stops sending heartbeats for HeartbeatTimeout loses its
 //     request: RequeueLostWork puts it back to pending (or fails it after
 //     max_retries), and whoever completes it is the only one allowed to.
-//   - Wait requests become running when they turn pending and complete
-//     when their delay has passed.
+//   - Wait requests become running when they turn pending, due after
+//     their delay (due_at), and complete when it has passed; the loop
+//     reads both through indexes and sleeps until the next one is due.
 //   - Server requests run one at a time on this server's worker of type
 //     server, registered at start.
 package scheduler
@@ -93,8 +98,11 @@ type Scheduler struct {
 	metrics *metrics
 	logs    *liveLogs
 
+	// Who waits for what: the runners' sessions (Worker and Signing
+	// tasks), the server worker (Server tasks), the Wait loop.
+	runnersWake, serverWake, waitWake wake
+
 	mu       sync.Mutex
-	poke     chan struct{} // closed and replaced on Poke
 	sessions map[int64]*session
 	closed   bool
 	stop     chan struct{} // closed by Close: ends every session
@@ -120,8 +128,10 @@ func New(st store.Store, cfg Config) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Scheduler{st: st, cfg: cfg, log: cfg.Logger, metrics: m, logs: newLiveLogs(),
-		poke: make(chan struct{}), sessions: map[int64]*session{}, stop: make(chan struct{})}, nil
+	s := &Scheduler{st: st, cfg: cfg, log: cfg.Logger, metrics: m, logs: newLiveLogs(),
+		sessions: map[int64]*session{}, stop: make(chan struct{})}
+	st.OnPending(s.pending)
+	return s, nil
 }
 
 var nameJunk = regexp.MustCompile(`[^A-Za-z0-9._+-]+`)
@@ -151,21 +161,54 @@ func (s *Scheduler) HeartbeatInterval() time.Duration {
 	return max(s.cfg.HeartbeatTimeout/3, 50*time.Millisecond)
 }
 
-// Poke tells everyone waiting for work in this process that there may be
-// some: after a submission, a retry, a requeue or a completion (which may
-// unblock dependents). It never blocks.
+// Poke tells everyone waiting for work in this process to look at the
+// queue now: for changes the store does not report as a request becoming
+// pending (a worker enabled, say). It never blocks.
 func (s *Scheduler) Poke() {
-	s.mu.Lock()
-	close(s.poke)
-	s.poke = make(chan struct{})
-	s.mu.Unlock()
+	s.runnersWake.poke()
+	s.serverWake.poke()
+	s.waitWake.poke()
 }
 
-// poked returns the channel that the next Poke closes.
-func (s *Scheduler) poked() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.poke
+// pending is the store's OnPending hook: it wakes only those who can run
+// the request, so that a completion that unblocks nothing, the common
+// case, costs no one a look at the queue.
+func (s *Scheduler) pending(wr model.WorkRequest) {
+	switch {
+	case wr.TaskType == model.TaskWait:
+		s.waitWake.poke()
+	case model.WorkerTypeFor(wr.TaskType) == model.WorkerServer:
+		s.serverWake.poke()
+	case model.WorkerTypeFor(wr.TaskType) != "":
+		s.runnersWake.poke()
+	}
+}
+
+// wake is a broadcast signal: everyone waiting on the channel of waiting
+// returns at the next poke. The zero value is ready to use.
+type wake struct {
+	mu sync.Mutex
+	ch chan struct{} // closed and replaced by poke
+}
+
+func (w *wake) poke() {
+	w.mu.Lock()
+	if w.ch != nil {
+		close(w.ch)
+		w.ch = nil
+	}
+	w.mu.Unlock()
+}
+
+// waiting returns the channel that the next poke closes. Take it before
+// looking at the queue, so that a poke in between is not missed.
+func (w *wake) waiting() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ch == nil {
+		w.ch = make(chan struct{})
+	}
+	return w.ch
 }
 
 // Run is the scheduler's loop: it requeues work of runners that stopped
@@ -223,8 +266,9 @@ func (s *Scheduler) requeueLoop(ctx context.Context) {
 
 // requeueLost applies the heartbeat rule once: the requests of runners
 // silent for longer than HeartbeatTimeout go back to the queue (or fail
-// after max_retries), are counted, and wake whoever waits for work. It
-// returns the requests it took away.
+// after max_retries) and are counted; those back in the queue wake
+// whoever can run them (the store's OnPending hook). It returns the
+// requests it took away.
 func (s *Scheduler) requeueLost(ctx context.Context) []int64 {
 	ids, err := s.st.RequeueLostWork(ctx, s.cfg.HeartbeatTimeout)
 	if err != nil {
@@ -237,7 +281,6 @@ func (s *Scheduler) requeueLost(ctx context.Context) []int64 {
 		s.log.Info("requeued the work of runners that stopped sending heartbeats", "work_requests", ids,
 			"heartbeat_timeout", s.cfg.HeartbeatTimeout.String())
 		s.metrics.requeued.Add(float64(len(ids)))
-		s.Poke()
 	}
 	return ids
 }
@@ -250,6 +293,7 @@ var errSkip = errors.New("skip")
 func (s *Scheduler) waitLoop(ctx context.Context) {
 	const idle = time.Second
 	for {
+		poked := s.waitWake.waiting()
 		next, err := s.waitPass(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("Wait requests", "error", err)
@@ -263,86 +307,124 @@ func (s *Scheduler) waitLoop(ctx context.Context) {
 		case <-ctx.Done():
 			t.Stop()
 			return
-		case <-s.poked():
+		case <-poked:
 		case <-t.C:
 		}
 		t.Stop()
 	}
 }
 
+// waitBatch bounds the Wait requests one query of waitPass reads.
+const waitBatch = 100
+
 // waitPass does one round of Wait bookkeeping and returns when the next
-// running Wait request is due (zero when none runs).
+// running Wait request is due (zero when none runs). Its reads go through
+// indexes (store.PendingWork, store.DueWaits): a pass costs a few index
+// lookups plus the Wait requests it moves, whatever else the queue holds.
 func (s *Scheduler) waitPass(ctx context.Context) (time.Time, error) {
-	err := s.eachRequest(ctx, map[string]string{"task_type": string(model.TaskWait), "status": string(model.StatusPending)},
-		func(wr *model.WorkRequest) error {
-			_, err := s.st.WorkRequests().Update(ctx, wr.ID, nil, func(cur *model.WorkRequest) error {
-				if cur.Status != model.StatusPending {
-					return errSkip
-				}
-				now := time.Now().UTC()
-				cur.Status, cur.StartedAt = model.StatusRunning, &now
-				return nil
-			})
-			if err != nil && !errors.Is(err, errSkip) && !errors.Is(err, store.ErrNotFound) {
-				return err
+	for {
+		pending, err := s.st.PendingWork(ctx, model.TaskWait, waitBatch)
+		if err != nil {
+			return time.Time{}, err
+		}
+		for i := range pending {
+			if err := s.startWait(ctx, &pending[i]); err != nil {
+				return time.Time{}, err
 			}
-			return nil
-		})
-	if err != nil {
-		return time.Time{}, err
+		}
+		if len(pending) < waitBatch {
+			break
+		}
 	}
-	var next time.Time
-	err = s.eachRequest(ctx, map[string]string{"task_type": string(model.TaskWait), "status": string(model.StatusRunning)},
-		func(wr *model.WorkRequest) error {
+	for {
+		now := time.Now()
+		due, next, err := s.st.DueWaits(ctx, now, waitBatch)
+		if err != nil {
+			return time.Time{}, err
+		}
+		for i := range due {
+			wr := &due[i]
 			d, perr := tasks.ParseDelay(wr.Data)
-			started := wr.CreatedAt
-			if wr.StartedAt != nil {
-				started = *wr.StartedAt
-			}
-			due := started.Add(time.Duration(d.Delay))
-			if perr == nil && time.Now().Before(due) {
-				if next.IsZero() || due.Before(next) {
-					next = due
+			if wr.DueAt == nil && perr == nil {
+				// started by a kiln from before due_at
+				at := wr.CreatedAt
+				if wr.StartedAt != nil {
+					at = *wr.StartedAt
 				}
-				return nil
-			}
-			c := store.Completion{Result: model.ResultSuccess}
-			if perr != nil {
-				c = store.Completion{Result: model.ResultError, Output: jsonError(perr.Error())}
-			}
-			if _, err := s.st.CompleteWorkRequest(ctx, wr.ID, 0, c); err != nil {
-				var fe *store.FieldError
-				if errors.As(err, &fe) {
-					return nil // completed or aborted meanwhile, maybe by another replica
+				if at = at.Add(time.Duration(d.Delay)); at.After(now) {
+					if err := s.setDue(ctx, wr.ID, at); err != nil {
+						return time.Time{}, err
+					}
+					if next.IsZero() || at.Before(next) {
+						next = at
+					}
+					continue
 				}
-				return err
 			}
-			s.metrics.finished.WithLabelValues(string(model.TaskWait), string(c.Result)).Inc()
-			s.Poke()
-			return nil
-		})
-	return next, err
+			if err := s.completeWait(ctx, wr.ID, perr); err != nil {
+				return time.Time{}, err
+			}
+		}
+		if len(due) < waitBatch {
+			return next, nil
+		}
+	}
 }
 
-// eachRequest calls fn for every work request matching filter, page by
-// page.
-func (s *Scheduler) eachRequest(ctx context.Context, filter map[string]string, fn func(*model.WorkRequest) error) error {
-	q := store.Query{Limit: store.MaxPageSize, Filter: filter}
-	for {
-		page, err := s.st.WorkRequests().List(ctx, q)
-		if err != nil {
-			return err
-		}
-		for i := range page {
-			if err := fn(&page[i]); err != nil {
-				return err
-			}
-		}
-		if len(page) < q.Limit {
-			return nil
-		}
-		q.After = page[len(page)-1].ID
+// startWait moves a pending Wait request to running, due after its delay;
+// a request whose delay is unusable ends with an error.
+func (s *Scheduler) startWait(ctx context.Context, wr *model.WorkRequest) error {
+	d, perr := tasks.ParseDelay(wr.Data)
+	if perr != nil {
+		return s.completeWait(ctx, wr.ID, perr)
 	}
+	_, err := s.st.WorkRequests().Update(ctx, wr.ID, nil, func(cur *model.WorkRequest) error {
+		if cur.Status != model.StatusPending {
+			return errSkip
+		}
+		now := time.Now().UTC()
+		due := now.Add(time.Duration(d.Delay))
+		cur.Status, cur.StartedAt, cur.DueAt = model.StatusRunning, &now, &due
+		return nil
+	})
+	if err != nil && !errors.Is(err, errSkip) && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// setDue gives a running Wait request started by an older kiln its due
+// time.
+func (s *Scheduler) setDue(ctx context.Context, id int64, due time.Time) error {
+	_, err := s.st.WorkRequests().Update(ctx, id, nil, func(cur *model.WorkRequest) error {
+		if cur.Status != model.StatusRunning || cur.DueAt != nil {
+			return errSkip
+		}
+		cur.DueAt = &due
+		return nil
+	})
+	if err != nil && !errors.Is(err, errSkip) && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// completeWait ends a Wait request: success when its delay has passed,
+// an error when its delay could not be read (perr).
+func (s *Scheduler) completeWait(ctx context.Context, id int64, perr error) error {
+	c := store.Completion{Result: model.ResultSuccess}
+	if perr != nil {
+		c = store.Completion{Result: model.ResultError, Output: jsonError(perr.Error())}
+	}
+	if _, err := s.st.CompleteWorkRequest(ctx, id, 0, c); err != nil {
+		var fe *store.FieldError
+		if errors.As(err, &fe) || errors.Is(err, store.ErrNotFound) {
+			return nil // completed or aborted meanwhile, maybe by another replica
+		}
+		return err
+	}
+	s.metrics.finished.WithLabelValues(string(model.TaskWait), string(c.Result)).Inc()
+	return nil
 }
 
 func jsonError(msg string) []byte {

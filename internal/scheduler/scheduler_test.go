@@ -201,12 +201,40 @@ func TestWaitTasksCompleteOnTime(t *testing.T) {
 		if ran := got.CompletedAt.Sub(*got.StartedAt); ran < 400*time.Millisecond {
 			t.Fatalf("ran %s", ran)
 		}
-		if l := f.get(long.ID); l.Status != model.StatusRunning {
-			t.Fatalf("hour-long wait is %s", l.Status)
+		l := f.get(long.ID)
+		if l.Status != model.StatusRunning || l.DueAt == nil || !l.DueAt.Equal(l.StartedAt.Add(time.Hour)) {
+			t.Fatalf("hour-long wait is %s, started %v, due %v", l.Status, l.StartedAt, l.DueAt)
 		}
 		// a wait that depends on another starts its timer when unblocked
 		dep := f.submit(model.TaskWait, "delay", map[string]any{"delay": 0}, short.ID)
 		f.waitFinished(5*time.Second, dep.ID)
+
+		// Wait requests started by a kiln from before due_at: the
+		// scheduler works out when they are due from their start
+		ctx := context.Background()
+		started := time.Now().Add(-time.Minute).UnixMicro()
+		if _, err := f.st.DB().ExecContext(ctx, "UPDATE work_requests SET due_at = NULL, started_at = $1 WHERE id = $2", started, long.ID); err != nil {
+			t.Fatal(err)
+		}
+		old := f.submit(model.TaskWait, "delay", map[string]any{"delay": 30})
+		deadline := time.Now().Add(5 * time.Second)
+		for f.get(old.ID).Status != model.StatusRunning && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, err := f.st.DB().ExecContext(ctx, "UPDATE work_requests SET due_at = NULL, started_at = $1 WHERE id = $2", started, old.ID); err != nil {
+			t.Fatal(err)
+		}
+		f.sched.Poke()
+		f.waitFinished(5*time.Second, old.ID)
+		for time.Now().Before(deadline) {
+			if l = f.get(long.ID); l.DueAt != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if l.Status != model.StatusRunning || l.DueAt == nil || l.DueAt.UnixMicro() != started+time.Hour.Microseconds() {
+			t.Fatalf("hour-long wait of an older kiln is %s, due %v, want running and due an hour after its start", l.Status, l.DueAt)
+		}
 	})
 }
 

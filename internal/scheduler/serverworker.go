@@ -70,7 +70,7 @@ func (s *Scheduler) serverWorker(ctx context.Context, w *model.Worker) {
 	}()
 	env := &tasks.ServerEnv{Store: s.st, Logger: s.log}
 	for ctx.Err() == nil {
-		poked := s.poked()
+		poked := s.serverWake.waiting()
 		wr, err := s.st.ClaimWorkRequest(ctx, w.ID)
 		if err != nil {
 			if !errors.Is(err, store.ErrNoWork) && ctx.Err() == nil {
@@ -103,6 +103,5 @@ func (s *Scheduler) serverWorker(ctx context.Context, w *model.Worker) {
 		}
 		s.metrics.finished.WithLabelValues(string(wr.TaskType), string(out.Result)).Inc()
 		s.log.Info("server task finished", "work_request", wr.ID, "task", wr.TaskName, "result", out.Result)
-		s.Poke()
 	}
 }

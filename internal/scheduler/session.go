@@ -87,7 +87,6 @@ func (s *Scheduler) ServeRunner(ctx context.Context, conn *websocket.Conn, w *mo
 	ss.meta = hello.Metadata
 	if len(requeued) > 0 {
 		ss.log.Info("requeued requests the runner no longer runs", "work_requests", requeued)
-		s.Poke()
 	}
 	keep := ss.kept(hello.Running)
 	if len(keep) > 0 {
@@ -313,7 +312,7 @@ func (ss *session) claim() {
 		}
 	}()
 	for ss.ctx.Err() == nil {
-		poked := ss.s.poked()
+		poked := ss.s.runnersWake.waiting()
 		wr, err := ss.s.st.ClaimWorkRequest(ss.ctx, ss.worker)
 		if err == nil {
 			// Claiming ends before the task is sent: a quick task's result
@@ -366,7 +365,6 @@ func (ss *session) result(r protocol.Result) {
 	case err == nil:
 		ss.s.metrics.finished.WithLabelValues(string(wr.TaskType), string(wr.Result)).Inc()
 		ss.log.Info("work request finished", "work_request", wr.ID, "result", wr.Result)
-		ss.s.Poke()
 	case errors.As(err, &fe), errors.Is(err, store.ErrNotFound):
 		// not running on this runner any more, or a result the store
 		// refuses: retrying cannot help
@@ -399,7 +397,6 @@ func (ss *session) release(r protocol.Release) {
 	switch {
 	case err == nil:
 		ss.log.Info("work request handed back", "work_request", r.WorkRequest, "reason", r.Reason)
-		ss.s.Poke()
 	case errors.As(err, &fe), errors.Is(err, store.ErrNotFound):
 		ack.Error, ack.Gone = err.Error(), true
 	default:

@@ -191,6 +191,57 @@ func TestClaimQueriesReadTheIndexes(t *testing.T) {
 	})
 }
 
+// TestSchedulerReadsTheIndexes: the Wait scheduler's reads are ranges of
+// the pending and running indexes, never a scan of the queue.
+func TestSchedulerReadsTheIndexes(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		s, err := Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		// requests of every other kind, and statistics that know it
+		var scope, ws int64
+		if err := s.db.QueryRowContext(ctx, "INSERT INTO scopes (name, created_at) VALUES ('plan', 1) RETURNING id").Scan(&scope); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.QueryRowContext(ctx, "INSERT INTO workspaces (scope_id, name, created_at) VALUES ($1, 'plan', 1) RETURNING id", scope).Scan(&ws); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 600 {
+			if _, err := s.db.ExecContext(ctx, `INSERT INTO work_requests (task_type, task_name, workspace_id, status, data, created_at)
+				VALUES ($1, 'noop', $2, $3, '{"host_architecture": "amd64"}', $4)`,
+				[]string{"Worker", "Server"}[i%2], ws, []string{"pending", "running", "completed"}[i%3], i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.db.ExecContext(ctx, "ANALYZE"); err != nil {
+			t.Fatal(err)
+		}
+		sel := s.workRequests().selectSQL() + " "
+		for _, c := range []struct {
+			q     string
+			index string
+		}{
+			{sel + pendingOf(model.TaskWait) + " LIMIT 100", "work_requests_pending"},
+			{sel + strings.Replace(dueWaits, "$1", "5", 1) + " LIMIT 100", "work_requests_running_due"},
+			{sel + undueWaits + " LIMIT 100", "work_requests_running_due"},
+			{strings.Replace(nextDueWait, "$1", "5", 1), "work_requests_running_due"},
+		} {
+			plan := explain(t, s, c.q)
+			if !strings.Contains(plan, c.index+" ") {
+				t.Errorf("%s\ndoes not read %s:\n%s", c.q, c.index, plan)
+			}
+			for _, bad := range []string{"Seq Scan", "SCAN work_requests", "Bitmap", "work_requests_status"} {
+				if strings.Contains(plan, bad) {
+					t.Errorf("%s\nthe plan holds %q:\n%s", c.q, bad, plan)
+				}
+			}
+		}
+	})
+}
+
 // explain returns the plan of q, one node per line.
 func explain(t *testing.T, s *SQL, q string, args ...any) string {
 	t.Helper()

@@ -131,6 +131,65 @@ func TestClaimKeysFollowTaskData(t *testing.T) {
 	})
 }
 
+// TestOnPendingHearsEveryWayIntoTheQueue pins the hook the scheduler
+// wakes its claimers with: every request that becomes pending is reported
+// once, after commit, and nothing else is.
+func TestOnPendingHearsEveryWayIntoTheQueue(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		var heard []int64
+		f.s.OnPending(func(wr model.WorkRequest) {
+			if wr.Status != model.StatusPending {
+				t.Errorf("hook heard request %d as %s", wr.ID, wr.Status)
+			}
+			heard = append(heard, wr.ID)
+		})
+		expect := func(what string, ids ...int64) {
+			t.Helper()
+			if len(heard) != len(ids) {
+				t.Fatalf("%s: heard %v, want %v", what, heard, ids)
+			}
+			for i := range ids {
+				if heard[i] != ids[i] {
+					t.Fatalf("%s: heard %v, want %v", what, heard, ids)
+				}
+			}
+			heard = nil
+		}
+		first := f.worker(t, "amd64")
+		expect("submitted", first.ID)
+		second := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: f.ws.ID,
+			Data: json.RawMessage(`{"host_architecture": "amd64"}`), Dependencies: []int64{first.ID}, MaxRetries: 3}
+		must(t, f.s.SubmitWorkRequest(ctx, second))
+		expect("submitted blocked")
+		bad := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: f.ws.ID, Data: json.RawMessage(`{}`)}
+		if err := f.s.SubmitWorkRequest(ctx, bad); err == nil {
+			t.Fatal("a Worker request without host_architecture was accepted")
+		}
+		expect("refused")
+		got, err := f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+		must(t, err)
+		expect("claimed")
+		_, err = f.s.CompleteWorkRequest(ctx, got.ID, f.amd64.ID, store.Completion{Result: model.ResultSuccess})
+		must(t, err)
+		expect("unblocked", second.ID)
+		got, err = f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+		must(t, err)
+		_, err = f.s.CompleteWorkRequest(ctx, got.ID, f.amd64.ID, store.Completion{Result: model.ResultError})
+		must(t, err)
+		expect("completed")
+		_, err = f.s.RetryWorkRequest(ctx, second.ID, nil)
+		must(t, err)
+		expect("retried", second.ID)
+		got, err = f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+		must(t, err)
+		_, err = f.s.RequeueWorkRequest(ctx, got.ID, f.amd64.ID, "handed back")
+		must(t, err)
+		expect("requeued", second.ID)
+	})
+}
+
 // TestClaimOddNames: architecture and backend names outside the usual
 // alphabet are bound as parameters, and still match exactly.
 func TestClaimOddNames(t *testing.T) {

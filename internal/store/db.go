@@ -33,8 +33,10 @@ type SQL struct {
 	dialect Dialect
 	now     func() time.Time
 	defs    defs
-	// finishHooks hear about finished work requests (OnFinish).
-	finishHooks []FinishHook
+	// finishHooks hear about finished work requests (OnFinish),
+	// pendingHooks about requests that became pending (OnPending).
+	finishHooks  []FinishHook
+	pendingHooks []PendingHook
 	// noTotals turns running totals off (SkipTotalsForBenchmark).
 	noTotals atomic.Bool
 	// ledgers are the tables of running totals that Fold feeds.

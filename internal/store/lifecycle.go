@@ -31,7 +31,7 @@ func (s *SQL) SubmitWorkRequest(ctx context.Context, wr *model.WorkRequest) erro
 }
 
 func (s *SQL) submit(ctx context.Context, t *tx, wr *model.WorkRequest) error {
-	wr.Result, wr.WorkerID, wr.StartedAt, wr.CompletedAt, wr.Statistics, wr.ExecutionTime = "", nil, nil, nil, nil, nil
+	wr.Result, wr.WorkerID, wr.StartedAt, wr.CompletedAt, wr.Statistics, wr.ExecutionTime, wr.DueAt = "", nil, nil, nil, nil, nil, nil
 	wr.Status = model.StatusPending
 	if wr.TaskType == model.TaskWorkflow {
 		now := fromMicros(toMicros(s.now()))
@@ -386,7 +386,7 @@ func (s *SQL) RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model
 			if blocked {
 				wr.Status = model.StatusBlocked
 			}
-			wr.Result, wr.WorkerID, wr.StartedAt, wr.CompletedAt, wr.Statistics, wr.Output, wr.ExecutionTime = "", nil, nil, nil, nil, nil, nil
+			wr.Result, wr.WorkerID, wr.StartedAt, wr.CompletedAt, wr.Statistics, wr.Output, wr.ExecutionTime, wr.DueAt = "", nil, nil, nil, nil, nil, nil, nil
 			wr.Retries++
 			return nil
 		})
@@ -410,7 +410,7 @@ func (s *SQL) requeue(ctx context.Context, t *tx, id int64, why string) (*model.
 		return s.complete(ctx, t, id, 0, Completion{Result: model.ResultError, Output: b})
 	}
 	return s.workRequests().update(ctx, t, id, nil, func(wr *model.WorkRequest) error {
-		wr.Status, wr.WorkerID, wr.StartedAt = model.StatusPending, nil, nil
+		wr.Status, wr.WorkerID, wr.StartedAt, wr.DueAt = model.StatusPending, nil, nil, nil
 		wr.Retries++
 		return nil
 	})
@@ -605,3 +605,14 @@ func (s *SQL) finished(wr model.WorkRequest) {
 		h(wr)
 	}
 }
+
+// PendingHook is told about every work request that became pending —
+// submitted, unblocked by its dependencies, retried, requeued — after the
+// transaction committed, so that whoever can run it looks at the queue at
+// once rather than at its next poll. Hooks run on the committing goroutine
+// and must not block.
+type PendingHook func(wr model.WorkRequest)
+
+// OnPending registers a hook; only this process's transitions reach it.
+// Register hooks before the store is shared between goroutines.
+func (s *SQL) OnPending(h PendingHook) { s.pendingHooks = append(s.pendingHooks, h) }

@@ -166,9 +166,16 @@ type Store interface {
 	AbortWorkRequest(ctx context.Context, id int64, reason string, v *Viewer) (*model.WorkRequest, error)
 	RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model.WorkRequest, error)
 	SubmitWorkflow(ctx context.Context, root *model.WorkRequest, steps []WorkflowStep) error
+	// PendingWork and DueWaits read the queue through its indexes
+	// (queue.go), for the scheduler.
+	PendingWork(ctx context.Context, tt model.TaskType, limit int) ([]model.WorkRequest, error)
+	DueWaits(ctx context.Context, now time.Time, limit int) ([]model.WorkRequest, time.Time, error)
 	// OnFinish registers a hook called after commit for every work
 	// request this process completes or aborts.
 	OnFinish(h FinishHook)
+	// OnPending registers a hook called after commit for every work
+	// request that becomes pending in this process.
+	OnPending(h PendingHook)
 
 	// Workers' connection state.
 	ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata, keep ...int64) (*model.Worker, []int64, error)

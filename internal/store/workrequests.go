@@ -37,7 +37,7 @@ func workRequestDef() *tableDef[model.WorkRequest] {
 		table: "work_requests",
 		columns: []string{"task_type", "task_name", "workspace_id", "status", "result", "data", "priority",
 			"created_by", "created_at", "started_at", "completed_at", "worker_id", "parent_id",
-			"workflow_template_id", "step_name", "retries", "max_retries", "statistics", "execution_time", "output"},
+			"workflow_template_id", "step_name", "retries", "max_retries", "statistics", "execution_time", "output", "due_at"},
 		fields: map[string]string{"data": "task_data", "statistics": "runtime_statistics"},
 		id:     func(o *model.WorkRequest) *int64 { return &o.ID },
 		values: func(o *model.WorkRequest) []any {
@@ -52,7 +52,7 @@ func workRequestDef() *tableDef[model.WorkRequest] {
 			return []any{string(o.TaskType), o.TaskName, o.WorkspaceID, string(o.Status), string(o.Result),
 				jsonText(o.Data), o.Priority, nullInt(o.CreatedBy), toMicros(o.CreatedAt), nullMicros(o.StartedAt),
 				nullMicros(o.CompletedAt), nullInt(o.WorkerID), nullInt(o.ParentID), nullInt(o.WorkflowTemplateID),
-				o.StepName, o.Retries, o.MaxRetries, stats, nullInt(o.ExecutionTime), output}
+				o.StepName, o.Retries, o.MaxRetries, stats, nullInt(o.ExecutionTime), output, nullMicros(o.DueAt)}
 		},
 		stamp: func(o *model.WorkRequest, now int64) { o.CreatedAt = fromMicros(now) },
 		scan:  scanWorkRequest,
@@ -105,12 +105,13 @@ func scanWorkRequest(r scanner) (*model.WorkRequest, error) {
 	var o model.WorkRequest
 	var typ, status, result string
 	var data, stats, output []byte
-	var by, started, completed, worker, parent, tmpl, exec sql.NullInt64
+	var by, started, completed, worker, parent, tmpl, exec, due sql.NullInt64
 	var created int64
 	if err := r.Scan(&o.ID, &typ, &o.TaskName, &o.WorkspaceID, &status, &result, &data, &o.Priority, &by, &created,
-		&started, &completed, &worker, &parent, &tmpl, &o.StepName, &o.Retries, &o.MaxRetries, &stats, &exec, &output); err != nil {
+		&started, &completed, &worker, &parent, &tmpl, &o.StepName, &o.Retries, &o.MaxRetries, &stats, &exec, &output, &due); err != nil {
 		return nil, err
 	}
+	o.DueAt = timePtr(due)
 	o.TaskType, o.Status, o.Result, o.Data = model.TaskType(typ), model.Status(status), model.Result(result), rawJSON(data)
 	o.CreatedBy, o.CreatedAt, o.StartedAt, o.CompletedAt = int64Ptr(by), fromMicros(created), timePtr(started), timePtr(completed)
 	o.WorkerID, o.ParentID, o.WorkflowTemplateID, o.ExecutionTime = int64Ptr(worker), int64Ptr(parent), int64Ptr(tmpl), int64Ptr(exec)
@@ -257,6 +258,14 @@ func afterWorkRequestWrite(ctx context.Context, t *tx, old, o *model.WorkRequest
 	if old != nil && o != nil && !old.Status.Finished() && o.Status.Finished() {
 		done := *o
 		t.after = append(t.after, func() { t.s.finished(done) })
+	}
+	if o != nil && o.Status == model.StatusPending && (old == nil || old.Status != model.StatusPending) && len(t.s.pendingHooks) > 0 {
+		now := *o
+		t.after = append(t.after, func() {
+			for _, h := range t.s.pendingHooks {
+				h(now)
+			}
+		})
 	}
 	if old == nil && o != nil {
 		deps := append([]int64(nil), o.Dependencies...)

@@ -38,6 +38,8 @@ CREATE INDEX work_requests_pending ON work_requests(task_type, priority DESC, cr
     WHERE status = 'pending' AND task_type <> 'Worker';
 DROP INDEX work_requests_queue;
 CREATE INDEX work_requests_status ON work_requests(status, id);
--- running Wait requests by the time they are due
-CREATE INDEX work_requests_wait_due ON work_requests(due_at)
-    WHERE status = 'running' AND task_type = 'Wait';
+-- running requests (Wait ones) by the time they are due; the task type
+-- leads, so that SQLite prefers it to work_requests_status without
+-- statistics
+CREATE INDEX work_requests_running_due ON work_requests(task_type, due_at)
+    WHERE status = 'running';
