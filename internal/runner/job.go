@@ -74,7 +74,7 @@ func (r *Runner) execute(ctx context.Context, j *job) tasks.Outcome {
 	dir := filepath.Join(r.cfg.WorkDir, "tasks", strconv.FormatInt(j.wr.ID, 10))
 	os.RemoveAll(dir)
 	defer func() {
-		tasks.KillStrays(dir)
+		// the task killed what it started (tasks.RunWorker)
 		os.RemoveAll(dir)
 		os.Remove(j.logPath)
 	}()

@@ -130,7 +130,11 @@ func errorOutcome(format string, args ...any) Outcome {
 
 // RunWorker runs a Worker task and measures it. ctx ending (the request was
 // aborted, or the runner gives it back at shutdown) kills the task's
-// processes; the outcome then says so with ResultError.
+// processes; the outcome then says so with ResultError. Every process a
+// task started is dead when RunWorker returns: a task that starts
+// processes kills what they left behind itself (runCommand: its process
+// group, then KillStrays), so that tasks that start none, such as noop,
+// cost no scan of /proc.
 func RunWorker(ctx context.Context, wr *model.WorkRequest, env *Env) Outcome {
 	start := time.Now()
 	sampler := startDiskSampler(env.Dir, env.DiskSampleInterval)
@@ -253,7 +257,13 @@ func KillStrays(dir string) int {
 // entry marker (which ends with NUL).
 func containsEnv(block, marker []byte) bool {
 	want := marker[:len(marker)-1]
-	for _, e := range bytes.Split(block, []byte{0}) {
+	for len(block) > 0 {
+		e := block
+		if i := bytes.IndexByte(block, 0); i >= 0 {
+			e, block = block[:i], block[i+1:]
+		} else {
+			block = nil
+		}
 		if bytes.Equal(e, want) {
 			return true
 		}
