@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,6 +214,117 @@ func TestClaimOddNames(t *testing.T) {
 		must(t, err)
 		if got.ID != wr.ID {
 			t.Fatalf("claimed %d, want %d", got.ID, wr.ID)
+		}
+	})
+}
+
+// TestCompleteAndClaim: a result with the next claim in one transaction
+// leaves the same rows and totals as the two apart.
+func TestCompleteAndClaim(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		first := f.worker(t, "amd64")
+		after := f.worker(t, "i386", first.ID) // unblocked by first, in the same transaction
+		other := f.worker(t, "amd64")
+		got, err := f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+		must(t, err)
+		if got.ID != first.ID {
+			t.Fatalf("claimed %d, want %d", got.ID, first.ID)
+		}
+		// another worker's result is refused, and it claims nothing
+		if _, _, err := f.s.CompleteAndClaim(ctx, first.ID, f.arm64.ID, store.Completion{Result: model.ResultSuccess}); err == nil {
+			t.Fatal("a worker completed another worker's request")
+		}
+		if w, err := f.s.Workers().Get(ctx, f.arm64.ID, nil); err != nil || w.Busy {
+			t.Fatalf("arm64 worker: %+v, %v", w, err)
+		}
+		done, next, err := f.s.CompleteAndClaim(ctx, first.ID, f.amd64.ID, store.Completion{Result: model.ResultSuccess})
+		must(t, err)
+		if done.ID != first.ID || done.Status != model.StatusCompleted || done.Result != model.ResultSuccess {
+			t.Fatalf("done: %+v", done)
+		}
+		// the unblocked step is older than other: it comes first
+		if next == nil || next.ID != after.ID || next.Status != model.StatusRunning || *next.WorkerID != f.amd64.ID ||
+			len(next.Dependencies) != 1 || next.Dependencies[0] != first.ID {
+			t.Fatalf("next: %+v, want the unblocked i386 step %d running on the amd64 worker", next, after.ID)
+		}
+		done, next, err = f.s.CompleteAndClaim(ctx, after.ID, f.amd64.ID, store.Completion{Result: model.ResultFailure})
+		must(t, err)
+		if done.Result != model.ResultFailure || next == nil || next.ID != other.ID {
+			t.Fatalf("done %+v, next %+v: want %d", done, next, other.ID)
+		}
+		// nothing left: the completion stands, the worker is idle
+		done, next, err = f.s.CompleteAndClaim(ctx, other.ID, f.amd64.ID, store.Completion{Result: model.ResultSuccess})
+		must(t, err)
+		if done.Status != model.StatusCompleted || next != nil {
+			t.Fatalf("done %+v, next %+v", done, next)
+		}
+		w, err := f.s.Workers().Get(ctx, f.amd64.ID, nil)
+		must(t, err)
+		if w.Busy {
+			t.Fatal("the worker is still busy")
+		}
+		diffs, err := f.s.CheckTotals(ctx)
+		must(t, err)
+		if len(diffs) > 0 {
+			t.Fatal(diffs)
+		}
+	})
+}
+
+// TestConcurrentCompleteAndClaim: workers that take their next request with
+// their result never share one, and the totals stay exact.
+func TestConcurrentCompleteAndClaim(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		const n = 60
+		for range n {
+			f.worker(t, "amd64")
+		}
+		var workers []*model.Worker
+		for i := range 6 {
+			w := &model.Worker{Name: "cc" + strconv.Itoa(i), WorkerType: model.WorkerExternal, Enabled: true}
+			must(t, f.s.Workers().Create(ctx, w))
+			_, _, err := f.s.ConnectWorker(ctx, w.ID, model.WorkerMetadata{Architectures: []string{"amd64"}, Backends: []string{"host"}})
+			must(t, err)
+			workers = append(workers, w)
+		}
+		var mu sync.Mutex
+		ran := map[int64]int{}
+		var wg sync.WaitGroup
+		for i, w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				wr, err := f.s.ClaimWorkRequest(ctx, w.ID)
+				for err == nil && wr != nil {
+					mu.Lock()
+					ran[wr.ID]++
+					mu.Unlock()
+					result := []model.Result{model.ResultSuccess, model.ResultFailure, model.ResultError}[(i+int(wr.ID))%3]
+					_, wr, err = f.s.CompleteAndClaim(ctx, wr.ID, w.ID, store.Completion{Result: result,
+						Statistics: &model.RuntimeStatistics{Duration: float64(wr.ID)}})
+				}
+				if err != nil && !errors.Is(err, store.ErrNoWork) {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if len(ran) != n {
+			t.Fatalf("%d requests ran, want %d", len(ran), n)
+		}
+		for id, c := range ran {
+			if c != 1 {
+				t.Fatalf("request %d ran %d times", id, c)
+			}
+		}
+		diffs, err := f.s.CheckTotals(ctx)
+		must(t, err)
+		if len(diffs) > 0 {
+			t.Fatal(diffs)
 		}
 	})
 }

@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kiln-build/kiln/internal/model"
@@ -60,131 +57,6 @@ func (s *SQL) submit(ctx context.Context, t *tx, wr *model.WorkRequest) error {
 	return nil
 }
 
-// ErrNoWork is returned by ClaimWorkRequest when nothing pending matches.
-var ErrNoWork = errors.New("no matching work request")
-
-// ClaimWorkRequest hands the oldest, highest-priority pending request that
-// the worker can run to it, in one transaction. On PostgreSQL the candidate
-// rows are locked with FOR UPDATE SKIP LOCKED, so several server processes
-// never hand out the same request; SQLite serialises writers.
-//
-// Matching (SPEC §2b): the task type's worker type is the worker's type;
-// for Worker tasks host_architecture is one of the worker's architectures
-// and the backend is "auto" or one the worker has. A disabled or busy
-// worker gets nothing.
-func (s *SQL) ClaimWorkRequest(ctx context.Context, workerID int64) (*model.WorkRequest, error) {
-	var out *model.WorkRequest
-	err := s.inTx(ctx, func(t *tx) error {
-		w, err := s.workers().get(ctx, t, workerID, nil, true)
-		if err != nil {
-			return err
-		}
-		if !w.Enabled {
-			return conflict("worker", "worker %q is not enabled yet: an admin must enable it", w.Name)
-		}
-		if w.Busy {
-			return conflict("worker", "worker %q already runs a work request", w.Name)
-		}
-		q, args := s.nextRequestQuery(w)
-		if q == "" {
-			return ErrNoWork
-		}
-		var id int64
-		if err := t.queryRow(ctx, q, args...).Scan(&id); err != nil {
-			if errors.Is(err, errNoRows) {
-				return ErrNoWork
-			}
-			return err
-		}
-		out, err = s.workRequests().update(ctx, t, id, nil, func(wr *model.WorkRequest) error {
-			now := fromMicros(toMicros(s.now()))
-			wr.Status, wr.WorkerID, wr.StartedAt = model.StatusRunning, &w.ID, &now
-			return nil
-		})
-		return err
-	})
-	return out, err
-}
-
-// nextRequestQuery is the query that finds (and, on PostgreSQL, locks
-// with SKIP LOCKED) the pending request worker w should get next: the
-// first, in queue order, of the first rows of every index range it may
-// take. Each range is one exact key of a partial index over pending
-// requests — (host_architecture, backend) for Worker tasks, the task type
-// otherwise — read in queue order, so a claim reads one row per range
-// however many requests wait for architectures or backends w lacks. The
-// query is "" when w can run nothing.
-//
-// On PostgreSQL every range locks its first free row; the rows the worker
-// does not get stay locked until the claim commits, and other claimers
-// skip them meanwhile, which costs at most a brief reordering.
-func (s *SQL) nextRequestQuery(w *model.Worker) (string, []any) {
-	var conds []string
-	var args []any
-	if w.WorkerType == model.WorkerExternal {
-		value := func(v string) string {
-			if safeLiteral.MatchString(v) {
-				return "'" + v + "'"
-			}
-			args = append(args, v)
-			return "$" + strconv.Itoa(len(args))
-		}
-		backends := uniq(append([]string{"auto"}, w.Metadata.Backends...))
-		for _, arch := range uniq(w.Metadata.Architectures) {
-			for _, b := range backends {
-				conds = append(conds, "task_type = 'Worker' AND host_architecture = "+value(arch)+" AND backend = "+value(b))
-			}
-		}
-	} else {
-		for _, tt := range model.TaskTypes {
-			if model.WorkerTypeFor(tt) == w.WorkerType {
-				// a constant of the model, never input: the literal lets
-				// the planner use the partial index
-				conds = append(conds, "task_type <> 'Worker' AND task_type = '"+string(tt)+"'")
-			}
-		}
-	}
-	lock := ""
-	if s.dialect == Postgres {
-		lock = " FOR UPDATE SKIP LOCKED"
-	}
-	const order = " ORDER BY priority DESC, created_at, id LIMIT 1"
-	switch len(conds) {
-	case 0:
-		return "", nil
-	case 1:
-		return "SELECT id FROM work_requests WHERE status = 'pending' AND " + conds[0] + order + lock, args
-	}
-	arms := make([]string, len(conds))
-	for i, c := range conds {
-		arms[i] = fmt.Sprintf("SELECT * FROM (SELECT id, priority, created_at FROM work_requests WHERE status = 'pending' AND %s%s%s) AS r%d",
-			c, order, lock, i)
-	}
-	return "SELECT id FROM (" + strings.Join(arms, " UNION ALL ") + ") AS candidates" + order, args
-}
-
-// safeLiteral matches the architecture and backend names that claims
-// write into their SQL as literals rather than bind as parameters: on
-// PostgreSQL a prepared statement's generic plan does not know a
-// parameter's value, and for a value as skewed as "the architecture of a
-// 200k backlog" it can prefer an index scan that filters instead of the
-// exact key. Names are Debian's ([a-z0-9-]) and backends short words, so
-// every real one matches; anything else is bound as usual.
-var safeLiteral = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
-
-// uniq drops repeated and empty strings, keeping the first occurrence.
-func uniq(ss []string) []string {
-	seen := make(map[string]bool, len(ss))
-	out := ss[:0:0]
-	for _, s := range ss {
-		if s != "" && !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // Completion is what a worker reports at the end of a task.
 type Completion struct {
 	Result     model.Result
@@ -210,24 +82,15 @@ func (s *SQL) complete(ctx context.Context, t *tx, id, workerID int64, c Complet
 	if c.Result == model.ResultNone || !c.Result.Valid() {
 		return nil, invalid("result", "%q is not a result: use success, failure, error or skipped", c.Result)
 	}
+	if workerID != 0 {
+		wr, _, _, err := s.completeHeld(ctx, t, id, workerID, c)
+		return wr, err
+	}
 	wr, err := s.workRequests().update(ctx, t, id, nil, func(wr *model.WorkRequest) error {
-		if wr.Status != model.StatusRunning && !(wr.Status == model.StatusPending && workerID == 0) {
+		if wr.Status != model.StatusRunning && wr.Status != model.StatusPending {
 			return conflict("status", "work request %d is %s, not running", wr.ID, wr.Status)
 		}
-		if workerID != 0 && (wr.WorkerID == nil || *wr.WorkerID != workerID) {
-			return conflict("worker", "work request %d is not assigned to this worker any more", wr.ID)
-		}
-		now := fromMicros(toMicros(s.now()))
-		if wr.StartedAt == nil {
-			wr.StartedAt = &now
-		}
-		wr.Status, wr.Result, wr.CompletedAt, wr.Statistics = model.StatusCompleted, c.Result, &now, c.Statistics
-		if us, ok := executionTime(wr); ok {
-			wr.ExecutionTime = &us
-		}
-		if len(c.Output) > 0 {
-			wr.Output = c.Output
-		}
+		finish(wr, c, s.now())
 		return nil
 	})
 	if err != nil {
@@ -237,6 +100,21 @@ func (s *SQL) complete(ctx context.Context, t *tx, id, workerID int64, c Complet
 		return nil, err
 	}
 	return wr, s.settleParent(ctx, t, wr)
+}
+
+// finish records completion c on wr at now.
+func finish(wr *model.WorkRequest, c Completion, now time.Time) {
+	at := fromMicros(toMicros(now))
+	if wr.StartedAt == nil {
+		wr.StartedAt = &at
+	}
+	wr.Status, wr.Result, wr.CompletedAt, wr.Statistics = model.StatusCompleted, c.Result, &at, c.Statistics
+	if us, ok := executionTime(wr); ok {
+		wr.ExecutionTime = &us
+	}
+	if len(c.Output) > 0 {
+		wr.Output = c.Output
+	}
 }
 
 // settleParent completes a workflow once its last child has finished:

@@ -163,6 +163,7 @@ type Store interface {
 	SubmitWorkRequest(ctx context.Context, wr *model.WorkRequest) error
 	ClaimWorkRequest(ctx context.Context, workerID int64) (*model.WorkRequest, error)
 	CompleteWorkRequest(ctx context.Context, id, workerID int64, c Completion) (*model.WorkRequest, error)
+	CompleteAndClaim(ctx context.Context, id, workerID int64, c Completion) (done, next *model.WorkRequest, err error)
 	AbortWorkRequest(ctx context.Context, id int64, reason string, v *Viewer) (*model.WorkRequest, error)
 	RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model.WorkRequest, error)
 	SubmitWorkflow(ctx context.Context, root *model.WorkRequest, steps []WorkflowStep) error

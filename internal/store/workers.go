@@ -23,22 +23,8 @@ func workerDef() *tableDef[model.Worker] {
 			return []any{o.Name, string(o.WorkerType), o.Enabled, nullMicros(o.ConnectedAt), nullMicros(o.LastSeenAt),
 				jsonDoc(meta), nullInt(o.PoolID), toMicros(o.CreatedAt)}
 		},
-		stamp: func(o *model.Worker, now int64) { o.CreatedAt = fromMicros(now) },
-		scan: func(r scanner) (*model.Worker, error) {
-			var o model.Worker
-			var typ string
-			var connected, seen, pool sql.NullInt64
-			var meta []byte
-			var created int64
-			if err := r.Scan(&o.ID, &o.Name, &typ, &o.Enabled, &connected, &seen, &meta, &pool, &created); err != nil {
-				return nil, err
-			}
-			if err := json.Unmarshal(meta, &o.Metadata); err != nil {
-				return nil, fmt.Errorf("worker %d metadata: %w", o.ID, err)
-			}
-			o.WorkerType, o.ConnectedAt, o.LastSeenAt, o.PoolID, o.CreatedAt = model.WorkerType(typ), timePtr(connected), timePtr(seen), int64Ptr(pool), fromMicros(created)
-			return &o, nil
-		},
+		stamp:      func(o *model.Worker, now int64) { o.CreatedAt = fromMicros(now) },
+		scan:       func(r scanner) (*model.Worker, error) { return scanWorker(r) },
 		filters:    map[string]string{"name": "name", "worker_type": "worker_type", "enabled": "enabled", "worker_pool": "worker_pool_id"},
 		nameColumn: "name",
 		load: func(ctx context.Context, t *tx, o *model.Worker) error {
@@ -73,6 +59,23 @@ func workerDef() *tableDef[model.Worker] {
 			return t.deleteTokensWhere(ctx, "worker_id", o.ID)
 		},
 	}
+}
+
+// scanWorker reads the id and columns of a worker, then extra.
+func scanWorker(r scanner, extra ...any) (*model.Worker, error) {
+	var o model.Worker
+	var typ string
+	var connected, seen, pool sql.NullInt64
+	var meta []byte
+	var created int64
+	if err := r.Scan(append([]any{&o.ID, &o.Name, &typ, &o.Enabled, &connected, &seen, &meta, &pool, &created}, extra...)...); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(meta, &o.Metadata); err != nil {
+		return nil, fmt.Errorf("worker %d metadata: %w", o.ID, err)
+	}
+	o.WorkerType, o.ConnectedAt, o.LastSeenAt, o.PoolID, o.CreatedAt = model.WorkerType(typ), timePtr(connected), timePtr(seen), int64Ptr(pool), fromMicros(created)
+	return &o, nil
 }
 
 func (s *SQL) getWorker(ctx context.Context, t *tx, id int64) (*model.Worker, error) {

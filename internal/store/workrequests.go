@@ -101,14 +101,18 @@ func workRequestDef() *tableDef[model.WorkRequest] {
 	}
 }
 
-func scanWorkRequest(r scanner) (*model.WorkRequest, error) {
+func scanWorkRequest(r scanner) (*model.WorkRequest, error) { return scanWorkRequestWith(r) }
+
+// scanWorkRequestWith reads the id and columns of a work request, then
+// extra.
+func scanWorkRequestWith(r scanner, extra ...any) (*model.WorkRequest, error) {
 	var o model.WorkRequest
 	var typ, status, result string
 	var data, stats, output []byte
 	var by, started, completed, worker, parent, tmpl, exec, due sql.NullInt64
 	var created int64
-	if err := r.Scan(&o.ID, &typ, &o.TaskName, &o.WorkspaceID, &status, &result, &data, &o.Priority, &by, &created,
-		&started, &completed, &worker, &parent, &tmpl, &o.StepName, &o.Retries, &o.MaxRetries, &stats, &exec, &output, &due); err != nil {
+	if err := r.Scan(append([]any{&o.ID, &typ, &o.TaskName, &o.WorkspaceID, &status, &result, &data, &o.Priority, &by, &created,
+		&started, &completed, &worker, &parent, &tmpl, &o.StepName, &o.Retries, &o.MaxRetries, &stats, &exec, &output, &due}, extra...)...); err != nil {
 		return nil, err
 	}
 	o.DueAt = timePtr(due)
@@ -252,10 +256,10 @@ func executionTime(o *model.WorkRequest) (int64, bool) {
 	return max(0, o.CompletedAt.Sub(*o.StartedAt).Microseconds()), true
 }
 
-// afterWorkRequestWrite writes dependencies of new requests and keeps the
-// busy flag of affected workers' running totals exact.
-func afterWorkRequestWrite(ctx context.Context, t *tx, old, o *model.WorkRequest) error {
-	if old != nil && o != nil && !old.Status.Finished() && o.Status.Finished() {
+// transitioned queues the hooks of a request that moved from old (nil: it
+// is new) to o (nil: deleted), to run after commit.
+func (t *tx) transitioned(old, o *model.WorkRequest) {
+	if old != nil && o != nil && !old.Status.Finished() && o.Status.Finished() && len(t.s.finishHooks) > 0 {
 		done := *o
 		t.after = append(t.after, func() { t.s.finished(done) })
 	}
@@ -267,6 +271,12 @@ func afterWorkRequestWrite(ctx context.Context, t *tx, old, o *model.WorkRequest
 			}
 		})
 	}
+}
+
+// afterWorkRequestWrite writes dependencies of new requests and keeps the
+// busy flag of affected workers' running totals exact.
+func afterWorkRequestWrite(ctx context.Context, t *tx, old, o *model.WorkRequest) error {
+	t.transitioned(old, o)
 	if old == nil && o != nil {
 		deps := append([]int64(nil), o.Dependencies...)
 		sort.Slice(deps, func(i, j int) bool { return deps[i] < deps[j] })
