@@ -31,6 +31,9 @@ var sessionCounter atomic.Int64
 type conn struct {
 	ws *websocket.Conn
 	id int
+	// readyWithResult: the server reads result.ready
+	// (protocol.FeatureReadyWithResult).
+	readyWithResult bool
 }
 
 func (c *conn) send(ctx context.Context, typ string, body any) error {
@@ -104,6 +107,7 @@ func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
 		return false, fmt.Errorf("the server answered hello with %q", env.Type)
 	}
 	welcomed = true
+	c.readyWithResult = slices.Contains(welcome.Features, protocol.FeatureReadyWithResult)
 	r.heard()
 	r.setConn(ConnConnected)
 	r.log.Info("connected", "worker", welcome.Name, "enabled", welcome.Enabled)
@@ -262,9 +266,15 @@ func (r *Runner) reconcile(ctx context.Context, c *conn, readySent *bool) (bool,
 	case j.finished && j.sentIn != c.id && time.Now().After(j.retryAt):
 		j.sentIn = c.id
 		release, res := j.release, j.result
+		// a runner that will want another task asks for it with the
+		// result, saving the server a transaction and both a round trip
+		res.Ready = c.readyWithResult && !r.draining && !r.cfg.Once
 		r.mu.Unlock()
 		if release {
 			return false, c.send(ctx, protocol.TypeRelease, protocol.Release{WorkRequest: res.WorkRequest, Reason: "the runner is shutting down"})
+		}
+		if res.Ready {
+			*readySent = true
 		}
 		return false, c.send(ctx, protocol.TypeResult, res)
 	}
@@ -305,6 +315,7 @@ func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, re
 			r.metrics.errors.WithLabelValues(errResult).Inc()
 			r.log.Warn("the server could not record the result; sending it again", "work_request", a.WorkRequest, "error", a.Error)
 			j.sentIn, j.retryAt = 0, time.Now().Add(time.Second)
+			*readySent = false // the server claimed nothing for a result it did not record
 			go func() { time.Sleep(time.Second); r.wake() }()
 			return nil
 		}

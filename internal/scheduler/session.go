@@ -93,7 +93,8 @@ func (s *Scheduler) ServeRunner(ctx context.Context, conn *websocket.Conn, w *mo
 		ss.current = keep[0]
 	}
 	if err := ss.send(protocol.TypeWelcome, protocol.Welcome{WorkerID: worker.ID, Name: worker.Name, Enabled: worker.Enabled,
-		HeartbeatMillis: s.HeartbeatInterval().Milliseconds(), Keep: keep}); err != nil {
+		HeartbeatMillis: s.HeartbeatInterval().Milliseconds(), Keep: keep,
+		Features: []string{protocol.FeatureReadyWithResult}}); err != nil {
 		return
 	}
 	ss.log.Info("runner connected", "architectures", hello.Metadata.Architectures, "backends", hello.Metadata.Backends,
@@ -288,16 +289,6 @@ func (ss *session) ready() {
 	ss.claiming = true
 	ss.current = 0
 	ss.mu.Unlock()
-	// An idle runner holds nothing: requests still assigned to it were
-	// lost on its side (a task message that never arrived); requeue them.
-	q := store.Query{Limit: 10, Filter: map[string]string{"worker": fmt.Sprint(ss.worker), "status": string(model.StatusRunning)}}
-	if stale, err := ss.s.st.WorkRequests().List(ss.ctx, q); err == nil {
-		for _, wr := range stale {
-			if _, err := ss.s.st.RequeueWorkRequest(ss.ctx, wr.ID, ss.worker, "the runner reported being idle while assigned this request"); err == nil {
-				ss.log.Warn("requeued a request the idle runner did not know about", "work_request", wr.ID)
-			}
-		}
-	}
 	go ss.claim()
 }
 
@@ -315,26 +306,20 @@ func (ss *session) claim() {
 		poked := ss.s.runnersWake.waiting()
 		wr, err := ss.s.st.ClaimWorkRequest(ss.ctx, ss.worker)
 		if err == nil {
-			// Claiming ends before the task is sent: a quick task's result
-			// and the runner's next "ready" may arrive before this
-			// goroutine returns, and that ready must start a new claim
-			// (were claiming still set, it would be ignored, and the idle
-			// runner would never get work again).
-			ss.mu.Lock()
-			ss.current = wr.ID
-			ss.claiming = false
-			ss.mu.Unlock()
 			handed = true
-			ss.s.metrics.assigned(wr, model.WorkerExternal)
-			ss.log.Info("work request assigned", "work_request", wr.ID, "task", wr.TaskName)
-			// A failed send leaves the request assigned: the runner's next
-			// hello will not list it, and connecting requeues it.
-			ss.send(protocol.TypeTask, protocol.Task{WorkRequest: *wr})
+			ss.handOut(wr)
 			return
 		}
 		var fe *store.FieldError
 		switch {
 		case errors.Is(err, store.ErrNoWork):
+		case errors.Is(err, store.ErrWorkerBusy):
+			// An idle runner holds nothing: requests still assigned to
+			// it were lost on its side (a task message that never
+			// arrived); requeue them and look again.
+			if ss.requeueStale() > 0 {
+				continue
+			}
 		case errors.As(err, &fe):
 			ss.mu.Lock()
 			if !ss.warned {
@@ -355,10 +340,59 @@ func (ss *session) claim() {
 	}
 }
 
-// result records a request's end and acknowledges it.
+// handOut sends a request claimed for this runner. Claiming ends before
+// the task is sent: a quick task's result and the runner's next ready may
+// arrive before the sender returns, and that ready must start a new claim
+// (were claiming still set, it would be ignored, and the idle runner
+// would never get work again).
+func (ss *session) handOut(wr *model.WorkRequest) {
+	ss.mu.Lock()
+	ss.current = wr.ID
+	ss.claiming = false
+	ss.mu.Unlock()
+	ss.s.metrics.assigned(wr, model.WorkerExternal)
+	ss.log.Info("work request assigned", "work_request", wr.ID, "task", wr.TaskName)
+	// A failed send leaves the request assigned: the runner's next hello
+	// will not list it, and connecting requeues it.
+	ss.send(protocol.TypeTask, protocol.Task{WorkRequest: *wr})
+}
+
+// requeueStale gives back to the queue the requests still assigned to
+// this runner although it said it is idle, and returns how many.
+func (ss *session) requeueStale() int {
+	q := store.Query{Limit: 10, Filter: map[string]string{"worker": fmt.Sprint(ss.worker), "status": string(model.StatusRunning)}}
+	stale, err := ss.s.st.WorkRequests().List(ss.ctx, q)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, wr := range stale {
+		if _, err := ss.s.st.RequeueWorkRequest(ss.ctx, wr.ID, ss.worker, "the runner reported being idle while assigned this request"); err == nil {
+			ss.log.Warn("requeued a request the idle runner did not know about", "work_request", wr.ID)
+			n++
+		}
+	}
+	return n
+}
+
+// result records a request's end and acknowledges it. A result that says
+// the runner is ready for more is recorded together with the next claim
+// (store.CompleteAndClaim), whose task follows the ack.
 func (ss *session) result(r protocol.Result) {
 	c := store.Completion{Result: r.Result, Statistics: r.Statistics, Output: r.Output}
-	wr, err := ss.s.st.CompleteWorkRequest(ss.ctx, r.WorkRequest, ss.worker, c)
+	ss.mu.Lock()
+	claimNext := r.Ready && !ss.claiming
+	if claimNext {
+		ss.claiming = true
+	}
+	ss.mu.Unlock()
+	var wr, next *model.WorkRequest
+	var err error
+	if claimNext {
+		wr, next, err = ss.s.st.CompleteAndClaim(ss.ctx, r.WorkRequest, ss.worker, c)
+	} else {
+		wr, err = ss.s.st.CompleteWorkRequest(ss.ctx, r.WorkRequest, ss.worker, c)
+	}
 	ack := protocol.Ack{WorkRequest: r.WorkRequest}
 	var fe *store.FieldError
 	switch {
@@ -382,7 +416,20 @@ func (ss *session) result(r protocol.Result) {
 		}
 		ss.mu.Unlock()
 	}
-	ss.send(protocol.TypeAck, ack)
+	if ss.send(protocol.TypeAck, ack) != nil || !claimNext {
+		return
+	}
+	switch {
+	case next != nil:
+		ss.handOut(next)
+	case err == nil || ack.Gone:
+		go ss.claim() // nothing matched yet: wait for work as after ready
+	default:
+		// not recorded: the runner sends the result again
+		ss.mu.Lock()
+		ss.claiming = false
+		ss.mu.Unlock()
+	}
 }
 
 // release hands a request back to the queue.

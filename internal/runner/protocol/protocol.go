@@ -17,6 +17,14 @@
 //	                              ←      ack{work_request, error?}
 //	ready                         →      …
 //
+// With a server whose welcome lists FeatureReadyWithResult, a runner that
+// wants another task says so in its result instead, and the server
+// records the result and claims the next request in one transaction:
+//
+//	result{work_request, …, ready} →     (CompleteAndClaim)
+//	                              ←      ack{work_request}
+//	                              ←      task{work_request}   (when one matches)
+//
 // The runner asks for work (ready) rather than the server pushing it, so a
 // runner that is shutting down, or that runs --once, simply stops asking;
 // the server claims a request only for a runner that has said it is idle.
@@ -128,6 +136,10 @@ type Hello struct {
 	Running []int64 `json:"running,omitempty"`
 }
 
+// FeatureReadyWithResult, in welcome.features, says that the server reads
+// result.ready.
+const FeatureReadyWithResult = "ready-with-result"
+
 // Welcome answers hello.
 type Welcome struct {
 	WorkerID int64  `json:"worker_id"`
@@ -138,6 +150,11 @@ type Welcome struct {
 	// Keep lists which of hello.Running the server still assigns to this
 	// runner; the others were requeued and must be stopped.
 	Keep []int64 `json:"keep"`
+	// Features lists what the server understands beyond the first
+	// version of this protocol (Feature… constants); a runner uses only
+	// what is listed, so runners and servers of different versions still
+	// talk.
+	Features []string `json:"features,omitempty"`
 }
 
 // Task hands a claimed request to the runner.
@@ -166,6 +183,13 @@ type Result struct {
 	Result      model.Result             `json:"result"`
 	Statistics  *model.RuntimeStatistics `json:"runtime_statistics,omitempty"`
 	Output      json.RawMessage          `json:"output,omitempty"`
+	// Ready, sent only to a server that lists FeatureReadyWithResult,
+	// says that the runner takes another task once this result is
+	// recorded: the server claims one in the same transaction and sends
+	// it after the ack, and otherwise goes on claiming as after a ready
+	// message. When the ack carries an error that is not gone, the server
+	// claimed nothing and the runner sends the result again.
+	Ready bool `json:"ready,omitempty"`
 }
 
 // Ack answers a result or a release. Error, when set, says why the server
