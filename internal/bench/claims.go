@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,6 +44,11 @@ type ClaimsConfig struct {
 	// Kiln is the kiln binary started as server and runners; default the
 	// running executable.
 	Kiln string
+	// Baseline, when set, is another kiln binary (an older build, say)
+	// measured the same way on databases of its own, its trials
+	// interleaved with Kiln's, so that the table compares the two in one
+	// run.
+	Baseline string
 	// Runners are the runner counts measured; default 1, 4, 8.
 	Runners []int
 	// Backlog is the number of pending requests for an architecture no
@@ -75,8 +81,10 @@ type ClaimsResult struct {
 	LoadBefore, LoadAfter float64
 }
 
-// ClaimsRow is one kind of trial: a queue and a number of runners.
+// ClaimsRow is one kind of trial: a build, a queue and a number of
+// runners.
 type ClaimsRow struct {
+	Build   string // "kiln", or "baseline" for ClaimsConfig.Baseline
 	Queue   string // "empty" or "backlog"
 	Backlog int
 	Runners int
@@ -144,6 +152,11 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 		}
 	}
 
+	type build struct{ name, bin string }
+	builds := []build{{"kiln", cfg.Kiln}}
+	if cfg.Baseline != "" {
+		builds = append(builds, build{"baseline", cfg.Baseline})
+	}
 	queues := []struct {
 		name    string
 		backlog int
@@ -154,19 +167,23 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 			backlog int
 		}{"backlog", cfg.Backlog})
 	}
-	farms := make([]*claimFarm, len(queues))
+	var farms []*claimFarm
 	defer func() {
 		for _, f := range farms {
-			if f != nil {
-				f.close()
-			}
+			f.close()
 		}
 	}()
-	for i, q := range queues {
-		f := &claimFarm{name: q.name, backlog: q.backlog, dir: filepath.Join(tmp, q.name), kiln: cfg.Kiln, log: logf}
-		farms[i] = f
-		if err := f.prepare(ctx, cfg.Postgres, maxRunners); err != nil {
-			return nil, fmt.Errorf("%s queue: %w", q.name, err)
+	for _, q := range queues {
+		for _, b := range builds {
+			name := q.name
+			if len(builds) > 1 {
+				name = b.name + "_" + q.name
+			}
+			f := &claimFarm{name: name, build: b.name, queue: q.name, backlog: q.backlog, dir: filepath.Join(tmp, name), kiln: b.bin, log: logf}
+			farms = append(farms, f)
+			if err := f.prepare(ctx, cfg.Postgres, maxRunners); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
 		}
 	}
 
@@ -193,11 +210,11 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 				if err != nil {
 					return nil, fmt.Errorf("%s queue, %d runners: %w", f.name, n, err)
 				}
-				logf("round %d: %s queue, %d runners: %.0f noops/s, CPU per noop: server %s, runners %s", round, f.name, n,
+				logf("round %d: %s, %d runners: %.0f noops/s, CPU per noop: server %s, runners %s", round, f.name, n,
 					t.rate, t.serverCPU.Round(time.Microsecond), t.runnerCPU.Round(time.Microsecond))
 				k := trialKey{fi, n}
 				if rows[k] == nil {
-					rows[k] = &ClaimsRow{Queue: f.name, Backlog: f.backlog, Runners: n}
+					rows[k] = &ClaimsRow{Build: f.build, Queue: f.queue, Backlog: f.backlog, Runners: n}
 				}
 				rows[k].Rates = append(rows[k].Rates, t.rate)
 				serverCPU[k] = append(serverCPU[k], t.serverCPU)
@@ -209,7 +226,7 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 		if err := os.MkdirAll(cfg.ProfileDir, 0o750); err != nil {
 			return nil, err
 		}
-		logf("profiling the server and one runner: empty queue, %d runners", maxRunners)
+		logf("profiling the server and one runner: %s, %d runners", farms[0].name, maxRunners)
 		if _, err := farms[0].trial(ctx, maxRunners, cfg.Window, cfg.ProfileDir); err != nil {
 			return nil, fmt.Errorf("profiling: %w", err)
 		}
@@ -232,7 +249,9 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 
 // claimFarm is one database with its kiln server.
 type claimFarm struct {
-	name    string
+	name    string // build and queue
+	build   string
+	queue   string
 	backlog int
 	dir     string
 	kiln    string
@@ -387,6 +406,9 @@ func (f *claimFarm) startServer(ctx context.Context, dsn string) error {
 }
 
 func (f *claimFarm) close() {
+	if f == nil {
+		return
+	}
 	if f.server != nil && f.server.Process != nil {
 		stopProcess(f.server, 15*time.Second)
 	}
@@ -748,42 +770,59 @@ func ClaimsTable(w io.Writer, r *ClaimsResult) {
 	if r.PgbenchTPS > 0 {
 		fmt.Fprintf(w, "pgbench -N -c 8 -j 2 -T 8 (median): %.0f TPS\n\n", r.PgbenchTPS)
 	}
-	fmt.Fprintln(w, "| queue | runners | noops/s (median) | runs | vs pgbench TPS | CPU per noop: server | runners | total |")
-	fmt.Fprintln(w, "|---|---:|---:|---|---:|---:|---:|---:|")
-	byKey := map[string]ClaimsRow{}
-	for _, row := range r.Rows {
+	fmt.Fprintln(w, "| build | queue | runners | noops/s (median) | runs | vs pgbench TPS | CPU per noop: server | runners | total |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---|---:|---:|---:|---:|")
+	row := map[string]ClaimsRow{}
+	var builds []string
+	for _, c := range r.Rows {
 		queue := "empty"
-		if row.Backlog > 0 {
-			queue = fmt.Sprintf("%dk unmatched pending", row.Backlog/1000)
+		if c.Backlog > 0 {
+			queue = fmt.Sprintf("%dk unmatched pending", c.Backlog/1000)
 		}
 		vs := "–"
 		if r.PgbenchTPS > 0 {
-			vs = fmt.Sprintf("%.1f %%", 100*row.Rate/r.PgbenchTPS)
+			vs = fmt.Sprintf("%.1f %%", 100*c.Rate/r.PgbenchTPS)
 		}
-		runs := make([]string, len(row.Rates))
-		for i, v := range row.Rates {
+		runs := make([]string, len(c.Rates))
+		for i, v := range c.Rates {
 			runs[i] = fmt.Sprintf("%.0f", v)
 		}
-		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %s | %s | %s |\n", queue, row.Runners, row.Rate, strings.Join(runs, ", "), vs,
-			ms(row.ServerCPU), ms(row.RunnerCPU), ms(row.ServerCPU+row.RunnerCPU))
-		byKey[fmt.Sprintf("%s/%d", row.Queue, row.Runners)] = row
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s |\n", c.Build, queue, c.Runners, c.Rate, strings.Join(runs, ", "), vs,
+			ms(c.ServerCPU), ms(c.RunnerCPU), ms(c.ServerCPU+c.RunnerCPU))
+		if !slices.Contains(builds, c.Build) {
+			builds = append(builds, c.Build)
+		}
+		row[fmt.Sprintf("%s/%s/%d", c.Build, c.Queue, c.Runners)] = c
 	}
 	fmt.Fprintln(w)
-	var ns []int
-	for _, row := range r.Rows {
-		if row.Queue == "empty" {
-			ns = append(ns, row.Runners)
+	for _, b := range builds {
+		var ns []int
+		for _, c := range r.Rows {
+			if c.Build == b && c.Queue == "empty" {
+				ns = append(ns, c.Runners)
+			}
+		}
+		for i := 1; i < len(ns); i++ {
+			x, y := row[fmt.Sprintf("%s/empty/%d", b, ns[i-1])], row[fmt.Sprintf("%s/empty/%d", b, ns[i])]
+			fmt.Fprintf(w, "%s: scaling %d → %d runners: %.2f×.\n", b, x.Runners, y.Runners, y.Rate/x.Rate)
+		}
+		for _, n := range ns {
+			e, ok1 := row[fmt.Sprintf("%s/empty/%d", b, n)]
+			bl, ok2 := row[fmt.Sprintf("%s/backlog/%d", b, n)]
+			if ok1 && ok2 {
+				fmt.Fprintf(w, "%s: backlog slowdown with %d runners (empty ÷ backlog throughput): %.2f×.\n", b, n, e.Rate/bl.Rate)
+			}
 		}
 	}
-	for i := 1; i < len(ns); i++ {
-		a, b := byKey[fmt.Sprintf("empty/%d", ns[i-1])], byKey[fmt.Sprintf("empty/%d", ns[i])]
-		fmt.Fprintf(w, "Scaling %d → %d runners: %.2f×.\n", a.Runners, b.Runners, b.Rate/a.Rate)
-	}
-	for _, n := range ns {
-		e, ok1 := byKey[fmt.Sprintf("empty/%d", n)]
-		bl, ok2 := byKey[fmt.Sprintf("backlog/%d", n)]
-		if ok1 && ok2 {
-			fmt.Fprintf(w, "Backlog slowdown with %d runners (empty ÷ backlog throughput): %.2f×.\n", n, e.Rate/bl.Rate)
+	if len(builds) == 2 {
+		for _, c := range r.Rows {
+			if c.Build != builds[0] {
+				continue
+			}
+			if base, ok := row[fmt.Sprintf("%s/%s/%d", builds[1], c.Queue, c.Runners)]; ok {
+				fmt.Fprintf(w, "%s ÷ %s, %s queue, %d runners: throughput %.2f×, CPU per noop %.2f×.\n", builds[0], builds[1], c.Queue, c.Runners,
+					c.Rate/base.Rate, float64(c.ServerCPU+c.RunnerCPU)/float64(base.ServerCPU+base.RunnerCPU))
+			}
 		}
 	}
 }

@@ -280,7 +280,9 @@ queue order passes them all). On PostgreSQL every round also runs
 'pgbench -N -c 8 -j 2 -T 8' on a scratch database of the same server, so that
 throughput reads as a fraction of what the database does for a simple
 workload in the same minutes. Trials are interleaved over --rounds rounds;
-the table shows medians.
+the table shows medians. With --baseline, another kiln binary (say, a build
+of an older commit) runs every trial too, interleaved, and the table gives
+the ratios between the two.
 
 Without --postgres the databases are SQLite files in a temporary directory.`,
 		Args: cobra.NoArgs,
@@ -293,6 +295,7 @@ Without --postgres the databases are SQLite files in a temporary directory.`,
 	f.IntVar(&cfg.Rounds, "rounds", 3, "rounds of interleaved trials (medians are taken over them)")
 	f.StringVar(&cfg.Pgbench, "pgbench", "pgbench", "pgbench command")
 	f.StringVar(&cfg.ProfileDir, "profile-dir", "", "directory for CPU profiles (server.pprof, runner.pprof) of one extra trial with the most runners")
+	f.StringVar(&cfg.Baseline, "baseline", "", "another kiln binary (an older build) to measure the same way in the same run, interleaved, on databases of its own")
 	f.String("config", "", "TOML config file")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg.Log = cmd.ErrOrStderr()
