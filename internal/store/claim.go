@@ -39,9 +39,9 @@ var ErrWorkerBusy = &FieldError{Field: "worker", Message: "the worker already ru
 // nothing; a busy one gets ErrWorkerBusy.
 //
 // With CompleteWorkRequest it is one of the two transactions every
-// request goes through, so it takes three statements besides the
+// request goes through, so it takes two statements besides the
 // transaction's own and the running totals': lock the worker and count
-// what it runs, find and lock the request, update it returning everything
+// what it runs; find, lock and update the request, returning everything
 // the caller and the running totals need.
 func (s *SQL) ClaimWorkRequest(ctx context.Context, workerID int64) (*model.WorkRequest, error) {
 	var out *model.WorkRequest
@@ -101,15 +101,14 @@ func (s *SQL) claimFor(ctx context.Context, t *tx, w *model.Worker, running int)
 	if q == "" {
 		return nil, ErrNoWork
 	}
-	var id int64
-	if err := t.queryRow(ctx, q, args...).Scan(&id); err != nil {
-		if errors.Is(err, errNoRows) {
-			return nil, ErrNoWork
-		}
-		return nil, err
+	// find, lock and take it in one statement (the queue's classic
+	// UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED))
+	n := len(args)
+	wr, _, err := s.requestRow(ctx, t, fmt.Sprintf("UPDATE work_requests SET status = 'running', worker_id = $%d, started_at = $%d WHERE id = (%s) AND status = 'pending' RETURNING ",
+		n+1, n+2, q), append(args, w.ID, toMicros(s.now()))...)
+	if errors.Is(err, errNoRows) {
+		return nil, ErrNoWork
 	}
-	wr, _, err := s.requestRow(ctx, t, "UPDATE work_requests SET status = 'running', worker_id = $1, started_at = $2 WHERE id = $3 RETURNING ",
-		w.ID, toMicros(s.now()), id)
 	if err != nil {
 		return nil, err
 	}
@@ -200,14 +199,15 @@ func uniq(ss []string) []string {
 	return out
 }
 
+// runningCount counts the requests the worker of the query runs.
+const runningCount = "(SELECT COUNT(*) FROM work_requests r WHERE r.worker_id = workers.id AND r.status = 'running')"
+
 // lockWorker reads worker id, locked on PostgreSQL until the transaction
 // ends, with the number of requests it runs: one round trip.
 func (s *SQL) lockWorker(ctx context.Context, t *tx, id int64) (*model.Worker, int, error) {
-	wd := s.defs.workers
 	var running int
-	w, err := scanWorker(t.queryRow(ctx, "SELECT id, "+strings.Join(wd.columns, ", ")+
-		", (SELECT COUNT(*) FROM work_requests r WHERE r.worker_id = workers.id AND r.status = 'running') FROM workers WHERE id = $1"+t.forUpdate(), id),
-		&running)
+	w, err := scanWorker(t.queryRow(ctx, "SELECT "+qualified("workers", s.defs.workers.columns)+", "+runningCount+
+		" FROM workers WHERE id = $1"+t.forUpdate(), id), &running)
 	if errors.Is(err, errNoRows) {
 		return nil, 0, fmt.Errorf("worker %d: %w", id, ErrNotFound)
 	}
@@ -218,40 +218,82 @@ func (s *SQL) lockWorker(ctx context.Context, t *tx, id int64) (*model.Worker, i
 	return w, running, nil
 }
 
-// requestRow runs a statement that ends in RETURNING (or a SELECT … FROM
-// work_requests prefix whose select list is still to come) on one work
-// request, and reads it with its dependencies, its scope (cached in t for
-// the running totals) and whether other requests depend on it: one round
-// trip. The statement's own arguments come first.
-func (s *SQL) requestRow(ctx context.Context, t *tx, stmt string, args ...any) (*model.WorkRequest, bool, error) {
+// lockHeld reads request id and worker workerID in one statement, both
+// locked on PostgreSQL (request first: the rows of one statement are
+// locked in the order of its FROM list), with what requestRow reads of
+// the request and the number of requests the worker runs.
+func (s *SQL) lockHeld(ctx context.Context, t *tx, id, workerID int64) (*model.WorkRequest, bool, *model.Worker, int, error) {
+	var extras requestExtras
+	var w workerRow
+	var running int
+	q := "SELECT " + s.requestCols() + ", " + qualified("workers", s.defs.workers.columns) + ", " + runningCount +
+		" FROM work_requests, workers WHERE work_requests.id = $1 AND workers.id = $2" + t.forUpdate()
+	wr, err := scanWorkRequestWith(t.queryRow(ctx, q, id, workerID), append(append(extras.dest(), w.dest()...), &running)...)
+	if errors.Is(err, errNoRows) {
+		if ok, err := t.exists(ctx, "SELECT 1 FROM work_requests WHERE id = $1", id); err != nil || !ok {
+			if err == nil {
+				err = fmt.Errorf("work request %d: %w", id, ErrNotFound)
+			}
+			return nil, false, nil, 0, err
+		}
+		return nil, false, nil, 0, fmt.Errorf("worker %d: %w", workerID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, false, nil, 0, fmt.Errorf("read work request %d: %w", id, err)
+	}
+	if err := extras.apply(t, wr); err != nil {
+		return nil, false, nil, 0, err
+	}
+	wk, err := w.worker()
+	if err != nil {
+		return nil, false, nil, 0, err
+	}
+	wk.Busy = running > 0
+	return wr, extras.dependents, wk, running, nil
+}
+
+// qualified lists columns, id first, prefixed with their table.
+func qualified(table string, cols []string) string {
+	var b strings.Builder
+	b.WriteString(table + ".id")
+	for _, c := range cols {
+		b.WriteString(", " + table + "." + c)
+	}
+	return b.String()
+}
+
+// requestCols is the select list of a work request (table work_requests)
+// followed by its scope, its dependencies and whether other requests
+// depend on it (requestExtras).
+func (s *SQL) requestCols() string {
 	deps := "string_agg(CAST(d.depends_on_id AS TEXT), ',')"
 	if s.dialect == SQLite {
 		deps = "group_concat(d.depends_on_id)"
 	}
-	cols := "id, " + strings.Join(s.defs.workRequests.columns, ", ") +
+	return qualified("work_requests", s.defs.workRequests.columns) +
 		", (SELECT scope_id FROM workspaces ws WHERE ws.id = work_requests.workspace_id)" +
 		", (SELECT " + deps + " FROM work_request_dependencies d WHERE d.work_request_id = work_requests.id)" +
 		", EXISTS (SELECT 1 FROM work_request_dependencies d WHERE d.depends_on_id = work_requests.id)"
-	q := stmt + cols
-	if i := strings.Index(stmt, "FROM work_requests"); i >= 0 && strings.HasPrefix(stmt, "SELECT ") {
-		q = "SELECT " + cols + " " + stmt[i:]
-	}
-	var scope int64
-	var depList sql.NullString
-	var dependents bool
-	wr, err := scanWorkRequestWith(t.queryRow(ctx, q, args...), &scope, &depList, &dependents)
-	if errors.Is(err, errNoRows) {
-		return nil, false, errNoRows
-	}
-	if err != nil {
-		return nil, false, err
-	}
+}
+
+// requestExtras receives what requestCols reads after the columns.
+type requestExtras struct {
+	scope      int64
+	deps       sql.NullString
+	dependents bool
+}
+
+func (e *requestExtras) dest() []any { return []any{&e.scope, &e.deps, &e.dependents} }
+
+// apply sets wr's dependencies and caches its workspace's scope in t for
+// the running totals.
+func (e *requestExtras) apply(t *tx, wr *model.WorkRequest) error {
 	wr.Dependencies = []int64{}
-	if depList.Valid {
-		for _, f := range strings.Split(depList.String, ",") {
+	if e.deps.Valid {
+		for _, f := range strings.Split(e.deps.String, ",") {
 			d, err := strconv.ParseInt(f, 10, 64)
 			if err != nil {
-				return nil, false, fmt.Errorf("work request %d dependencies: %w", wr.ID, err)
+				return fmt.Errorf("work request %d dependencies: %w", wr.ID, err)
 			}
 			wr.Dependencies = append(wr.Dependencies, d)
 		}
@@ -260,8 +302,20 @@ func (s *SQL) requestRow(ctx context.Context, t *tx, stmt string, args ...any) (
 	if t.scopes == nil {
 		t.scopes = map[int64]int64{}
 	}
-	t.scopes[wr.WorkspaceID] = scope
-	return wr, dependents, nil
+	t.scopes[wr.WorkspaceID] = e.scope
+	return nil
+}
+
+// requestRow runs a statement that ends in RETURNING on one work request
+// and reads the request with requestCols: one round trip. It returns
+// errNoRows when the statement changed nothing.
+func (s *SQL) requestRow(ctx context.Context, t *tx, stmt string, args ...any) (*model.WorkRequest, bool, error) {
+	var extras requestExtras
+	wr, err := scanWorkRequestWith(t.queryRow(ctx, stmt+s.requestCols(), args...), extras.dest()...)
+	if err != nil {
+		return nil, false, err
+	}
+	return wr, extras.dependents, extras.apply(t, wr)
 }
 
 // moved records what a lifecycle step did to a request besides writing
@@ -295,18 +349,16 @@ func (t *tx) busy(ctx context.Context, w *model.Worker, before, after int) error
 }
 
 // completeHeld completes request id that worker workerID reports on: the
-// hot path of CompleteWorkRequest (complete handles the others). Like
-// every path that locks a request and its worker, it locks the request
-// first; claims lock the worker first, but never wait for a request's
-// lock (SKIP LOCKED), so the two cannot deadlock.
+// hot path of CompleteWorkRequest (complete handles the others), in two
+// statements: lock the request and the worker (lockHeld), update the
+// request. Like every path that locks a request and its worker, it locks
+// the request first; claims lock the worker first, but never wait for a
+// request's lock (SKIP LOCKED), so the two cannot deadlock.
 //
 // It returns the completed request and the worker, locked, with the
 // number of requests it still runs.
 func (s *SQL) completeHeld(ctx context.Context, t *tx, id, workerID int64, c Completion) (*model.WorkRequest, *model.Worker, int, error) {
-	old, dependents, err := s.requestRow(ctx, t, "SELECT FROM work_requests WHERE id = $1"+t.forUpdate(), id)
-	if errors.Is(err, errNoRows) {
-		return nil, nil, 0, fmt.Errorf("work request %d: %w", id, ErrNotFound)
-	}
+	old, dependents, w, running, err := s.lockHeld(ctx, t, id, workerID)
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -315,10 +367,6 @@ func (s *SQL) completeHeld(ctx context.Context, t *tx, id, workerID int64, c Com
 	}
 	if old.WorkerID == nil || *old.WorkerID != workerID {
 		return nil, nil, 0, conflict("worker", "work request %d is not assigned to this worker any more", old.ID)
-	}
-	w, running, err := s.lockWorker(ctx, t, workerID)
-	if err != nil {
-		return nil, nil, 0, err
 	}
 	wr := *old
 	finish(&wr, c, s.now())

@@ -63,18 +63,33 @@ func workerDef() *tableDef[model.Worker] {
 
 // scanWorker reads the id and columns of a worker, then extra.
 func scanWorker(r scanner, extra ...any) (*model.Worker, error) {
-	var o model.Worker
-	var typ string
-	var connected, seen, pool sql.NullInt64
-	var meta []byte
-	var created int64
-	if err := r.Scan(append([]any{&o.ID, &o.Name, &typ, &o.Enabled, &connected, &seen, &meta, &pool, &created}, extra...)...); err != nil {
+	var w workerRow
+	if err := r.Scan(append(w.dest(), extra...)...); err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(meta, &o.Metadata); err != nil {
+	return w.worker()
+}
+
+// workerRow receives the id and columns of a worker from a query that may
+// read more.
+type workerRow struct {
+	o                     model.Worker
+	typ                   string
+	connected, seen, pool sql.NullInt64
+	meta                  []byte
+	created               int64
+}
+
+func (w *workerRow) dest() []any {
+	return []any{&w.o.ID, &w.o.Name, &w.typ, &w.o.Enabled, &w.connected, &w.seen, &w.meta, &w.pool, &w.created}
+}
+
+func (w *workerRow) worker() (*model.Worker, error) {
+	o := w.o
+	if err := json.Unmarshal(w.meta, &o.Metadata); err != nil {
 		return nil, fmt.Errorf("worker %d metadata: %w", o.ID, err)
 	}
-	o.WorkerType, o.ConnectedAt, o.LastSeenAt, o.PoolID, o.CreatedAt = model.WorkerType(typ), timePtr(connected), timePtr(seen), int64Ptr(pool), fromMicros(created)
+	o.WorkerType, o.ConnectedAt, o.LastSeenAt, o.PoolID, o.CreatedAt = model.WorkerType(w.typ), timePtr(w.connected), timePtr(w.seen), int64Ptr(w.pool), fromMicros(w.created)
 	return &o, nil
 }
 
