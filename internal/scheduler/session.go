@@ -247,11 +247,11 @@ func (ss *session) handle(env *protocol.Envelope) error {
 // the runner was out of touch).
 func (ss *session) heartbeat(hb protocol.Heartbeat) {
 	ctx := ss.ctx
-	w, err := ss.s.st.Workers().Get(ctx, ss.worker, nil)
+	connected, err := ss.s.st.TouchWorker(ctx, ss.worker)
 	switch {
 	case err != nil:
 		ss.log.Warn("heartbeat", "error", err)
-	case w.ConnectedAt == nil:
+	case !connected:
 		// marked lost while we still talk to it (the database was slow,
 		// or another replica judged it): connect it again, keeping what
 		// it runs
@@ -260,10 +260,6 @@ func (ss *session) heartbeat(hb protocol.Heartbeat) {
 			keep = append(keep, hb.Running)
 		}
 		if _, _, err := ss.s.st.ConnectWorker(ctx, ss.worker, ss.meta, keep...); err != nil {
-			ss.log.Warn("heartbeat", "error", err)
-		}
-	default:
-		if err := ss.s.st.TouchWorker(ctx, ss.worker); err != nil {
 			ss.log.Warn("heartbeat", "error", err)
 		}
 	}

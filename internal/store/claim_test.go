@@ -328,3 +328,35 @@ func TestConcurrentCompleteAndClaim(t *testing.T) {
 		}
 	})
 }
+
+// TestTouchWorker: a heartbeat is recorded and tells whether the worker is
+// still marked connected.
+func TestTouchWorker(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+		f.s.SetClock(func() time.Time { return at })
+		connected, err := f.s.TouchWorker(ctx, f.amd64.ID)
+		must(t, err)
+		w, err := f.s.Workers().Get(ctx, f.amd64.ID, nil)
+		must(t, err)
+		if !connected || w.LastSeenAt == nil || !w.LastSeenAt.Equal(at) {
+			t.Fatalf("connected %v, last seen %v", connected, w.LastSeenAt)
+		}
+		must(t, f.s.DisconnectWorker(ctx, f.amd64.ID))
+		if connected, err = f.s.TouchWorker(ctx, f.amd64.ID); err != nil || connected {
+			t.Fatalf("after disconnecting: connected %v, %v", connected, err)
+		}
+		if _, err := f.s.TouchWorker(ctx, 9999); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("unknown worker: %v", err)
+		}
+	})
+}
+
+// touch records a heartbeat of worker id.
+func touch(t *testing.T, s *store.SQL, id int64) {
+	t.Helper()
+	_, err := s.TouchWorker(context.Background(), id)
+	must(t, err)
+}

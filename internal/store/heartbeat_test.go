@@ -75,8 +75,8 @@ func TestHeartbeatRule(t *testing.T) {
 		a, b := f.worker(t, "amd64"), f.worker(t, "arm64")
 		f.claim(t, f.amd64)
 		f.claim(t, f.arm64)
-		must(t, f.s.TouchWorker(ctx, f.amd64.ID))
-		must(t, f.s.TouchWorker(ctx, f.arm64.ID))
+		touch(t, f.s, f.amd64.ID)
+		touch(t, f.s, f.arm64.ID)
 
 		f.requeueLost(t) // just heard from both
 		f.holds(t, f.amd64, a.ID)
@@ -86,7 +86,7 @@ func TestHeartbeatRule(t *testing.T) {
 		f.holds(t, f.amd64, a.ID)
 		f.holds(t, f.arm64, b.ID)
 
-		must(t, f.s.TouchWorker(ctx, f.arm64.ID))
+		touch(t, f.s, f.arm64.ID)
 		*now = now.Add(time.Microsecond)
 		f.requeueLost(t, a.ID) // amd64: a microsecond too long; arm64: just heard
 		got, err := f.s.WorkRequests().Get(ctx, a.ID, nil)
@@ -102,7 +102,7 @@ func TestHeartbeatRule(t *testing.T) {
 		// sending heartbeats
 		for range 10 {
 			*now = now.Add(heartbeatTimeout / 3)
-			must(t, f.s.TouchWorker(ctx, f.arm64.ID))
+			touch(t, f.s, f.arm64.ID)
 			f.requeueLost(t)
 		}
 		f.holds(t, f.arm64, b.ID)
@@ -126,8 +126,8 @@ func TestDisconnectKeepsWorkUntilTheTimeout(t *testing.T) {
 		kept, lost := f.worker(t, "amd64"), f.worker(t, "arm64")
 		f.claim(t, f.amd64)
 		f.claim(t, f.arm64)
-		must(t, f.s.TouchWorker(ctx, f.amd64.ID))
-		must(t, f.s.TouchWorker(ctx, f.arm64.ID))
+		touch(t, f.s, f.amd64.ID)
+		touch(t, f.s, f.arm64.ID)
 		must(t, f.s.DisconnectWorker(ctx, f.amd64.ID))
 		must(t, f.s.DisconnectWorker(ctx, f.arm64.ID))
 

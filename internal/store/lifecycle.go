@@ -363,11 +363,17 @@ func (s *SQL) DisconnectWorker(ctx context.Context, id int64) error {
 	})
 }
 
-// TouchWorker records a heartbeat. It changes no counted label, so it is a
-// single-row update outside the running totals.
-func (s *SQL) TouchWorker(ctx context.Context, id int64) error {
-	_, err := s.db.ExecContext(ctx, "UPDATE workers SET last_seen_at = $1 WHERE id = $2", toMicros(s.now()), id)
-	return err
+// TouchWorker records a heartbeat and says whether the worker is still
+// marked connected (RequeueLostWork, here or on another replica, may have
+// judged it lost meanwhile). It changes no counted label, so it is one
+// statement outside the running totals.
+func (s *SQL) TouchWorker(ctx context.Context, id int64) (connected bool, err error) {
+	err = s.db.QueryRowContext(ctx, "UPDATE workers SET last_seen_at = $1 WHERE id = $2 RETURNING connected_at IS NOT NULL",
+		toMicros(s.now()), id).Scan(&connected)
+	if errors.Is(err, errNoRows) {
+		return false, fmt.Errorf("worker %d: %w", id, ErrNotFound)
+	}
+	return connected, err
 }
 
 // RequeueLostWork finds workers whose last heartbeat is older than timeout,

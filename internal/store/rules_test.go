@@ -35,7 +35,7 @@ func TestLostWorkRetriesThenFails(t *testing.T) {
 			t.Fatalf("amd64 claimed %d, want the amd64 build %d", got.ID, amd.ID)
 		}
 		*now = now.Add(heartbeatTimeout + time.Microsecond)
-		must(t, f.s.TouchWorker(ctx, other.ID))
+		touch(t, f.s, other.ID)
 		f.requeueLost(t, amd.ID) // first loss: back to the queue
 		if got, _ := f.s.WorkRequests().Get(ctx, amd.ID, nil); got.Status != model.StatusPending || got.Retries != 1 {
 			t.Fatalf("after the first loss: %s, %d retries", got.Status, got.Retries)
