@@ -8,7 +8,7 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	prommodel "github.com/prometheus/common/model"
 
+	"github.com/kiln-build/kiln/internal/client"
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -247,7 +248,11 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 	return res, nil
 }
 
-// claimFarm is one database with its kiln server.
+// claimFarm is one database with its kiln server. The benchmark treats
+// the kiln binary as a black box — its server migrates and bootstraps the
+// database, the API creates everything, its own `metrics recount` fixes
+// the totals after the bulk-loaded backlog — so that a baseline binary of
+// another version is measured on the schema and code of its own.
 type claimFarm struct {
 	name    string // build and queue
 	build   string
@@ -257,12 +262,12 @@ type claimFarm struct {
 	kiln    string
 	log     func(string, ...any)
 
-	st        *store.SQL
+	dsn       string
+	api       *client.Client
 	workspace int64
 	tokens    []string
 	server    *exec.Cmd
-	serverOut chan string
-	api       string
+	apiURL    string
 	metrics   string
 	// submitted counts the noops submitted so far; est is the last
 	// measured rate per runner count, to size the next trial's queue.
@@ -270,98 +275,106 @@ type claimFarm struct {
 	est       map[int]float64
 }
 
-// prepare creates the database, bootstraps it, adds the workers and the
-// backlog, and starts the server.
+// prepare creates the database, starts the server on it (which migrates
+// and bootstraps it), creates the workers and the backlog.
 func (f *claimFarm) prepare(ctx context.Context, postgres string, runners int) error {
 	if err := os.MkdirAll(f.dir, 0o750); err != nil {
 		return err
 	}
-	dsn := filepath.Join(f.dir, "kiln.db")
+	f.dsn = filepath.Join(f.dir, "kiln.db")
 	if postgres != "" {
 		var err error
-		if dsn, err = recreateDatabase(ctx, postgres, "kiln_bench_claims_"+f.name); err != nil {
+		if f.dsn, err = recreateDatabase(ctx, postgres, "kiln_bench_claims_"+f.name); err != nil {
 			return err
 		}
 	}
-	st, err := store.Open(ctx, dsn)
-	if err != nil {
+	admin := "kiln_bench_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := f.startServer(ctx, admin); err != nil {
 		return err
 	}
-	f.st = st
-	if _, err := st.Bootstrap(ctx, store.NewSecret(), filepath.Join(f.dir, "files")); err != nil {
+	var err error
+	if f.api, err = client.New(f.apiURL, admin); err != nil {
 		return err
 	}
-	scope := &model.Scope{Name: "bench"}
-	if err := st.Scopes().Create(ctx, scope); err != nil {
+	var scope struct{ ID int64 }
+	if err := f.api.Do(ctx, http.MethodPost, "/api/1.0/scopes/", map[string]any{"name": "bench"}, &scope); err != nil {
 		return err
 	}
-	ws := &model.Workspace{Name: "claims", ScopeID: scope.ID, Public: true}
-	if err := st.Workspaces().Create(ctx, ws); err != nil {
+	mkWorkspace := func(name string) (int64, error) {
+		var ws struct{ ID int64 }
+		err := f.api.Do(ctx, http.MethodPost, "/api/1.0/workspaces/", map[string]any{"name": name, "scope": scope.ID, "public": true}, &ws)
+		return ws.ID, err
+	}
+	if f.workspace, err = mkWorkspace("claims"); err != nil {
 		return err
 	}
-	f.workspace = ws.ID
 	for i := 1; i <= runners; i++ {
-		w := &model.Worker{Name: fmt.Sprintf("bench-runner-%d", i), WorkerType: model.WorkerExternal, Enabled: true}
-		if err := st.Workers().Create(ctx, w); err != nil {
+		var w struct {
+			Token struct{ Secret string }
+		}
+		if err := f.api.Do(ctx, http.MethodPost, "/api/1.0/workers/", map[string]any{"name": fmt.Sprintf("bench-runner-%d", i)}, &w); err != nil {
 			return err
 		}
-		tok, err := st.CreateToken(ctx, model.Token{WorkerID: &w.ID, Enabled: true})
+		f.tokens = append(f.tokens, w.Token.Secret)
+	}
+	if f.backlog > 0 {
+		ws, err := mkWorkspace("backlog")
 		if err != nil {
 			return err
 		}
-		f.tokens = append(f.tokens, tok.Secret)
-	}
-	if f.backlog > 0 {
-		other := &model.Workspace{Name: "backlog", ScopeID: scope.ID, Public: true}
-		if err := st.Workspaces().Create(ctx, other); err != nil {
-			return err
-		}
-		f.log("%s queue: adding %d pending requests for %s", f.name, f.backlog, unmatchedArch)
-		if err := addBacklog(ctx, st, other.ID, f.backlog); err != nil {
+		f.log("%s: adding %d pending requests for %s", f.name, f.backlog, unmatchedArch)
+		if err := f.addBacklog(ctx, ws); err != nil {
 			return err
 		}
 	}
-	return f.startServer(ctx, dsn)
+	return nil
 }
 
-// addBacklog bulk-inserts n pending noop requests for unmatchedArch, older
-// than anything the trials submit, then rebuilds the running totals.
-func addBacklog(ctx context.Context, st *store.SQL, workspace int64, n int) error {
-	created := time.Now().Add(-time.Hour).UnixMicro()
-	data := `{"host_architecture": "` + unmatchedArch + `"}`
+// addBacklog bulk-inserts pending noop requests for unmatchedArch, older
+// than anything the trials submit, then has the farm's kiln rebuild the
+// running totals.
+func (f *claimFarm) addBacklog(ctx context.Context, workspace int64) error {
+	driver, dsn := "pgx", f.dsn
 	q := `INSERT INTO work_requests (task_type, task_name, workspace_id, status, result, data, priority, created_at, step_name, retries, max_retries)
 		SELECT 'Worker', 'noop', $1, 'pending', '', $2, 0, $3::bigint + g, '', 0, 3 FROM generate_series(1, $4::int) AS g`
-	if st.Dialect() == store.SQLite {
+	analyze := "VACUUM ANALYZE work_requests"
+	if !strings.HasPrefix(dsn, "postgres") {
+		driver, dsn = "sqlite", "file:"+dsn+"?_pragma=busy_timeout(10000)"
 		q = `WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < $4)
 		INSERT INTO work_requests (task_type, task_name, workspace_id, status, result, data, priority, created_at, step_name, retries, max_retries)
 		SELECT 'Worker', 'noop', $1, 'pending', '', $2, 0, $3 + g, '', 0, 3 FROM s`
+		analyze = "ANALYZE"
 	}
-	if _, err := st.DB().ExecContext(ctx, q, workspace, data, created, n); err != nil {
-		return fmt.Errorf("adding the backlog: %w", err)
-	}
-	if st.Dialect() == store.Postgres {
-		if _, err := st.DB().ExecContext(ctx, "VACUUM ANALYZE work_requests"); err != nil {
-			return err
-		}
-	} else if _, err := st.DB().ExecContext(ctx, "ANALYZE"); err != nil {
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
 		return err
 	}
-	_, err := st.FixTotals(ctx)
-	return err
+	defer db.Close()
+	created := time.Now().Add(-time.Hour).UnixMicro()
+	if _, err := db.ExecContext(ctx, q, workspace, `{"host_architecture": "`+unmatchedArch+`"}`, created, f.backlog); err != nil {
+		return fmt.Errorf("adding the backlog: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, analyze); err != nil {
+		return err
+	}
+	if out, err := exec.CommandContext(ctx, f.kiln, "metrics", "recount", "--fix", "--database", f.dsn).CombinedOutput(); err != nil {
+		return fmt.Errorf("kiln metrics recount --fix: %v\n%s", err, out)
+	}
+	return nil
 }
 
 var listening = regexp.MustCompile(`^kiln server listening on (\S+)`)
 var internalMetrics = regexp.MustCompile(`^Internal metrics on (\S+)/metrics`)
 
-func (f *claimFarm) startServer(ctx context.Context, dsn string) error {
+func (f *claimFarm) startServer(ctx context.Context, admin string) error {
 	logf, err := os.Create(filepath.Join(f.dir, "server.log"))
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
 	cmd := exec.Command(f.kiln, "server", "--listen", "127.0.0.1:0", "--metrics-server", "127.0.0.1:"+freePort(),
-		"--data-dir", f.dir, "--database", dsn)
-	cmd.Env = cleanEnv()
+		"--data-dir", f.dir, "--database", f.dsn)
+	cmd.Env = append(cleanEnv(), "KILN_BOOTSTRAP_TOKEN="+admin)
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
@@ -384,14 +397,14 @@ func (f *claimFarm) startServer(ctx context.Context, dsn string) error {
 		close(lines)
 	}()
 	timeout := time.After(60 * time.Second)
-	for f.api == "" || f.metrics == "" {
+	for f.apiURL == "" || f.metrics == "" {
 		select {
 		case line, ok := <-lines:
 			if !ok {
 				return fmt.Errorf("the server exited; see %s", logf.Name())
 			}
 			if m := listening.FindStringSubmatch(line); m != nil {
-				f.api = m[1]
+				f.apiURL = m[1]
 			}
 			if m := internalMetrics.FindStringSubmatch(line); m != nil {
 				f.metrics = m[1]
@@ -411,9 +424,6 @@ func (f *claimFarm) close() {
 	}
 	if f.server != nil && f.server.Process != nil {
 		stopProcess(f.server, 15*time.Second)
-	}
-	if f.st != nil {
-		f.st.Close()
 	}
 }
 
@@ -459,7 +469,7 @@ func (f *claimFarm) trial(ctx context.Context, n int, window time.Duration, prof
 	}()
 	runnerMetrics := ""
 	for i := range n {
-		args := []string{"runner", "--server", f.api, "--name", fmt.Sprintf("bench-runner-%d", i+1),
+		args := []string{"runner", "--server", f.apiURL, "--name", fmt.Sprintf("bench-runner-%d", i+1),
 			"--work-dir", filepath.Join(f.dir, fmt.Sprintf("runner-%d", i+1)),
 			"--architectures", benchArch, "--host-architecture", benchArch, "--shutdown-grace", "10s"}
 		if profileDir != "" && i == 0 {
@@ -547,20 +557,20 @@ func (f *claimFarm) trial(ctx context.Context, n int, window time.Duration, prof
 	return t, nil
 }
 
-// submit adds n noop requests through the store, as the API would, from
-// 8 concurrent submitters.
+// submit adds n noop requests through the API, from 8 concurrent
+// clients.
 func (f *claimFarm) submit(ctx context.Context, n int64) error {
 	var next atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
+	body := map[string]any{"task_type": "Worker", "task_name": "noop", "workspace": f.workspace,
+		"task_data": map[string]string{"host_architecture": benchArch}}
 	for range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= n && ctx.Err() == nil {
-				wr := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: f.workspace,
-					Data: json.RawMessage(`{"host_architecture": "` + benchArch + `"}`), MaxRetries: 3}
-				if err := f.st.SubmitWorkRequest(ctx, wr); err != nil {
+				if err := f.api.Do(ctx, http.MethodPost, "/api/1.0/work-requests/", body, nil); err != nil {
 					firstErr.Store(err)
 					return
 				}
@@ -579,10 +589,21 @@ func (f *claimFarm) submit(ctx context.Context, n int64) error {
 func (f *claimFarm) awaitConnected(ctx context.Context, n int) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var c int
-		err := f.st.DB().QueryRowContext(ctx, `SELECT COUNT(*) FROM workers WHERE name IN (`+benchWorkerNames(n)+`) AND connected_at IS NOT NULL`).Scan(&c)
-		if err != nil {
+		var page struct {
+			Results []struct {
+				Name        string     `json:"name"`
+				ConnectedAt *time.Time `json:"connected_at"`
+			} `json:"results"`
+		}
+		if err := f.api.Do(ctx, http.MethodGet, "/api/1.0/workers/?worker_type=external&limit=1000", nil, &page); err != nil {
 			return err
+		}
+		c := 0
+		for _, w := range page.Results {
+			var i int
+			if _, err := fmt.Sscanf(w.Name, "bench-runner-%d", &i); err == nil && i <= n && w.ConnectedAt != nil {
+				c++
+			}
 		}
 		if c == n {
 			return nil
@@ -596,14 +617,6 @@ func (f *claimFarm) awaitConnected(ctx context.Context, n int) error {
 			return ctx.Err()
 		}
 	}
-}
-
-func benchWorkerNames(n int) string {
-	names := make([]string, n)
-	for i := range names {
-		names[i] = fmt.Sprintf("'bench-runner-%d'", i+1)
-	}
-	return strings.Join(names, ", ")
 }
 
 // completed reads, from the server's own metrics, how many Worker
