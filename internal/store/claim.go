@@ -33,7 +33,7 @@ var ErrWorkerBusy = &FieldError{Field: "worker", Message: "the worker already ru
 // rows are locked with FOR UPDATE SKIP LOCKED, so several server processes
 // never hand out the same request; SQLite serialises writers.
 //
-// Matching (SPEC §2b): the task type's worker type is the worker's type;
+// Matching (docs/architecture.md#matching): the task type's worker type is the worker's type;
 // for Worker tasks host_architecture is one of the worker's architectures
 // and the backend is "auto" or one the worker has. A disabled worker gets
 // nothing; a busy one gets ErrWorkerBusy.

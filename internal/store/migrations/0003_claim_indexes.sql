@@ -2,12 +2,13 @@
 -- for through an index, whatever else the queue holds.
 --
 -- host_architecture and backend are the part of a Worker task's data that
--- decides who may run it (SPEC §2b). As generated columns the database
--- derives them from data on every insert and update, and fills them for
--- the rows already there while this migration runs: no code path can
--- forget them. @GENERATED@ is STORED on PostgreSQL (the only kind it has)
--- and VIRTUAL on SQLite (the only kind ALTER TABLE can add there; its
--- index stores the values). Other task types have neither (NULL).
+-- decides who may run it (docs/architecture.md#matching). As generated
+-- columns the database derives them from data on every insert and update,
+-- and fills them for the rows already there while this migration runs: no
+-- code path can forget them. @GENERATED@ is STORED on PostgreSQL (the only
+-- kind it has) and VIRTUAL on SQLite (the only kind ALTER TABLE can add
+-- there; its index stores the values). Other task types have neither
+-- (NULL).
 --
 -- The partial indexes cover pending requests only, in queue order
 -- (priority, then age) after the keys a claim matches on exactly, so a
