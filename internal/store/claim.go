@@ -104,7 +104,7 @@ func (s *SQL) claimFor(ctx context.Context, t *tx, w *model.Worker, running int)
 	// find, lock and take it in one statement (the queue's classic
 	// UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED))
 	n := len(args)
-	wr, _, err := s.requestRow(ctx, t, fmt.Sprintf("UPDATE work_requests SET status = 'running', worker_id = $%d, started_at = $%d WHERE id = (%s) AND status = 'pending' RETURNING ",
+	wr, err := s.requestRow(ctx, t, fmt.Sprintf("UPDATE work_requests SET status = 'running', worker_id = $%d, started_at = $%d WHERE id = (%s) AND status = 'pending' RETURNING ",
 		n+1, n+2, q), append(args, w.ID, toMicros(s.now()))...)
 	if errors.Is(err, errNoRows) {
 		return nil, ErrNoWork
@@ -222,7 +222,7 @@ func (s *SQL) lockWorker(ctx context.Context, t *tx, id int64) (*model.Worker, i
 // locked on PostgreSQL (request first: the rows of one statement are
 // locked in the order of its FROM list), with what requestRow reads of
 // the request and the number of requests the worker runs.
-func (s *SQL) lockHeld(ctx context.Context, t *tx, id, workerID int64) (*model.WorkRequest, bool, *model.Worker, int, error) {
+func (s *SQL) lockHeld(ctx context.Context, t *tx, id, workerID int64) (*model.WorkRequest, *model.Worker, int, error) {
 	var extras requestExtras
 	var w workerRow
 	var running int
@@ -234,22 +234,22 @@ func (s *SQL) lockHeld(ctx context.Context, t *tx, id, workerID int64) (*model.W
 			if err == nil {
 				err = fmt.Errorf("work request %d: %w", id, ErrNotFound)
 			}
-			return nil, false, nil, 0, err
+			return nil, nil, 0, err
 		}
-		return nil, false, nil, 0, fmt.Errorf("worker %d: %w", workerID, ErrNotFound)
+		return nil, nil, 0, fmt.Errorf("worker %d: %w", workerID, ErrNotFound)
 	}
 	if err != nil {
-		return nil, false, nil, 0, fmt.Errorf("read work request %d: %w", id, err)
+		return nil, nil, 0, fmt.Errorf("read work request %d: %w", id, err)
 	}
 	if err := extras.apply(t, wr); err != nil {
-		return nil, false, nil, 0, err
+		return nil, nil, 0, err
 	}
 	wk, err := w.worker()
 	if err != nil {
-		return nil, false, nil, 0, err
+		return nil, nil, 0, err
 	}
 	wk.Busy = running > 0
-	return wr, extras.dependents, wk, running, nil
+	return wr, wk, running, nil
 }
 
 // qualified lists columns, id first, prefixed with their table.
@@ -263,8 +263,7 @@ func qualified(table string, cols []string) string {
 }
 
 // requestCols is the select list of a work request (table work_requests)
-// followed by its scope, its dependencies and whether other requests
-// depend on it (requestExtras).
+// followed by its scope and its dependencies (requestExtras).
 func (s *SQL) requestCols() string {
 	deps := "string_agg(CAST(d.depends_on_id AS TEXT), ',')"
 	if s.dialect == SQLite {
@@ -272,18 +271,16 @@ func (s *SQL) requestCols() string {
 	}
 	return qualified("work_requests", s.defs.workRequests.columns) +
 		", (SELECT scope_id FROM workspaces ws WHERE ws.id = work_requests.workspace_id)" +
-		", (SELECT " + deps + " FROM work_request_dependencies d WHERE d.work_request_id = work_requests.id)" +
-		", EXISTS (SELECT 1 FROM work_request_dependencies d WHERE d.depends_on_id = work_requests.id)"
+		", (SELECT " + deps + " FROM work_request_dependencies d WHERE d.work_request_id = work_requests.id)"
 }
 
 // requestExtras receives what requestCols reads after the columns.
 type requestExtras struct {
-	scope      int64
-	deps       sql.NullString
-	dependents bool
+	scope int64
+	deps  sql.NullString
 }
 
-func (e *requestExtras) dest() []any { return []any{&e.scope, &e.deps, &e.dependents} }
+func (e *requestExtras) dest() []any { return []any{&e.scope, &e.deps} }
 
 // apply sets wr's dependencies and caches its workspace's scope in t for
 // the running totals.
@@ -309,13 +306,13 @@ func (e *requestExtras) apply(t *tx, wr *model.WorkRequest) error {
 // requestRow runs a statement that ends in RETURNING on one work request
 // and reads the request with requestCols: one round trip. It returns
 // errNoRows when the statement changed nothing.
-func (s *SQL) requestRow(ctx context.Context, t *tx, stmt string, args ...any) (*model.WorkRequest, bool, error) {
+func (s *SQL) requestRow(ctx context.Context, t *tx, stmt string, args ...any) (*model.WorkRequest, error) {
 	var extras requestExtras
 	wr, err := scanWorkRequestWith(t.queryRow(ctx, stmt+s.requestCols(), args...), extras.dest()...)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	return wr, extras.dependents, extras.apply(t, wr)
+	return wr, extras.apply(t, wr)
 }
 
 // moved records what a lifecycle step did to a request besides writing
@@ -351,14 +348,15 @@ func (t *tx) busy(ctx context.Context, w *model.Worker, before, after int) error
 // completeHeld completes request id that worker workerID reports on: the
 // hot path of CompleteWorkRequest (complete handles the others), in two
 // statements: lock the request and the worker (lockHeld), update the
-// request. Like every path that locks a request and its worker, it locks
+// request (and settle its dependents, if it has any). Like every path
+// that locks a request and its worker, it locks
 // the request first; claims lock the worker first, but never wait for a
 // request's lock (SKIP LOCKED), so the two cannot deadlock.
 //
 // It returns the completed request and the worker, locked, with the
 // number of requests it still runs.
 func (s *SQL) completeHeld(ctx context.Context, t *tx, id, workerID int64, c Completion) (*model.WorkRequest, *model.Worker, int, error) {
-	old, dependents, w, running, err := s.lockHeld(ctx, t, id, workerID)
+	old, w, running, err := s.lockHeld(ctx, t, id, workerID)
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -378,10 +376,17 @@ func (s *SQL) completeHeld(ctx context.Context, t *tx, id, workerID int64, c Com
 	if len(wr.Output) > 0 {
 		output = string(wr.Output)
 	}
-	if _, err := t.exec(ctx, `UPDATE work_requests SET status = $1, result = $2, started_at = $3, completed_at = $4, statistics = $5,
-		execution_time = $6, output = $7 WHERE id = $8`,
+	// The update also says whether other requests depend on this one. It
+	// must be this statement, not lockHeld, that looks: a dependent whose
+	// submission held the row (submit reads dependencies FOR SHARE) and
+	// made lockHeld wait is visible only to statements that start after
+	// the wait.
+	var dependents bool
+	if err := t.queryRow(ctx, `UPDATE work_requests SET status = $1, result = $2, started_at = $3, completed_at = $4, statistics = $5,
+		execution_time = $6, output = $7 WHERE id = $8
+		RETURNING EXISTS (SELECT 1 FROM work_request_dependencies d WHERE d.depends_on_id = $8)`,
 		string(wr.Status), string(wr.Result), nullMicros(wr.StartedAt), nullMicros(wr.CompletedAt), stats,
-		nullInt(wr.ExecutionTime), output, wr.ID); err != nil {
+		nullInt(wr.ExecutionTime), output, wr.ID).Scan(&dependents); err != nil {
 		return nil, nil, 0, fmt.Errorf("complete work request %d: %w", wr.ID, err)
 	}
 	if err := s.moved(ctx, t, old, &wr); err != nil {

@@ -360,3 +360,54 @@ func touch(t *testing.T, s *store.SQL, id int64) {
 	_, err := s.TouchWorker(context.Background(), id)
 	must(t, err)
 }
+
+// TestDependentSubmittedWhileItsDependencyCompletes races the submission
+// of a dependent with the completion of its dependency: whichever commits
+// first, the dependent must not stay blocked behind a request that
+// succeeded.
+func TestDependentSubmittedWhileItsDependencyCompletes(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		for i := range 40 {
+			dep := f.worker(t, "amd64")
+			got, err := f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+			must(t, err)
+			if got.ID != dep.ID {
+				t.Fatalf("claimed %d, want %d", got.ID, dep.ID)
+			}
+			dependent := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: f.ws.ID,
+				Data: json.RawMessage(`{"host_architecture": "arm64"}`), Dependencies: []int64{dep.ID}, MaxRetries: 1}
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				if err := f.s.SubmitWorkRequest(ctx, dependent); err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Go(func() {
+				if i%2 == 0 {
+					_, err = f.s.CompleteWorkRequest(ctx, dep.ID, f.amd64.ID, store.Completion{Result: model.ResultSuccess})
+				} else {
+					_, _, err = f.s.CompleteAndClaim(ctx, dep.ID, f.amd64.ID, store.Completion{Result: model.ResultSuccess})
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			got, err = f.s.WorkRequests().Get(ctx, dependent.ID, nil)
+			must(t, err)
+			if got.Status != model.StatusPending {
+				t.Fatalf("round %d: the dependent of a request that succeeded is %s", i, got.Status)
+			}
+			// the arm64 worker runs it, so that the next round starts idle
+			got, err = f.s.ClaimWorkRequest(ctx, f.arm64.ID)
+			must(t, err)
+			_, err = f.s.CompleteWorkRequest(ctx, got.ID, f.arm64.ID, store.Completion{Result: model.ResultSuccess})
+			must(t, err)
+		}
+	})
+}

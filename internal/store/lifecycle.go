@@ -34,9 +34,19 @@ func (s *SQL) submit(ctx context.Context, t *tx, wr *model.WorkRequest) error {
 		now := fromMicros(toMicros(s.now()))
 		wr.Status, wr.StartedAt = model.StatusRunning, &now
 	}
+	// A dependency's row is read locked (PostgreSQL: FOR SHARE), so that a
+	// completion running meanwhile either commits first and is seen here,
+	// or waits for this insert and then finds the new dependent when it
+	// settles its dependents; unlocked, both could miss each other and
+	// leave the request blocked behind one that finished. SQLite has one
+	// writer.
+	share := ""
+	if s.dialect == Postgres {
+		share = " FOR SHARE"
+	}
 	for _, d := range wr.Dependencies {
 		var status, result string
-		err := t.queryRow(ctx, "SELECT status, result FROM work_requests WHERE id = $1", d).Scan(&status, &result)
+		err := t.queryRow(ctx, "SELECT status, result FROM work_requests WHERE id = $1"+share, d).Scan(&status, &result)
 		if err != nil {
 			break // checkWorkRequest names the missing dependency
 		}
