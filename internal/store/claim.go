@@ -374,6 +374,9 @@ func (s *SQL) completeHeld(ctx context.Context, t *tx, id, workerID int64, c Com
 		stats = string(b)
 	}
 	if len(wr.Output) > 0 {
+		if err := checkText("output", jsonDoc(wr.Output)); err != nil {
+			return nil, nil, 0, err
+		}
 		output = string(wr.Output)
 	}
 	// The update also says whether other requests depend on this one. It
