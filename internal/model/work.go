@@ -163,8 +163,9 @@ func WorkerTypeFor(t TaskType) WorkerType {
 }
 
 // Worker is a runner known to the server. It is connected while its
-// connection lives (ConnectedAt set) and busy while it holds a running work
-// request.
+// connection lives (ConnectedAt set) and busy while it holds at least one
+// running work request: a runner that runs several at once (its
+// Metadata.Capacity) is busy with one as with all of them.
 type Worker struct {
 	ID          int64          `json:"id"`
 	Name        string         `json:"name"`
@@ -186,7 +187,32 @@ type WorkerMetadata struct {
 	Backends         []string `json:"system:backends"`
 	CPUCount         int      `json:"system:cpu_count"`
 	TotalMemory      int64    `json:"system:total_memory"`
-	Version          string   `json:"kiln:version,omitempty"`
+	// Concurrent is how many work requests the worker runs at once (the
+	// runner's --concurrent); 0, from a runner that does not say, means
+	// one. Claims give a worker requests up to it (Capacity), and worker
+	// pools read it to know how much backlog an instance absorbs.
+	Concurrent int    `json:"system:concurrent,omitempty"`
+	Version    string `json:"kiln:version,omitempty"`
+}
+
+// MaxConcurrent bounds WorkerMetadata.Concurrent: a runner that asked for
+// more would take a large part of the queue on the word of one process.
+const MaxConcurrent = 256
+
+// Capacity is how many running work requests the worker may hold at once:
+// Concurrent, at least one, at most MaxConcurrent.
+func (m WorkerMetadata) Capacity() int {
+	return min(max(m.Concurrent, 1), MaxConcurrent)
+}
+
+// CheckConcurrent refuses a capacity outside 1..MaxConcurrent, naming the
+// setting: field is how the caller calls it (--concurrent,
+// system:concurrent).
+func CheckConcurrent(field string, n int) error {
+	if n < 1 || n > MaxConcurrent {
+		return fmt.Errorf("%s: %d is not a number of tasks to run at once: use 1 to %d", field, n, MaxConcurrent)
+	}
+	return nil
 }
 
 // WorkerPool is a set of workers that kiln starts and stops on demand; the

@@ -247,7 +247,7 @@ func (ss *session) handle(env *protocol.Envelope) error {
 // the runner was out of touch).
 func (ss *session) heartbeat(hb protocol.Heartbeat) {
 	ctx := ss.ctx
-	connected, err := ss.s.st.TouchWorker(ctx, ss.worker)
+	connected, _, err := ss.s.st.TouchWorker(ctx, ss.worker)
 	switch {
 	case err != nil:
 		ss.log.Warn("heartbeat", "error", err)

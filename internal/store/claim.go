@@ -25,8 +25,9 @@ import (
 var ErrNoWork = errors.New("no matching work request")
 
 // ErrWorkerBusy is returned by ClaimWorkRequest for a worker that already
-// runs a request: one that says it is idle holds a stale assignment.
-var ErrWorkerBusy = &FieldError{Field: "worker", Message: "the worker already runs a work request", Kind: Conflict}
+// runs as many requests as its capacity (model.WorkerMetadata.Capacity): a
+// runner that asks for more than that holds a stale assignment.
+var ErrWorkerBusy = &FieldError{Field: "worker", Message: "the worker already runs as many work requests as it may at once", Kind: Conflict}
 
 // ClaimWorkRequest hands the oldest, highest-priority pending request that
 // the worker can run to it, in one transaction. On PostgreSQL the candidate
@@ -36,13 +37,23 @@ var ErrWorkerBusy = &FieldError{Field: "worker", Message: "the worker already ru
 // Matching (docs/architecture.md#matching): the task type's worker type is the worker's type;
 // for Worker tasks host_architecture is one of the worker's architectures
 // and the backend is "auto" or one the worker has. A disabled worker gets
-// nothing; a busy one gets ErrWorkerBusy.
+// nothing; one that runs as many requests as its capacity (the runner's
+// concurrent setting, model.WorkerMetadata.Capacity) gets ErrWorkerBusy.
+// A worker never holds more than its capacity, whoever claims for it.
 //
 // With CompleteWorkRequest it is one of the two transactions every
 // request goes through, so it takes two statements besides the
 // transaction's own and the running totals': lock the worker and count
 // what it runs; find, lock and update the request, returning everything
 // the caller and the running totals need.
+//
+// The count that decides — the capacity check and the worker's busy
+// label — is read by the second statement, after the worker's lock is
+// held. Every transaction that starts or ends a request on a worker
+// holds that lock (claims, completions, requeues, aborts), so on
+// PostgreSQL, whose READ COMMITTED snapshot is taken per statement, the
+// count includes all of them; the first statement's count, whose snapshot
+// may predate a wait for the lock, only spares a full worker the second.
 func (s *SQL) ClaimWorkRequest(ctx context.Context, workerID int64) (*model.WorkRequest, error) {
 	var out *model.WorkRequest
 	err := s.inTx(ctx, func(t *tx) error {
@@ -89,12 +100,13 @@ func (s *SQL) claim(ctx context.Context, t *tx, workerID int64) (*model.WorkRequ
 }
 
 // claimFor claims for worker w, locked by this transaction and running
-// that many requests.
+// that many requests as far as the statement that locked it could see.
 func (s *SQL) claimFor(ctx context.Context, t *tx, w *model.Worker, running int) (*model.WorkRequest, error) {
 	if !w.Enabled {
 		return nil, conflict("worker", "worker %q is not enabled yet: an admin must enable it", w.Name)
 	}
-	if running > 0 {
+	capacity := w.Metadata.Capacity()
+	if running >= capacity {
 		return nil, ErrWorkerBusy
 	}
 	q, args := s.nextRequestQuery(w)
@@ -102,10 +114,12 @@ func (s *SQL) claimFor(ctx context.Context, t *tx, w *model.Worker, running int)
 		return nil, ErrNoWork
 	}
 	// find, lock and take it in one statement (the queue's classic
-	// UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED))
+	// UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)), as long as
+	// the worker has room, and count what else it runs
 	n := len(args)
-	wr, err := s.requestRow(ctx, t, fmt.Sprintf("UPDATE work_requests SET status = 'running', worker_id = $%d, started_at = $%d WHERE id = (%s) AND status = 'pending' RETURNING ",
-		n+1, n+2, q), append(args, w.ID, toMicros(s.now()))...)
+	var others int
+	wr, err := s.requestRowWith(ctx, t, fmt.Sprintf("UPDATE work_requests SET status = 'running', worker_id = $%d, started_at = $%d WHERE id = (%s) AND status = 'pending' AND %s < $%d RETURNING ",
+		n+1, n+2, q, runningOf(fmt.Sprintf("$%d", n+1)), n+3), ", "+othersRunning, []any{&others}, append(args, w.ID, toMicros(s.now()), capacity)...)
 	if errors.Is(err, errNoRows) {
 		return nil, ErrNoWork
 	}
@@ -117,7 +131,7 @@ func (s *SQL) claimFor(ctx context.Context, t *tx, w *model.Worker, running int)
 	if err := s.moved(ctx, t, &was, wr); err != nil {
 		return nil, err
 	}
-	return wr, t.busy(ctx, w, running, running+1)
+	return wr, t.busy(ctx, w, others, others+1)
 }
 
 // nextRequestQuery is the query that finds (and, on PostgreSQL, locks
@@ -202,8 +216,23 @@ func uniq(ss []string) []string {
 // runningCount counts the requests the worker of the query runs.
 const runningCount = "(SELECT COUNT(*) FROM work_requests r WHERE r.worker_id = workers.id AND r.status = 'running')"
 
+// runningOf counts the requests worker (an expression) runs.
+func runningOf(worker string) string {
+	return "(SELECT COUNT(*) FROM work_requests r WHERE r.worker_id = " + worker + " AND r.status = 'running')"
+}
+
+// othersRunning, in the RETURNING list of a statement that moves one
+// request of a worker into or out of running, counts the other requests
+// that worker runs. Leaving the moved row out makes it the same on both
+// databases: a subquery of PostgreSQL's RETURNING sees the table as it
+// was before the statement, SQLite's as it is after.
+const othersRunning = "(SELECT COUNT(*) FROM work_requests r WHERE r.worker_id = work_requests.worker_id AND r.status = 'running' AND r.id <> work_requests.id)"
+
 // lockWorker reads worker id, locked on PostgreSQL until the transaction
-// ends, with the number of requests it runs: one round trip.
+// ends, with the number of requests it runs: one round trip. The count
+// comes from the statement's snapshot, which on PostgreSQL may predate the
+// wait for the lock: it may still include a request a transaction that
+// held the lock has finished meanwhile (see ClaimWorkRequest).
 func (s *SQL) lockWorker(ctx context.Context, t *tx, id int64) (*model.Worker, int, error) {
 	var running int
 	w, err := scanWorker(t.queryRow(ctx, "SELECT "+qualified("workers", s.defs.workers.columns)+", "+runningCount+
@@ -221,35 +250,34 @@ func (s *SQL) lockWorker(ctx context.Context, t *tx, id int64) (*model.Worker, i
 // lockHeld reads request id and worker workerID in one statement, both
 // locked on PostgreSQL (request first: the rows of one statement are
 // locked in the order of its FROM list), with what requestRow reads of
-// the request and the number of requests the worker runs.
-func (s *SQL) lockHeld(ctx context.Context, t *tx, id, workerID int64) (*model.WorkRequest, *model.Worker, int, error) {
+// the request. What the worker runs is counted by the statement that
+// completes the request, once the lock is held (see ClaimWorkRequest).
+func (s *SQL) lockHeld(ctx context.Context, t *tx, id, workerID int64) (*model.WorkRequest, *model.Worker, error) {
 	var extras requestExtras
 	var w workerRow
-	var running int
-	q := "SELECT " + s.requestCols() + ", " + qualified("workers", s.defs.workers.columns) + ", " + runningCount +
+	q := "SELECT " + s.requestCols() + ", " + qualified("workers", s.defs.workers.columns) +
 		" FROM work_requests, workers WHERE work_requests.id = $1 AND workers.id = $2" + t.forUpdate()
-	wr, err := scanWorkRequestWith(t.queryRow(ctx, q, id, workerID), append(append(extras.dest(), w.dest()...), &running)...)
+	wr, err := scanWorkRequestWith(t.queryRow(ctx, q, id, workerID), append(extras.dest(), w.dest()...)...)
 	if errors.Is(err, errNoRows) {
 		if ok, err := t.exists(ctx, "SELECT 1 FROM work_requests WHERE id = $1", id); err != nil || !ok {
 			if err == nil {
 				err = fmt.Errorf("work request %d: %w", id, ErrNotFound)
 			}
-			return nil, nil, 0, err
+			return nil, nil, err
 		}
-		return nil, nil, 0, fmt.Errorf("worker %d: %w", workerID, ErrNotFound)
+		return nil, nil, fmt.Errorf("worker %d: %w", workerID, ErrNotFound)
 	}
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("read work request %d: %w", id, err)
+		return nil, nil, fmt.Errorf("read work request %d: %w", id, err)
 	}
 	if err := extras.apply(t, wr); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
 	wk, err := w.worker()
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
-	wk.Busy = running > 0
-	return wr, wk, running, nil
+	return wr, wk, nil
 }
 
 // qualified lists columns, id first, prefixed with their table.
@@ -307,8 +335,14 @@ func (e *requestExtras) apply(t *tx, wr *model.WorkRequest) error {
 // and reads the request with requestCols: one round trip. It returns
 // errNoRows when the statement changed nothing.
 func (s *SQL) requestRow(ctx context.Context, t *tx, stmt string, args ...any) (*model.WorkRequest, error) {
+	return s.requestRowWith(ctx, t, stmt, "", nil, args...)
+}
+
+// requestRowWith is requestRow for a statement whose RETURNING list goes
+// on after requestCols with the columns of more (", …"), read into dest.
+func (s *SQL) requestRowWith(ctx context.Context, t *tx, stmt, more string, dest []any, args ...any) (*model.WorkRequest, error) {
 	var extras requestExtras
-	wr, err := scanWorkRequestWith(t.queryRow(ctx, stmt+s.requestCols(), args...), extras.dest()...)
+	wr, err := scanWorkRequestWith(t.queryRow(ctx, stmt+s.requestCols()+more, args...), append(extras.dest(), dest...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -348,15 +382,15 @@ func (t *tx) busy(ctx context.Context, w *model.Worker, before, after int) error
 // completeHeld completes request id that worker workerID reports on: the
 // hot path of CompleteWorkRequest (complete handles the others), in two
 // statements: lock the request and the worker (lockHeld), update the
-// request (and settle its dependents, if it has any). Like every path
-// that locks a request and its worker, it locks
-// the request first; claims lock the worker first, but never wait for a
-// request's lock (SKIP LOCKED), so the two cannot deadlock.
+// request, counting what else the worker runs (and settle its dependents,
+// if it has any). Like every path that locks a request and its worker, it
+// locks the request first; claims lock the worker first, but never wait
+// for a request's lock (SKIP LOCKED), so the two cannot deadlock.
 //
 // It returns the completed request and the worker, locked, with the
 // number of requests it still runs.
 func (s *SQL) completeHeld(ctx context.Context, t *tx, id, workerID int64, c Completion) (*model.WorkRequest, *model.Worker, int, error) {
-	old, w, running, err := s.lockHeld(ctx, t, id, workerID)
+	old, w, err := s.lockHeld(ctx, t, id, workerID)
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -379,30 +413,49 @@ func (s *SQL) completeHeld(ctx context.Context, t *tx, id, workerID int64, c Com
 		}
 		output = string(wr.Output)
 	}
-	// The update also says whether other requests depend on this one. It
-	// must be this statement, not lockHeld, that looks: a dependent whose
-	// submission held the row (submit reads dependencies FOR SHARE) and
-	// made lockHeld wait is visible only to statements that start after
+	// The update also says whether other requests depend on this one, and
+	// how many other requests the worker runs (the worker_id the count
+	// follows is the worker's, which the request keeps once completed).
+	// It must be this statement, not lockHeld, that looks: a dependent
+	// whose submission held the row (submit reads dependencies FOR SHARE),
+	// or a claim or completion of the same worker that held its lock, made
+	// lockHeld wait, and is visible only to statements that start after
 	// the wait.
 	var dependents bool
+	var others int
 	if err := t.queryRow(ctx, `UPDATE work_requests SET status = $1, result = $2, started_at = $3, completed_at = $4, statistics = $5,
 		execution_time = $6, output = $7 WHERE id = $8
-		RETURNING EXISTS (SELECT 1 FROM work_request_dependencies d WHERE d.depends_on_id = $8)`,
+		RETURNING EXISTS (SELECT 1 FROM work_request_dependencies d WHERE d.depends_on_id = $8), `+othersRunning,
 		string(wr.Status), string(wr.Result), nullMicros(wr.StartedAt), nullMicros(wr.CompletedAt), stats,
-		nullInt(wr.ExecutionTime), output, wr.ID).Scan(&dependents); err != nil {
+		nullInt(wr.ExecutionTime), output, wr.ID).Scan(&dependents, &others); err != nil {
 		return nil, nil, 0, fmt.Errorf("complete work request %d: %w", wr.ID, err)
 	}
 	if err := s.moved(ctx, t, old, &wr); err != nil {
 		return nil, nil, 0, err
 	}
-	if err := t.busy(ctx, w, running, running-1); err != nil {
+	if err := t.busy(ctx, w, others+1, others); err != nil {
 		return nil, nil, 0, err
 	}
-	w.Busy = running-1 > 0
+	w.Busy = others > 0
 	if dependents {
 		if err := s.settleDependents(ctx, t, &wr); err != nil {
 			return nil, nil, 0, err
 		}
 	}
-	return &wr, w, running - 1, s.settleParent(ctx, t, &wr)
+	return &wr, w, others, s.settleParent(ctx, t, &wr)
+}
+
+// lockWorkerRow locks worker id's row on PostgreSQL until the transaction
+// ends, so that what the worker runs can be counted exactly by the
+// statements after it (SQLite's transactions hold the write lock already).
+func (t *tx) lockWorkerRow(ctx context.Context, id int64) error {
+	if t.s.dialect != Postgres {
+		return nil
+	}
+	var one int
+	err := t.queryRow(ctx, "SELECT 1 FROM workers WHERE id = $1 FOR UPDATE", id).Scan(&one)
+	if errors.Is(err, errNoRows) {
+		return fmt.Errorf("worker %d: %w", id, ErrNotFound)
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -329,26 +330,40 @@ func TestConcurrentCompleteAndClaim(t *testing.T) {
 	})
 }
 
-// TestTouchWorker: a heartbeat is recorded and tells whether the worker is
-// still marked connected.
+// TestTouchWorker: a heartbeat is recorded, tells whether the worker is
+// still marked connected and lists what it runs.
 func TestTouchWorker(t *testing.T) {
 	ctx := context.Background()
 	testdb.Each(t, func(t *testing.T, dsn string) {
 		f := newFarm(t, dsn)
 		at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 		f.s.SetClock(func() time.Time { return at })
-		connected, err := f.s.TouchWorker(ctx, f.amd64.ID)
+		connected, running, err := f.s.TouchWorker(ctx, f.amd64.ID)
 		must(t, err)
 		w, err := f.s.Workers().Get(ctx, f.amd64.ID, nil)
 		must(t, err)
-		if !connected || w.LastSeenAt == nil || !w.LastSeenAt.Equal(at) {
-			t.Fatalf("connected %v, last seen %v", connected, w.LastSeenAt)
+		if !connected || running != nil || w.LastSeenAt == nil || !w.LastSeenAt.Equal(at) {
+			t.Fatalf("connected %v, running %v, last seen %v", connected, running, w.LastSeenAt)
+		}
+		_, _, err = f.s.ConnectWorker(ctx, f.amd64.ID, model.WorkerMetadata{Architectures: []string{"amd64"}, Concurrent: 3})
+		must(t, err)
+		var ids []int64
+		for range 3 {
+			f.worker(t, "amd64")
+			wr, err := f.s.ClaimWorkRequest(ctx, f.amd64.ID)
+			must(t, err)
+			ids = append(ids, wr.ID)
+		}
+		_, err = f.s.CompleteWorkRequest(ctx, ids[1], f.amd64.ID, store.Completion{Result: model.ResultSuccess})
+		must(t, err)
+		if _, running, err = f.s.TouchWorker(ctx, f.amd64.ID); err != nil || !slices.Equal(running, []int64{ids[0], ids[2]}) {
+			t.Fatalf("running %v (%v), want %v", running, err, []int64{ids[0], ids[2]})
 		}
 		must(t, f.s.DisconnectWorker(ctx, f.amd64.ID))
-		if connected, err = f.s.TouchWorker(ctx, f.amd64.ID); err != nil || connected {
+		if connected, _, err = f.s.TouchWorker(ctx, f.amd64.ID); err != nil || connected {
 			t.Fatalf("after disconnecting: connected %v, %v", connected, err)
 		}
-		if _, err := f.s.TouchWorker(ctx, 9999); !errors.Is(err, store.ErrNotFound) {
+		if _, _, err := f.s.TouchWorker(ctx, 9999); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("unknown worker: %v", err)
 		}
 	})
@@ -357,7 +372,7 @@ func TestTouchWorker(t *testing.T) {
 // touch records a heartbeat of worker id.
 func touch(t *testing.T, s *store.SQL, id int64) {
 	t.Helper()
-	_, err := s.TouchWorker(context.Background(), id)
+	_, _, err := s.TouchWorker(context.Background(), id)
 	must(t, err)
 }
 

@@ -2,9 +2,13 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kiln-build/kiln/internal/model"
@@ -326,8 +330,11 @@ func (s *SQL) RequeueWorkRequest(ctx context.Context, id, workerID int64, why st
 
 // ConnectWorker marks a worker connected and records its metadata. A worker
 // that connects while the server still thinks it runs something has
-// restarted: that request is requeued, not lost — unless the worker lists
-// it in keep, saying it still runs it across a reconnection.
+// restarted: those requests are requeued, not lost — except the ones the
+// worker lists in keep, saying it still runs them across a reconnection.
+// The requests it keeps count against the capacity its new metadata
+// gives it; a worker that comes back with a smaller capacity than it
+// holds runs them out and gets no more until it has room.
 func (s *SQL) ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata, keep ...int64) (*model.Worker, []int64, error) {
 	var out *model.Worker
 	var requeued []int64
@@ -336,7 +343,7 @@ func (s *SQL) ConnectWorker(ctx context.Context, id int64, meta model.WorkerMeta
 		kept[k] = true
 	}
 	err := s.inTx(ctx, func(t *tx) error {
-		stale, err := t.ids(ctx, "SELECT id FROM work_requests WHERE worker_id = $1 AND status = 'running' ORDER BY id", id)
+		stale, err := t.ids(ctx, "SELECT id FROM work_requests WHERE worker_id = $1 AND status = 'running' ORDER BY id"+t.forUpdate(), id)
 		if err != nil {
 			return err
 		}
@@ -373,17 +380,36 @@ func (s *SQL) DisconnectWorker(ctx context.Context, id int64) error {
 	})
 }
 
-// TouchWorker records a heartbeat and says whether the worker is still
+// TouchWorker records a heartbeat, says whether the worker is still
 // marked connected (RequeueLostWork, here or on another replica, may have
-// judged it lost meanwhile). It changes no counted label, so it is one
-// statement outside the running totals.
-func (s *SQL) TouchWorker(ctx context.Context, id int64) (connected bool, err error) {
-	err = s.db.QueryRowContext(ctx, "UPDATE workers SET last_seen_at = $1 WHERE id = $2 RETURNING connected_at IS NOT NULL",
-		toMicros(s.now()), id).Scan(&connected)
-	if errors.Is(err, errNoRows) {
-		return false, fmt.Errorf("worker %d: %w", id, ErrNotFound)
+// judged it lost meanwhile) and lists the requests it runs, in id order,
+// so that its session can tell the runner to stop those it no longer
+// holds. It changes no counted label, so it is one statement outside the
+// running totals.
+func (s *SQL) TouchWorker(ctx context.Context, id int64) (connected bool, running []int64, err error) {
+	ids := "string_agg(CAST(r.id AS TEXT), ',')"
+	if s.dialect == SQLite {
+		ids = "group_concat(r.id)"
 	}
-	return connected, err
+	var list sql.NullString
+	err = s.db.QueryRowContext(ctx, "UPDATE workers SET last_seen_at = $1 WHERE id = $2 RETURNING connected_at IS NOT NULL, "+
+		"(SELECT "+ids+" FROM work_requests r WHERE r.worker_id = $2 AND r.status = 'running')",
+		toMicros(s.now()), id).Scan(&connected, &list)
+	if errors.Is(err, errNoRows) {
+		return false, nil, fmt.Errorf("worker %d: %w", id, ErrNotFound)
+	}
+	if err != nil || !list.Valid {
+		return connected, nil, err
+	}
+	for _, f := range strings.Split(list.String, ",") {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return connected, nil, fmt.Errorf("worker %d running requests: %w", id, err)
+		}
+		running = append(running, n)
+	}
+	slices.Sort(running)
+	return connected, running, nil
 }
 
 // RequeueLostWork finds workers whose last heartbeat is older than timeout,
@@ -400,7 +426,9 @@ func (s *SQL) RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int
 			return err
 		}
 		for _, w := range lost {
-			wrs, err := t.ids(ctx, "SELECT id FROM work_requests WHERE worker_id = $1 AND status = 'running' ORDER BY id", w)
+			// every request of the worker locked before the worker (as
+			// each requeue locks it): the order completions lock them in
+			wrs, err := t.ids(ctx, "SELECT id FROM work_requests WHERE worker_id = $1 AND status = 'running' ORDER BY id"+t.forUpdate(), w)
 			if err != nil {
 				return err
 			}

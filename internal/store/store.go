@@ -182,7 +182,7 @@ type Store interface {
 	ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata, keep ...int64) (*model.Worker, []int64, error)
 	RequeueWorkRequest(ctx context.Context, id, workerID int64, why string) (*model.WorkRequest, error)
 	DisconnectWorker(ctx context.Context, id int64) error
-	TouchWorker(ctx context.Context, id int64) (connected bool, err error)
+	TouchWorker(ctx context.Context, id int64) (connected bool, running []int64, err error)
 	RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int64, error)
 
 	// Artifacts and the content of their files (artifacts.go).

@@ -307,6 +307,13 @@ func afterWorkRequestWrite(ctx context.Context, t *tx, old, o *model.WorkRequest
 		if was == is {
 			continue
 		}
+		// the worker's lock first, then the count in a statement of its
+		// own: a worker may run several requests, and the transactions
+		// that start or end another one hold that lock (see
+		// ClaimWorkRequest)
+		if err := t.lockWorkerRow(ctx, worker); err != nil {
+			return err
+		}
 		others, err := t.exists(ctx, "SELECT 1 FROM work_requests WHERE worker_id = $1 AND status = 'running' AND id <> $2 LIMIT 1", worker, id)
 		if err != nil {
 			return err
