@@ -27,7 +27,10 @@
 //
 // How work moves:
 //   - A connected, enabled runner that says it is ready gets the next
-//     request it can run (ClaimWorkRequest); while none matches it waits
+//     request it can run (ClaimWorkRequest), and as many more as it asks
+//     for up to its capacity (the runner's concurrent setting, reported as
+//     system:concurrent; the store refuses claims beyond it, so no state
+//     of a session can make a runner hold more); while none matches it waits
 //     until a request that runners run becomes pending in this process
 //     (the store's OnPending hook: a submission, a retry, a requeue, a
 //     completion that unblocks dependents) or ClaimInterval passes,
@@ -36,8 +39,9 @@
 //     wait the same way for their own task types only: a completion that
 //     makes nothing pending, the common case, wakes no one.
 //   - A runner that stops sending heartbeats for HeartbeatTimeout loses its
-//     request: RequeueLostWork puts it back to pending (or fails it after
-//     max_retries), and whoever completes it is the only one allowed to.
+//     requests: RequeueLostWork puts them back to pending (or fails them
+//     after max_retries), and whoever completes one is the only one allowed
+//     to.
 //   - Wait requests become running when they turn pending, due after
 //     their delay (due_at), and complete when it has passed; the loop
 //     reads both through indexes and sleeps until the next one is due.

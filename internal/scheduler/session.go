@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,7 +26,11 @@ const writeTimeout = 10 * time.Second
 // chunks far below it.
 const MaxMessage = 1 << 20
 
-// session is the server's side of one runner connection.
+// session is the server's side of one runner connection. It keeps, per
+// request, what it knows of the runner's: the requests the runner holds
+// (handed out in this session, or kept across a reconnection) and how many
+// more it asked for. A runner holds up to its capacity (system:concurrent)
+// at once; the store refuses claims beyond it, whatever this state says.
 type session struct {
 	s      *Scheduler
 	conn   *websocket.Conn
@@ -36,24 +41,38 @@ type session struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	meta   model.WorkerMetadata
+	// capacity is how many requests the runner may hold at once.
+	capacity int
+	// slotFreed wakes a claimer that found the runner full when one of
+	// its requests ends.
+	slotFreed wake
+
+	// claimMu orders the session's claims with what must see their
+	// outcome whole: the check for stale assignments (requests assigned
+	// to the worker that the session does not know of) and a reconnection
+	// that requeues what the runner does not hold. A claim's request joins
+	// held before the lock is released.
+	claimMu sync.Mutex
 
 	mu       sync.Mutex
-	current  int64 // the request the runner holds, as far as we know
-	claiming bool
-	warned   bool // "not enabled" logged once per session
+	held     map[int64]bool // the requests the runner holds, as far as we know
+	want     int            // tasks the runner asked for and has not been sent
+	claiming bool           // a claimer goroutine runs
+	warned   bool           // "not enabled" logged once per session
 }
 
 // ServeRunner speaks the runner protocol (package protocol) with one
 // runner, authenticated as worker w, until the connection drops, the runner
 // stays silent for three heartbeat intervals, ctx ends or the scheduler is
 // closed. The worker is marked connected after hello and disconnected when
-// the session ends; its running request stays assigned until the heartbeat
-// timeout, so that a runner that reconnects quickly can still report it.
+// the session ends; its running requests stay assigned until the heartbeat
+// timeout, so that a runner that reconnects quickly keeps all it still
+// runs and can report them.
 func (s *Scheduler) ServeRunner(ctx context.Context, conn *websocket.Conn, w *model.Worker) {
 	conn.SetReadLimit(MaxMessage)
 	ctx, cancel := context.WithCancel(ctx)
 	ss := &session{s: s, conn: conn, worker: w.ID, name: w.Name, ctx: ctx, cancel: cancel, done: make(chan struct{}),
-		log: s.log.With("worker", w.Name)}
+		log: s.log.With("worker", w.Name), held: map[int64]bool{}}
 	defer close(ss.done)
 	defer cancel()
 
@@ -84,21 +103,22 @@ func (s *Scheduler) ServeRunner(ctx context.Context, conn *websocket.Conn, w *mo
 		}
 		ss.log.Info("runner disconnected")
 	}()
-	ss.meta = hello.Metadata
+	ss.meta, ss.capacity = hello.Metadata, hello.Metadata.Capacity()
 	if len(requeued) > 0 {
 		ss.log.Info("requeued requests the runner no longer runs", "work_requests", requeued)
 	}
+	// every request the runner still runs and still holds stays its own
 	keep := ss.kept(hello.Running)
-	if len(keep) > 0 {
-		ss.current = keep[0]
+	for _, id := range keep {
+		ss.held[id] = true
 	}
 	if err := ss.send(protocol.TypeWelcome, protocol.Welcome{WorkerID: worker.ID, Name: worker.Name, Enabled: worker.Enabled,
 		HeartbeatMillis: s.HeartbeatInterval().Milliseconds(), Keep: keep,
-		Features: []string{protocol.FeatureReadyWithResult}}); err != nil {
+		Features: []string{protocol.FeatureReadyWithResult, protocol.FeatureConcurrent}}); err != nil {
 		return
 	}
 	ss.log.Info("runner connected", "architectures", hello.Metadata.Architectures, "backends", hello.Metadata.Backends,
-		"enabled", worker.Enabled, "resumed", keep)
+		"concurrent", ss.capacity, "enabled", worker.Enabled, "resumed", keep)
 	s.metrics.runners.Inc()
 	defer s.metrics.runners.Dec()
 
@@ -137,6 +157,11 @@ func (ss *session) readHello() (*protocol.Hello, error) {
 	}
 	if len(h.Metadata.Architectures) == 0 {
 		return nil, errors.New("hello: the runner reported no architectures")
+	}
+	if n := h.Metadata.Concurrent; n != 0 {
+		if err := model.CheckConcurrent("hello: system:concurrent", n); err != nil {
+			return nil, err
+		}
 	}
 	return &h, nil
 }
@@ -215,7 +240,17 @@ func (ss *session) handle(env *protocol.Envelope) error {
 		}
 		ss.heartbeat(hb)
 	case protocol.TypeReady:
-		ss.ready()
+		var r *protocol.Ready
+		if len(env.Body) > 0 {
+			r = &protocol.Ready{}
+			if err := env.Decode(r); err != nil {
+				return err
+			}
+			if r.Slots < 1 {
+				return fmt.Errorf("ready: slots is %d: ask for at least one task", r.Slots)
+			}
+		}
+		ss.ready(r)
 	case protocol.TypeLog:
 		var l protocol.Log
 		if err := env.Decode(&l); err != nil {
@@ -243,79 +278,133 @@ func (ss *session) handle(env *protocol.Envelope) error {
 }
 
 // heartbeat records that the runner lives, answers it, and tells the
-// runner to stop a request it no longer holds (aborted, or requeued while
-// the runner was out of touch).
+// runner to stop the requests it runs but no longer holds (aborted, or
+// requeued while the runner was out of touch), all read in the one
+// statement that records the heartbeat.
 func (ss *session) heartbeat(hb protocol.Heartbeat) {
 	ctx := ss.ctx
-	connected, _, err := ss.s.st.TouchWorker(ctx, ss.worker)
+	tasks := hb.IDs()
+	connected, running, err := ss.s.st.TouchWorker(ctx, ss.worker)
 	switch {
 	case err != nil:
 		ss.log.Warn("heartbeat", "error", err)
 	case !connected:
 		// marked lost while we still talk to it (the database was slow,
-		// or another replica judged it): connect it again, keeping what
-		// it runs
-		keep := []int64{}
-		if hb.Running != 0 {
-			keep = append(keep, hb.Running)
+		// or another replica judged it): connect it again, keeping all
+		// it runs and all it holds a result of
+		ss.claimMu.Lock()
+		ss.mu.Lock()
+		keep := slices.Clone(tasks)
+		for id := range ss.held {
+			keep = append(keep, id)
 		}
-		if _, _, err := ss.s.st.ConnectWorker(ctx, ss.worker, ss.meta, keep...); err != nil {
+		ss.mu.Unlock()
+		_, requeued, err := ss.s.st.ConnectWorker(ctx, ss.worker, ss.meta, keep...)
+		if err != nil {
 			ss.log.Warn("heartbeat", "error", err)
 		}
+		ss.forget(requeued...)
+		ss.claimMu.Unlock()
 	}
-	if err := ss.send(protocol.TypeHeartbeat, nil); err != nil {
+	if serr := ss.send(protocol.TypeHeartbeat, nil); serr != nil || err != nil {
 		return
 	}
-	if hb.Running != 0 {
-		wr, err := ss.s.st.WorkRequests().Get(ctx, hb.Running, nil)
-		if err == nil && (wr.Status != model.StatusRunning || wr.WorkerID == nil || *wr.WorkerID != ss.worker) {
-			reason := fmt.Sprintf("work request %d is %s and no longer assigned to this runner", wr.ID, wr.Status)
-			ss.send(protocol.TypeCancel, protocol.Cancel{WorkRequest: wr.ID, Reason: reason})
+	for _, id := range tasks {
+		if !slices.Contains(running, id) {
+			ss.stop(id, fmt.Sprintf("work request %d is no longer assigned to this runner (aborted, or requeued after its heartbeats stopped)", id))
 		}
 	}
 }
 
-// ready starts claiming work for an idle runner.
-func (ss *session) ready() {
-	ss.mu.Lock()
-	if ss.claiming {
-		ss.mu.Unlock()
+// stop tells the runner to stop request id, which it no longer holds.
+func (ss *session) stop(id int64, reason string) {
+	ss.forget(id)
+	ss.send(protocol.TypeCancel, protocol.Cancel{WorkRequest: id, Reason: reason})
+}
+
+// forget drops requests the runner no longer holds (their result is
+// recorded, they were handed back, or the runner was told to stop them),
+// which frees their slots.
+func (ss *session) forget(ids ...int64) {
+	if len(ids) == 0 {
 		return
+	}
+	ss.mu.Lock()
+	for _, id := range ids {
+		delete(ss.held, id)
+	}
+	ss.mu.Unlock()
+	ss.slotFreed.poke()
+}
+
+// ready records that the runner wants r.Slots more tasks and makes sure a
+// claimer runs. A ready without a body (r nil: a runner that runs one task
+// at a time, or of the first protocol) says the runner holds nothing and
+// wants one task: what the session thought it held was lost on the
+// runner's side, and the claimer requeues it when it finds the worker
+// full.
+func (ss *session) ready(r *protocol.Ready) {
+	ss.mu.Lock()
+	n := 1
+	if r == nil {
+		clear(ss.held)
+		ss.want = 0
+	} else {
+		n = r.Slots
+	}
+	// the store holds the worker to its capacity; this only keeps a
+	// runner that asks too much from keeping the claimer busy
+	ss.want = min(ss.want+n, ss.capacity)
+	start := ss.startClaimer()
+	ss.mu.Unlock()
+	if start {
+		go ss.claim()
+	}
+}
+
+// startClaimer reports whether the caller must start a claimer, and
+// records that one runs; ss.mu must be held.
+func (ss *session) startClaimer() bool {
+	if ss.want <= 0 || ss.claiming {
+		return false
 	}
 	ss.claiming = true
-	ss.current = 0
-	ss.mu.Unlock()
-	go ss.claim()
+	return true
 }
 
-// claim waits for a request this runner can run and sends it.
+// claim claims requests for the runner until it has as many as it asked
+// for, waiting while none matches or while the runner is full, and sends
+// them.
 func (ss *session) claim() {
-	handed := false
-	defer func() {
-		if !handed {
-			ss.mu.Lock()
+	for {
+		ss.mu.Lock()
+		if ss.want <= 0 || ss.ctx.Err() != nil {
 			ss.claiming = false
 			ss.mu.Unlock()
-		}
-	}()
-	for ss.ctx.Err() == nil {
-		poked := ss.s.runnersWake.waiting()
-		wr, err := ss.s.st.ClaimWorkRequest(ss.ctx, ss.worker)
-		if err == nil {
-			handed = true
-			ss.handOut(wr)
 			return
 		}
+		ss.mu.Unlock()
+		poked := ss.s.runnersWake.waiting()
+		freed := ss.slotFreed.waiting()
+		wr, err := ss.claimOne()
+		if err == nil {
+			ss.handOut(wr)
+			continue
+		}
+		wait := poked
 		var fe *store.FieldError
 		switch {
 		case errors.Is(err, store.ErrNoWork):
 		case errors.Is(err, store.ErrWorkerBusy):
-			// An idle runner holds nothing: requests still assigned to
-			// it were lost on its side (a task message that never
-			// arrived); requeue them and look again.
+			// The runner asked for more than the worker has room for:
+			// requests assigned to it that it does not hold were lost
+			// (a task message that never arrived, a claim of a session
+			// on another replica that had not noticed the runner left);
+			// requeue them and look again. Otherwise wait for a slot.
 			if ss.requeueStale() > 0 {
 				continue
 			}
+			wait = freed
 		case errors.As(err, &fe):
 			ss.mu.Lock()
 			if !ss.warned {
@@ -329,23 +418,32 @@ func (ss *session) claim() {
 		t := time.NewTimer(ss.s.cfg.ClaimInterval)
 		select {
 		case <-ss.ctx.Done():
-		case <-poked:
+		case <-wait:
 		case <-t.C:
 		}
 		t.Stop()
 	}
 }
 
-// handOut sends a request claimed for this runner. Claiming ends before
-// the task is sent: a quick task's result and the runner's next ready may
-// arrive before the sender returns, and that ready must start a new claim
-// (were claiming still set, it would be ignored, and the idle runner
-// would never get work again).
-func (ss *session) handOut(wr *model.WorkRequest) {
+// claimOne claims one request for the runner, which then holds it.
+func (ss *session) claimOne() (*model.WorkRequest, error) {
+	ss.claimMu.Lock()
+	defer ss.claimMu.Unlock()
+	wr, err := ss.s.st.ClaimWorkRequest(ss.ctx, ss.worker)
+	if err != nil {
+		return nil, err
+	}
 	ss.mu.Lock()
-	ss.current = wr.ID
-	ss.claiming = false
+	ss.held[wr.ID] = true
+	ss.want = max(ss.want-1, 0)
 	ss.mu.Unlock()
+	return wr, nil
+}
+
+// handOut sends a request claimed for this runner, which the session
+// already counts as held: a quick task's result may arrive before the
+// sender returns.
+func (ss *session) handOut(wr *model.WorkRequest) {
 	ss.s.metrics.assigned(wr, model.WorkerExternal)
 	ss.log.Info("work request assigned", "work_request", wr.ID, "task", wr.TaskName)
 	// A failed send leaves the request assigned: the runner's next hello
@@ -353,18 +451,26 @@ func (ss *session) handOut(wr *model.WorkRequest) {
 	ss.send(protocol.TypeTask, protocol.Task{WorkRequest: *wr})
 }
 
-// requeueStale gives back to the queue the requests still assigned to
-// this runner although it said it is idle, and returns how many.
+// requeueStale gives back to the queue the requests assigned to this
+// worker that the runner does not hold, and returns how many.
 func (ss *session) requeueStale() int {
-	q := store.Query{Limit: 10, Filter: map[string]string{"worker": fmt.Sprint(ss.worker), "status": string(model.StatusRunning)}}
-	stale, err := ss.s.st.WorkRequests().List(ss.ctx, q)
+	ss.claimMu.Lock()
+	defer ss.claimMu.Unlock()
+	q := store.Query{Limit: ss.capacity + 10, Filter: map[string]string{"worker": fmt.Sprint(ss.worker), "status": string(model.StatusRunning)}}
+	assigned, err := ss.s.st.WorkRequests().List(ss.ctx, q)
 	if err != nil {
 		return 0
 	}
 	n := 0
-	for _, wr := range stale {
-		if _, err := ss.s.st.RequeueWorkRequest(ss.ctx, wr.ID, ss.worker, "the runner reported being idle while assigned this request"); err == nil {
-			ss.log.Warn("requeued a request the idle runner did not know about", "work_request", wr.ID)
+	for _, wr := range assigned {
+		ss.mu.Lock()
+		held := ss.held[wr.ID]
+		ss.mu.Unlock()
+		if held {
+			continue
+		}
+		if _, err := ss.s.st.RequeueWorkRequest(ss.ctx, wr.ID, ss.worker, "the runner asked for work without holding this request"); err == nil {
+			ss.log.Warn("requeued a request the runner did not know about", "work_request", wr.ID)
 			n++
 		}
 	}
@@ -372,15 +478,14 @@ func (ss *session) requeueStale() int {
 }
 
 // result records a request's end and acknowledges it. A result that says
-// the runner is ready for more is recorded together with the next claim
-// (store.CompleteAndClaim), whose task follows the ack.
+// the runner wants another task is recorded together with the next claim
+// (store.CompleteAndClaim), whose task follows the ack, unless a claimer
+// already runs: then the claimer takes the ask.
 func (ss *session) result(r protocol.Result) {
 	c := store.Completion{Result: r.Result, Statistics: r.Statistics, Output: r.Output}
+	ss.claimMu.Lock()
 	ss.mu.Lock()
 	claimNext := r.Ready && !ss.claiming
-	if claimNext {
-		ss.claiming = true
-	}
 	ss.mu.Unlock()
 	var wr, next *model.WorkRequest
 	var err error
@@ -404,27 +509,35 @@ func (ss *session) result(r protocol.Result) {
 		ack.Error = "the server could not record the result; send it again"
 		ss.log.Warn("recording a result", "work_request", r.WorkRequest, "error", err)
 	}
-	if err == nil || ack.Gone {
-		ss.s.logs.drop(r.WorkRequest)
-		ss.mu.Lock()
-		if ss.current == r.WorkRequest {
-			ss.current = 0
+	// not recorded: the runner sends the result (and its ask) again
+	recorded := err == nil || ack.Gone
+	ss.mu.Lock()
+	if recorded {
+		delete(ss.held, r.WorkRequest)
+		if r.Ready && next == nil {
+			ss.want = min(ss.want+1, ss.capacity)
 		}
-		ss.mu.Unlock()
 	}
-	if ss.send(protocol.TypeAck, ack) != nil || !claimNext {
+	if next != nil {
+		ss.held[next.ID] = true
+	}
+	start := ss.startClaimer()
+	ss.mu.Unlock()
+	ss.claimMu.Unlock()
+	if recorded {
+		ss.s.logs.drop(r.WorkRequest)
+	}
+	if ss.send(protocol.TypeAck, ack) != nil {
 		return
 	}
-	switch {
-	case next != nil:
+	if recorded {
+		ss.slotFreed.poke() // after the ack: the runner frees the slot first
+	}
+	if next != nil {
 		ss.handOut(next)
-	case err == nil || ack.Gone:
-		go ss.claim() // nothing matched yet: wait for work as after ready
-	default:
-		// not recorded: the runner sends the result again
-		ss.mu.Lock()
-		ss.claiming = false
-		ss.mu.Unlock()
+	}
+	if start {
+		go ss.claim()
 	}
 }
 
@@ -446,12 +559,10 @@ func (ss *session) release(r protocol.Release) {
 		ack.Error = "the server could not requeue the request; send it again"
 	}
 	ss.s.logs.drop(r.WorkRequest)
-	ss.mu.Lock()
-	if ss.current == r.WorkRequest {
-		ss.current = 0
-	}
-	ss.mu.Unlock()
 	ss.send(protocol.TypeAck, ack)
+	if err == nil || ack.Gone {
+		ss.forget(r.WorkRequest)
+	}
 }
 
 // register makes ss the session of its worker in this process.
@@ -477,21 +588,21 @@ func (s *Scheduler) unregister(ss *session) {
 }
 
 // Cancel tells the runner connected to this process that holds request id,
-// if any, to stop it now (it was aborted). Runners connected to other
-// replicas learn it at their next heartbeat.
+// if any, to stop it now (it was aborted); the others it runs go on.
+// Runners connected to other replicas learn it at their next heartbeat.
 func (s *Scheduler) Cancel(id int64, reason string) {
 	s.mu.Lock()
 	var target *session
 	for _, ss := range s.sessions {
 		ss.mu.Lock()
-		if ss.current == id {
+		if ss.held[id] {
 			target = ss
 		}
 		ss.mu.Unlock()
 	}
 	s.mu.Unlock()
 	if target != nil {
-		target.send(protocol.TypeCancel, protocol.Cancel{WorkRequest: id, Reason: reason})
+		target.stop(id, reason)
 	}
 }
 

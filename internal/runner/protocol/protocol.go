@@ -25,9 +25,20 @@
 //	                              ←      ack{work_request}
 //	                              ←      task{work_request}   (when one matches)
 //
+// A runner that runs several tasks at once (its metadata's
+// system:concurrent) does so with a server whose welcome lists
+// FeatureConcurrent. Each request it holds is a conversation of its own:
+// its own log, result, ack, cancel or release. Its ready says how many
+// more tasks it wants (ready{slots}), its heartbeat lists every task still
+// running (heartbeat{tasks}), and a result's ready asks for one more. The
+// server claims at most as many tasks as it was asked for, never more than
+// the runner's capacity in all; tasks and acks of different requests may
+// cross. With another server the runner runs one task at a time.
+//
 // The runner asks for work (ready) rather than the server pushing it, so a
 // runner that is shutting down, or that runs --once, simply stops asking;
-// the server claims a request only for a runner that has said it is idle.
+// the server claims a request only for a runner that has asked for one
+// (a ready without a body says the runner holds nothing and wants one).
 // A task it receives when it no longer wants one goes back with release.
 // The server sends cancel when the request a runner holds was aborted or
 // given to someone else; a runner whose hello lists a request the server
@@ -39,6 +50,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/strictjson"
@@ -140,6 +152,11 @@ type Hello struct {
 // result.ready.
 const FeatureReadyWithResult = "ready-with-result"
 
+// FeatureConcurrent, in welcome.features, says that the server gives a
+// runner up to its system:concurrent tasks at once: it reads ready.slots
+// and heartbeat.tasks.
+const FeatureConcurrent = "concurrent"
+
 // Welcome answers hello.
 type Welcome struct {
 	WorkerID int64  `json:"worker_id"`
@@ -157,6 +174,16 @@ type Welcome struct {
 	Features []string `json:"features,omitempty"`
 }
 
+// Ready asks the server for tasks. Without a body (the first version of
+// the protocol, and runners that run one task at a time) it says the runner
+// holds nothing and wants one task.
+type Ready struct {
+	// Slots is how many more tasks the runner wants now, on top of those
+	// it holds and those it asked for and has not received yet. The
+	// server hands out no more than its capacity allows in all.
+	Slots int `json:"slots"`
+}
+
 // Task hands a claimed request to the runner.
 type Task struct {
 	WorkRequest model.WorkRequest `json:"work_request"`
@@ -172,9 +199,26 @@ type Log struct {
 }
 
 // Heartbeat is sent by the runner every heartbeat interval and echoed by
-// the server, so both sides notice a dead connection.
+// the server, so both sides notice a dead connection. It lists the
+// requests whose tasks still run, so that the server can tell the runner
+// to stop those it no longer holds (aborted, or requeued while the runner
+// was out of touch).
 type Heartbeat struct {
+	// Running is the one running task of a runner that runs one at a time
+	// (what the first version of the protocol knew).
 	Running int64 `json:"running,omitempty"`
+	// Tasks lists every running task, sent to servers that list
+	// FeatureConcurrent.
+	Tasks []int64 `json:"tasks,omitempty"`
+}
+
+// IDs is every request the heartbeat names, in the order given.
+func (h Heartbeat) IDs() []int64 {
+	ids := h.Tasks
+	if h.Running != 0 && !slices.Contains(ids, h.Running) {
+		ids = append(slices.Clip(ids), h.Running)
+	}
+	return ids
 }
 
 // Result reports the end of a request.
