@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/client"
 	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/runner"
 	"github.com/kiln-build/kiln/internal/telemetry"
 )
@@ -45,11 +46,15 @@ GOARCH in Debian's names; override with --architectures and
 --host-architecture), its backends (host, and unshare when it works), CPUs and
 memory.
 
-SIGTERM or SIGINT: the runner takes no new work and lets the current task
-finish within --shutdown-grace, else stops it and hands it back to the queue.
-A second signal stops it at once. --once runs one task and exits: 0 when the
-task succeeded and the server recorded it, 1 otherwise (no task before
-SIGTERM, a failed task, a task handed back).
+--concurrent N runs up to N tasks at once, each in a working directory of its
+own under --work-dir; the server gives the runner up to N requests.
+
+SIGTERM or SIGINT: the runner takes no new work and lets the running tasks
+finish within --shutdown-grace, else stops them and hands them back to the
+queue. A second signal stops it at once. --once runs one task and exits: 0
+when the task succeeded and the server recorded it, 1 otherwise (no task
+before SIGTERM, a failed task, a task handed back); it runs one task, so it
+refuses --concurrent above 1.
 
 Every flag can also be set as KILN_<FLAG> or in the TOML --config file. A
 command line is visible to every local user (ps): give the token with
@@ -65,6 +70,9 @@ command line is visible to every local user (ps): give the token with
 			}
 			server, err := client.ServerURL(cfg.Server)
 			if err != nil {
+				return usageError{err}
+			}
+			if err := model.CheckConcurrent("--concurrent", cfg.Concurrent); err != nil {
 				return usageError{err}
 			}
 			cfg.Server = server.String()
@@ -93,10 +101,11 @@ command line is visible to every local user (ps): give the token with
 	f.StringSliceVar(&cfg.Architectures, "architectures", nil, "architectures this runner builds for, e.g. amd64,i386 (default: detected)")
 	f.StringVar(&cfg.HostArchitecture, "host-architecture", "", "the runner's own architecture (default: detected)")
 	f.Var(telemetry.NewListenAddressValue(&cfg.MetricsServer), "metrics-server", "address of the runner's /metrics and pprof listener, [host]:port (default port 9252); off when not set. No authentication: keep it private")
-	f.BoolVar(&cfg.Once, "once", false, "run one task, then exit (non-zero unless the task succeeded)")
+	f.IntVar(&cfg.Concurrent, "concurrent", 1, "how many tasks to run at once, each in its own working directory (1 to 256)")
+	f.BoolVar(&cfg.Once, "once", false, "run one task, then exit (non-zero unless the task succeeded); only with --concurrent 1")
 	f.StringVar(&cfg.Pushgateway, "pushgateway", "", "Pushgateway URL that receives the outcome of the run when the runner exits (for --once): job kiln_runner, instance the runner's name")
 	f.BoolVar(&cfg.Register, "register", false, "register as a new worker even when a token is set or saved")
-	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", runner.DefaultShutdownGrace, "how long the current task may run on after SIGTERM before it is handed back")
+	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", runner.DefaultShutdownGrace, "how long the running tasks may run on after SIGTERM before they are handed back")
 	f.DurationVar(&cfg.MaxBackoff, "max-backoff", runner.DefaultMaxBackoff, "longest wait between attempts to reconnect")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -109,6 +118,14 @@ var workers = &resource{
 		return []column{field("ID", "id"), field("NAME", "name"), field("TYPE", "worker_type"), field("ENABLED", "enabled"),
 			computed("CONNECTED", func(o object) string { return format(o["connected_at"] != nil) }),
 			field("BUSY", "busy"),
+			computed("CONCURRENT", func(o object) string {
+				// the tasks it runs at once (system:concurrent); runners
+				// that do not say run one
+				if m, _ := o["metadata"].(map[string]any); m["system:concurrent"] != nil {
+					return format(m["system:concurrent"])
+				}
+				return "1"
+			}),
 			computed("ARCHITECTURES", func(o object) string { return metaField(o, "system:architectures") }),
 			computed("BACKENDS", func(o object) string { return metaField(o, "system:backends") }),
 			field("LAST_SEEN_AT", "last_seen_at")}

@@ -19,14 +19,16 @@ import (
 	"github.com/kiln-build/kiln/internal/tasks"
 )
 
-// start runs a work request in the background.
+// start runs a work request in the background, beside the others the
+// runner holds: its working directory, log and process group are its own
+// (execute).
 func (r *Runner) start(wr model.WorkRequest) {
 	ctx, cancel := context.WithCancel(context.Background())
 	j := &job{wr: wr, cancel: cancel, logPath: filepath.Join(r.cfg.WorkDir, "logs", strconv.FormatInt(wr.ID, 10)+".log"),
 		stage: StagePreparing, stageSince: time.Now()}
 	r.metrics.jobReceived(&wr, time.Now())
 	r.mu.Lock()
-	r.job = j
+	r.jobs[wr.ID] = j
 	hook := r.stageHook
 	r.mu.Unlock()
 	if hook != nil {

@@ -70,13 +70,6 @@ const (
 	resultHandedBack = "handed_back"
 )
 
-// capacity is how many tasks a runner runs at once: one. The `concurrent`
-// setting will make it configurable; kiln_runner_concurrent and
-// kiln_runner_limit report it already, so that saturation alerts
-// (kiln_runner_jobs ÷ kiln_runner_limit) are written once and stay true
-// when it changes.
-const capacity = 1
-
 // Endpoints of the server the runner calls, the endpoint label of
 // kiln_runner_api_requests_total. Each names one kind of request, chosen
 // here, never taken from a URL.
@@ -148,7 +141,7 @@ func newMetrics() (*metrics, error) {
 		reg: reg,
 		concurrent: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kiln_runner_concurrent",
-			Help: "Tasks this runner process may run at once (GitLab Runner's concurrent setting).",
+			Help: "Tasks this runner process may run at once, its --concurrent (GitLab Runner's concurrent setting).",
 		}),
 		limit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kiln_runner_limit",
@@ -206,7 +199,7 @@ func newMetrics() (*metrics, error) {
 		"Warnings and errors the runner logged, by level (warning, error), whatever --log-level lets through."); err != nil {
 		return nil, err
 	}
-	m.setCapacity(capacity)
+	m.setCapacity(1) // until the runner's configuration says otherwise
 	// Series that exist from the start, so that rate() and ratios work
 	// from the first event rather than the second.
 	for _, k := range []string{errConnect, errHeartbeat, errProtocol, errUpload, errResult} {
@@ -268,7 +261,10 @@ func (m *metrics) outcomes() prometheus.Gatherer {
 	})
 }
 
-// setCapacity records how many tasks the runner runs at once.
+// setCapacity records how many tasks the runner runs at once (its
+// Concurrent setting) in kiln_runner_concurrent and kiln_runner_limit:
+// one process, one worker, so both say the same, and saturation alerts
+// (kiln_runner_jobs ÷ kiln_runner_limit) hold whatever it is.
 func (m *metrics) setCapacity(n int) {
 	m.concurrent.Set(float64(n))
 	m.limit.Set(float64(n))
@@ -383,19 +379,21 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect reads the runner's state under its lock, then builds the
-// samples outside it.
+// samples outside it: each job the runner holds counts once, under its
+// stage and state.
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	r := c.r
+	type key struct{ stage, state string }
+	jobs := map[key]int{}
 	r.mu.Lock()
 	conn, heard := r.conn, r.lastHeard
-	var stage, state string
-	if j := r.job; j != nil {
-		stage, state = j.stage, j.state()
+	for _, j := range r.jobs {
+		jobs[key{j.stage, j.state()}]++
 	}
 	r.mu.Unlock()
 
-	if stage != "" {
-		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, 1, stage, state)
+	for k, n := range jobs {
+		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(n), k.stage, k.state)
 	}
 	if conn == "" {
 		conn = ConnDisconnected

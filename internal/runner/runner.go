@@ -1,6 +1,7 @@
 // Package runner is `kiln runner`: it connects to a kiln server, says what
-// it can run, takes one work request at a time, runs it (package tasks),
-// streams its log, uploads what it produced and reports the result.
+// it can run, takes up to Config.Concurrent work requests at a time, runs
+// each (package tasks) in a working directory of its own, streams its log,
+// uploads what it produced and reports its result.
 //
 // The connection is a WebSocket speaking package protocol; the package
 // comment of internal/scheduler argues that choice. In short: connected or
@@ -8,19 +9,26 @@
 // heartbeats, the log stream, results and cancellation on one channel.
 //
 // Robustness rules the runner keeps:
-//   - A task outlives its connection. When the connection drops the task
-//     goes on; the runner reconnects with exponential backoff and jitter,
-//     says in hello which request it still holds, and delivers the result
-//     when it can. The log is streamed from the task's log file, so nothing
-//     written while disconnected is lost from the live log either.
-//   - If the server did not keep the request across the reconnection (the
+//   - Each request the runner holds is a job of its own, from the task
+//     message to the server's ack of its result: its own working
+//     directory, log, uploads, stage and cancellation. Jobs share only the
+//     connection; the runner asks for more work while it holds fewer than
+//     Concurrent.
+//   - A task outlives its connection. When the connection drops the tasks
+//     go on; the runner reconnects with exponential backoff and jitter,
+//     says in hello which requests it still holds, and delivers their
+//     results when it can. The log is streamed from each task's log file,
+//     so nothing written while disconnected is lost from the live log
+//     either.
+//   - If the server did not keep a request across the reconnection (the
 //     heartbeat timeout passed and it went to another runner), the runner
 //     stops it at once and reports nothing: a request never runs twice
 //     concurrently because of a flaky link.
-//   - SIGTERM (ctx ending) means: take no new work, let the current task
-//     finish within ShutdownGrace, else stop it and hand it back to the
-//     queue, then exit. --once means: run one task and exit, successfully
-//     only when that task succeeded.
+//   - SIGTERM (ctx ending) means: take no new work, let the running tasks
+//     finish within ShutdownGrace, else stop them and hand them back to
+//     the queue, then exit. --once means: run one task and exit,
+//     successfully only when that task succeeded; it runs one task at a
+//     time, so Concurrent must be 1 with it.
 //   - Every process a task starts dies with the task. The task runs under
 //     kiln's guard (tasks/guard.go), a child subreaper that sees every
 //     process of the task and kills them all when the script ends, when
@@ -33,6 +41,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +50,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,7 +85,15 @@ type Config struct {
 	// Metadata).
 	Architectures    []string
 	HostArchitecture string
-	// Once makes the runner exit after its first task.
+	// Concurrent is how many tasks the runner runs at once, each in its
+	// own working directory (default 1, at most model.MaxConcurrent). It
+	// is reported to the server as the metadata system:concurrent, where
+	// the scheduler, worker pools and the API read it, and as
+	// kiln_runner_concurrent and kiln_runner_limit. A server that does not
+	// list protocol.FeatureConcurrent gets one task at a time.
+	Concurrent int
+	// Once makes the runner exit after its first task. It runs one task,
+	// so Concurrent must be 1 (or unset) with it.
 	Once bool
 	// Register forces a new registration even when a token is saved.
 	Register bool
@@ -90,8 +108,8 @@ type Config struct {
 	// succeeded and kiln_runner_last_failure_timestamp_seconds otherwise
 	// (see telemetry.PushRun).
 	Pushgateway string
-	// ShutdownGrace is how long the current task may still run after
-	// SIGTERM before it is stopped and handed back. Default
+	// ShutdownGrace is how long the running tasks may still run after
+	// SIGTERM before they are stopped and handed back. Default
 	// DefaultShutdownGrace.
 	ShutdownGrace time.Duration
 	// MaxBackoff caps the wait between reconnection attempts. Default
@@ -125,8 +143,11 @@ type Runner struct {
 	// may create none.
 	cgroups *tasks.Cgroups
 
-	mu   sync.Mutex
-	job  *job
+	mu sync.Mutex
+	// jobs are the requests the runner holds, by id: at most
+	// cfg.Concurrent (one more for a moment while a result that asked
+	// for the next task waits for its ack).
+	jobs map[int64]*job
 	conn string // connection state, one of the Conn… constants
 	// lastHeard is when the server last sent anything.
 	lastHeard time.Time
@@ -159,8 +180,10 @@ type job struct {
 	// dropped: the server no longer assigns it to us; report nothing.
 	release bool
 	dropped bool
-	// sentIn is the session that sent the result or release (0: unsent).
-	sentIn int
+	// sentIn is the session that sent the result or release (0: unsent);
+	// sentReady says the result asked for the next task.
+	sentIn    int
+	sentReady bool
 	// retryAt delays resending after the server failed to record it.
 	retryAt time.Time
 	// stage is where the job is, one of the Stage… constants, since
@@ -276,7 +299,7 @@ func (r *Runner) serve(ctx context.Context) error {
 		case <-hard.Done():
 			return
 		}
-		r.log.Info("shutting down: no new work; the current task may finish", "grace", r.cfg.ShutdownGrace.String())
+		r.log.Info("shutting down: no new work; the running tasks may finish", "grace", r.cfg.ShutdownGrace.String())
 		r.mu.Lock()
 		r.draining = true
 		r.mu.Unlock()
@@ -287,15 +310,17 @@ func (r *Runner) serve(ctx context.Context) error {
 			return
 		}
 		r.mu.Lock()
-		if j := r.job; j != nil && !j.finished {
-			r.log.Warn("grace period over: stopping the task and handing it back", "work_request", j.wr.ID)
-			j.release = true
-			j.cancel()
+		for _, j := range r.sortedJobs() {
+			if !j.finished {
+				r.log.Warn("grace period over: stopping the task and handing it back", "work_request", j.wr.ID)
+				j.release = true
+				j.cancel()
+			}
 		}
 		r.mu.Unlock()
 		select {
 		case <-time.After(30 * time.Second):
-			r.log.Warn("could not hand the task back to the server; it will requeue it after the heartbeat timeout")
+			r.log.Warn("could not hand every task back to the server; it will requeue them after the heartbeat timeout")
 			cancelHard()
 		case <-hard.Done():
 		}
@@ -310,6 +335,15 @@ func newRunner(ctx context.Context, cfg Config, m *metrics) (*Runner, error) {
 	}
 	if cfg.WorkDir == "" {
 		cfg.WorkDir = DefaultWorkDir
+	}
+	if cfg.Concurrent == 0 {
+		cfg.Concurrent = 1
+	}
+	if err := model.CheckConcurrent("--concurrent", cfg.Concurrent); err != nil {
+		return nil, err
+	}
+	if cfg.Once && cfg.Concurrent > 1 {
+		return nil, fmt.Errorf("--once runs one task and exits: it cannot run %d at once; leave --concurrent at 1 with --once", cfg.Concurrent)
 	}
 	if cfg.Name == "" {
 		host, err := os.Hostname()
@@ -342,18 +376,20 @@ func newRunner(ctx context.Context, cfg Config, m *metrics) (*Runner, error) {
 	// Every request to the server is counted and timed by endpoint and
 	// status code.
 	r := &Runner{cfg: cfg, log: cfg.Logger.With("runner", cfg.Name), http: m.apiClient(cfg.HTTPClient), metrics: m,
-		conn: ConnDisconnected, changed: make(chan struct{}, 1)}
+		jobs: map[int64]*job{}, conn: ConnDisconnected, changed: make(chan struct{}, 1)}
+	m.setCapacity(cfg.Concurrent)
 	if err := m.reg.Register(stateCollector{r}); err != nil {
 		return nil, err
 	}
 	r.isolation()
 	r.cleanLeftovers()
 	r.meta = Metadata(ctx, cfg.Architectures, cfg.HostArchitecture)
+	r.meta.Concurrent = cfg.Concurrent
 	if r.token, err = r.resolveToken(ctx); err != nil {
 		return nil, err
 	}
 	r.log.Info("runner ready", "server", cfg.Server, "architectures", r.meta.Architectures,
-		"host_architecture", r.meta.HostArchitecture, "backends", r.meta.Backends, "work_dir", cfg.WorkDir)
+		"host_architecture", r.meta.HostArchitecture, "backends", r.meta.Backends, "concurrent", cfg.Concurrent, "work_dir", cfg.WorkDir)
 	return r, nil
 }
 
@@ -443,7 +479,35 @@ func reconnectBackoff(maxWait time.Duration) *backoff.ExponentialBackOff {
 func (r *Runner) done() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.job == nil && (r.draining || r.onceDone)
+	return len(r.jobs) == 0 && (r.draining || r.onceDone)
+}
+
+// wantsWork reports whether the runner takes new tasks; r.mu must be held.
+func (r *Runner) wantsWork() bool {
+	return !r.draining && !r.onceDone
+}
+
+// sortedJobs lists the jobs in request order, so that what is sent about
+// them is too; r.mu must be held.
+func (r *Runner) sortedJobs() []*job {
+	out := make([]*job, 0, len(r.jobs))
+	for _, j := range r.jobs {
+		out = append(out, j)
+	}
+	slices.SortFunc(out, func(a, b *job) int { return cmp.Compare(a.wr.ID, b.wr.ID) })
+	return out
+}
+
+// runningTasks counts the jobs whose task has not finished; r.mu must be
+// held.
+func (r *Runner) runningTasks() int {
+	n := 0
+	for _, j := range r.jobs {
+		if !j.finished {
+			n++
+		}
+	}
+	return n
 }
 
 // isolation sets up and logs how the runner holds its tasks' processes.

@@ -27,13 +27,26 @@ const logFlushInterval = 250 * time.Millisecond
 // sent on the current connection.
 var sessionCounter atomic.Int64
 
-// conn is one connection's writer side.
+// conn is one connection's writer side, and what the runner asked of the
+// server on it.
 type conn struct {
 	ws *websocket.Conn
 	id int
 	// readyWithResult: the server reads result.ready
 	// (protocol.FeatureReadyWithResult).
 	readyWithResult bool
+	// concurrent: the server reads ready.slots and heartbeat.tasks
+	// (protocol.FeatureConcurrent); slots is how many requests the runner
+	// holds at once on this connection: Concurrent with such a server,
+	// else one.
+	concurrent bool
+	slots      int
+	// asked counts the tasks asked for on this connection and not
+	// received yet. The runner asks while its jobs and these fall short
+	// of slots; the server sends no task it was not asked for, so a task
+	// it receives is one of these (the session loop alone reads and writes
+	// it).
+	asked int
 }
 
 func (c *conn) send(ctx context.Context, typ string, body any) error {
@@ -86,8 +99,8 @@ func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
 
 	r.mu.Lock()
 	var running []int64
-	if r.job != nil {
-		running = []int64{r.job.wr.ID}
+	for _, j := range r.sortedJobs() {
+		running = append(running, j.wr.ID)
 	}
 	r.mu.Unlock()
 	if err := c.send(hctx, protocol.TypeHello, protocol.Hello{Metadata: r.meta, Running: running}); err != nil {
@@ -108,6 +121,13 @@ func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
 	}
 	welcomed = true
 	c.readyWithResult = slices.Contains(welcome.Features, protocol.FeatureReadyWithResult)
+	c.concurrent = slices.Contains(welcome.Features, protocol.FeatureConcurrent)
+	c.slots = 1
+	if c.concurrent {
+		c.slots = r.cfg.Concurrent
+	} else if r.cfg.Concurrent > 1 {
+		r.log.Warn("the server gives one task at a time to a runner (it predates concurrent runners); running one at a time", "concurrent", r.cfg.Concurrent)
+	}
 	r.heard()
 	r.setConn(ConnConnected)
 	r.log.Info("connected", "worker", welcome.Name, "enabled", welcome.Enabled)
@@ -139,10 +159,9 @@ func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
 	flush := time.NewTicker(logFlushInterval)
 	defer flush.Stop()
 	lastHeard := time.Now()
-	readySent := false
 	for {
 		// bring the server up to date with the runner's state
-		done, err := r.reconcile(hctx, c, &readySent)
+		done, err := r.reconcile(hctx, c)
 		if err != nil {
 			return true, err
 		}
@@ -157,7 +176,7 @@ func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
 			}
 			lastHeard = time.Now()
 			r.heard()
-			if err := r.handle(hctx, c, env, &readySent); err != nil {
+			if err := r.handle(hctx, c, env); err != nil {
 				r.metrics.errors.WithLabelValues(errProtocol).Inc()
 				return true, err
 			}
@@ -172,10 +191,15 @@ func (r *Runner) session(ctx context.Context) (welcomed bool, err error) {
 			}
 			var hb protocol.Heartbeat
 			r.mu.Lock()
-			if j := r.job; j != nil && !j.finished {
-				hb.Running = j.wr.ID
+			for _, j := range r.sortedJobs() {
+				if !j.finished {
+					hb.Tasks = append(hb.Tasks, j.wr.ID)
+				}
 			}
 			r.mu.Unlock()
+			if !c.concurrent && len(hb.Tasks) > 0 {
+				hb.Running, hb.Tasks = hb.Tasks[0], nil
+			}
 			if err := c.send(hctx, protocol.TypeHeartbeat, hb); err != nil {
 				return true, err
 			}
@@ -202,31 +226,28 @@ func readEnvelope(ctx context.Context, ws *websocket.Conn) (*protocol.Envelope, 
 
 // resume applies welcome.keep: a held request the server did not keep was
 // requeued (maybe already running elsewhere), so it is stopped and
-// forgotten.
+// forgotten; the others go on.
 func (r *Runner) resume(keep []int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	j := r.job
-	if j == nil || slices.Contains(keep, j.wr.ID) {
-		return
+	for _, j := range r.sortedJobs() {
+		switch {
+		case slices.Contains(keep, j.wr.ID):
+		case j.finished:
+			r.log.Info("the server no longer holds the finished request for this runner; dropping its result", "work_request", j.wr.ID)
+			r.clearJob(j)
+		default:
+			r.log.Warn("the server gave the request to someone else while this runner was away; stopping it", "work_request", j.wr.ID)
+			j.dropped = true
+			j.cancel()
+		}
 	}
-	if j.finished {
-		r.log.Info("the server no longer holds the finished request for this runner; dropping its result", "work_request", j.wr.ID)
-		r.clearJob()
-		return
-	}
-	r.log.Warn("the server gave the request to someone else while this runner was away; stopping it", "work_request", j.wr.ID)
-	j.dropped = true
-	j.cancel()
 }
 
-// clearJob forgets the current job, which leaves its last stage; r.mu
-// must be held.
-func (r *Runner) clearJob() {
-	if j := r.job; j != nil {
-		r.metrics.stageDone(j.stage, time.Since(j.stageSince))
-	}
-	r.job = nil
+// clearJob forgets job j, which leaves its last stage; r.mu must be held.
+func (r *Runner) clearJob(j *job) {
+	r.metrics.stageDone(j.stage, time.Since(j.stageSince))
+	delete(r.jobs, j.wr.ID)
 }
 
 // errSilent ends a session whose server stopped answering heartbeats.
@@ -236,54 +257,71 @@ func (e errSilent) Error() string {
 	return fmt.Sprintf("the server has been silent for %s", e.since.Round(time.Millisecond))
 }
 
-// reconcile sends what the server must learn: a finished job's result (or
-// its hand-back), or that the runner is ready for work. It reports done
-// when the runner has nothing left to do.
-func (r *Runner) reconcile(ctx context.Context, c *conn, readySent *bool) (bool, error) {
+// reconcile sends what the server must learn: finished jobs' results
+// (or their hand-backs), and how many more tasks the runner wants. It
+// reports done when the runner has nothing left to do.
+func (r *Runner) reconcile(ctx context.Context, c *conn) (bool, error) {
+	type message struct {
+		typ  string
+		body any
+	}
+	var out []message
 	r.mu.Lock()
-	j := r.job
-	switch {
-	case j == nil && (r.draining || r.onceDone):
+	if len(r.jobs) == 0 && !r.wantsWork() {
 		r.mu.Unlock()
 		return true, nil
-	case j == nil:
-		send := !*readySent
-		r.mu.Unlock()
-		if send {
-			*readySent = true
-			return false, c.send(ctx, protocol.TypeReady, nil)
-		}
-		return false, nil
-	case j.finished && j.dropped:
-		r.recordRun(j, false)
-		if r.cfg.Once {
-			r.onceDone = true
-		}
-		r.clearJob()
-		r.mu.Unlock()
-		r.wake()
-		return false, nil
-	case j.finished && j.sentIn != c.id && time.Now().After(j.retryAt):
-		j.sentIn = c.id
-		release, res := j.release, j.result
-		// a runner that will want another task asks for it with the
-		// result, saving the server a transaction and both a round trip
-		res.Ready = c.readyWithResult && !r.draining && !r.cfg.Once
-		r.mu.Unlock()
-		if release {
-			return false, c.send(ctx, protocol.TypeRelease, protocol.Release{WorkRequest: res.WorkRequest, Reason: "the runner is shutting down"})
-		}
-		if res.Ready {
-			*readySent = true
-		}
-		return false, c.send(ctx, protocol.TypeResult, res)
 	}
+	now := time.Now()
+	for _, j := range r.sortedJobs() {
+		switch {
+		case j.finished && j.dropped:
+			r.recordRun(j, false)
+			if r.cfg.Once {
+				r.onceDone = true
+			}
+			r.clearJob(j)
+			r.wake()
+		case j.finished && j.sentIn != c.id && now.After(j.retryAt):
+			j.sentIn = c.id
+			if j.release {
+				out = append(out, message{protocol.TypeRelease, protocol.Release{WorkRequest: j.wr.ID, Reason: "the runner is shutting down"}})
+				continue
+			}
+			// a runner that will want another task asks for it with the
+			// result, saving the server a transaction and both a round
+			// trip
+			res := j.result
+			res.Ready = c.readyWithResult && r.wantsWork() && !r.cfg.Once
+			j.sentReady = res.Ready
+			if res.Ready {
+				c.asked++
+			}
+			out = append(out, message{protocol.TypeResult, res})
+		}
+	}
+	free := 0
+	if r.wantsWork() {
+		free = c.slots - len(r.jobs) - c.asked
+	}
+	c.asked += max(free, 0)
 	r.mu.Unlock()
+	for _, m := range out {
+		if err := c.send(ctx, m.typ, m.body); err != nil {
+			return false, err
+		}
+	}
+	switch {
+	case free <= 0:
+	case c.concurrent:
+		return false, c.send(ctx, protocol.TypeReady, protocol.Ready{Slots: free})
+	default:
+		return false, c.send(ctx, protocol.TypeReady, nil)
+	}
 	return false, nil
 }
 
 // handle acts on one message from the server.
-func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, readySent *bool) error {
+func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope) error {
 	switch env.Type {
 	case protocol.TypeHeartbeat:
 	case protocol.TypeTask:
@@ -291,12 +329,21 @@ func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, re
 		if err := env.Decode(&t); err != nil {
 			return err
 		}
-		*readySent = false
+		c.asked = max(c.asked-1, 0)
 		r.mu.Lock()
-		refuse := r.job != nil || r.draining || r.onceDone
+		_, dup := r.jobs[t.WorkRequest.ID]
+		refuse := !r.wantsWork() || r.runningTasks() >= c.slots
 		r.mu.Unlock()
-		if refuse {
-			r.log.Info("handing back a task received while shutting down", "work_request", t.WorkRequest.ID)
+		switch {
+		case dup:
+			// the server requeued and gave back a request this runner
+			// runs (it believed it lost): the run under way is the one
+			// it holds
+			r.log.Warn("the server handed over a request this runner already runs; it goes on", "work_request", t.WorkRequest.ID)
+			r.wake()
+			return nil
+		case refuse:
+			r.log.Info("handing back a task received while shutting down or full", "work_request", t.WorkRequest.ID)
 			return c.send(ctx, protocol.TypeRelease, protocol.Release{WorkRequest: t.WorkRequest.ID, Reason: "the runner is shutting down"})
 		}
 		r.start(t.WorkRequest)
@@ -307,15 +354,17 @@ func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, re
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		j := r.job
-		if j == nil || j.wr.ID != a.WorkRequest {
+		j := r.jobs[a.WorkRequest]
+		if j == nil {
 			return nil
 		}
 		if a.Error != "" && !a.Gone {
 			r.metrics.errors.WithLabelValues(errResult).Inc()
 			r.log.Warn("the server could not record the result; sending it again", "work_request", a.WorkRequest, "error", a.Error)
+			if j.sentReady {
+				c.asked = max(c.asked-1, 0) // the server claimed nothing for a result it did not record
+			}
 			j.sentIn, j.retryAt = 0, time.Now().Add(time.Second)
-			*readySent = false // the server claimed nothing for a result it did not record
 			go func() { time.Sleep(time.Second); r.wake() }()
 			return nil
 		}
@@ -326,7 +375,7 @@ func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, re
 		if r.cfg.Once {
 			r.onceDone = true
 		}
-		r.clearJob()
+		r.clearJob(j)
 		r.wake()
 	case protocol.TypeCancel:
 		var cn protocol.Cancel
@@ -334,7 +383,7 @@ func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, re
 			return err
 		}
 		r.mu.Lock()
-		if j := r.job; j != nil && j.wr.ID == cn.WorkRequest && !j.finished {
+		if j := r.jobs[cn.WorkRequest]; j != nil && !j.finished {
 			r.log.Info("the server cancelled the task", "work_request", cn.WorkRequest, "reason", cn.Reason)
 			j.dropped = true
 			j.cancel()
@@ -346,13 +395,25 @@ func (r *Runner) handle(ctx context.Context, c *conn, env *protocol.Envelope, re
 	return nil
 }
 
-// flushLog sends the job's log written since the last flush. Progress is
-// recorded only for what was sent, so a reconnection resumes where the
-// last connection stopped.
+// flushLog sends the jobs' logs written since the last flush, each
+// under its own request. Progress is recorded only for what was sent, so
+// a reconnection resumes where the last connection stopped.
 func (r *Runner) flushLog(ctx context.Context, c *conn) error {
 	r.mu.Lock()
-	j := r.job
-	if j == nil || j.logPath == "" {
+	jobs := r.sortedJobs()
+	r.mu.Unlock()
+	for _, j := range jobs {
+		if err := r.flushJobLog(ctx, c, j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flushJobLog sends what job j's log holds beyond what was sent.
+func (r *Runner) flushJobLog(ctx context.Context, c *conn, j *job) error {
+	r.mu.Lock()
+	if r.jobs[j.wr.ID] != j || j.logPath == "" {
 		r.mu.Unlock()
 		return nil
 	}
@@ -372,7 +433,7 @@ func (r *Runner) flushLog(ctx context.Context, c *conn) error {
 			}
 			off += int64(n)
 			r.mu.Lock()
-			if r.job == j {
+			if r.jobs[id] == j {
 				j.logSent = off
 			}
 			r.mu.Unlock()
