@@ -78,8 +78,9 @@ type Config struct {
 	// request is requeued. Runners are told to send heartbeats three
 	// times per timeout. Default DefaultHeartbeatTimeout.
 	HeartbeatTimeout time.Duration
-	// ClaimInterval is how often an idle runner's session looks at the
-	// queue when nothing pokes it. Default DefaultClaimInterval.
+	// ClaimInterval is how often the session of a runner that waits for
+	// work looks at the queue when nothing pokes it. Default
+	// DefaultClaimInterval.
 	ClaimInterval time.Duration
 	// ServerWorkerName names this process's in-process worker of type
 	// server. It must differ between replicas sharing a database (the
