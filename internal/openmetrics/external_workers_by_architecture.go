@@ -19,8 +19,10 @@ func init() { register("external_workers_by_architecture", externalWorkersByArch
 // value: a new architecture adds series of its own and changes no other,
 // names need no mapping, and a worker counts once under each architecture
 // it supports (so the series of one worker state do not add up to a
-// number of workers: a worker of two architectures counts twice). Label
-// sets that once had workers keep reporting 0, as in workers.
+// number of workers: a worker of two architectures counts twice). busy
+// follows workers: 1 while the worker holds at least one running request,
+// whatever its capacity (system:concurrent). Label sets that once had
+// workers keep reporting 0, as in workers.
 func externalWorkersByArchitecture(b *build) (*dto.MetricFamily, error) {
 	g := b.gauges("external_workers_by_architecture", "architecture", "connected", "busy", "worker_type")
 	for _, t := range b.rows("workers") {

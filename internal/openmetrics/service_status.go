@@ -46,9 +46,10 @@ type TaskCounts struct {
 }
 
 // WorkerCounts describe a set of workers. Registered counts all of them;
-// Connected those with a live connection; Busy those holding a running work
-// request (a worker that just lost its connection may still hold one until
-// the heartbeat timeout); Idle those connected and not busy.
+// Connected those with a live connection; Busy those holding at least one
+// running work request, whatever their capacity (a worker that just lost
+// its connection may still hold some until the heartbeat timeout); Idle
+// those connected and not busy.
 type WorkerCounts struct {
 	Registered int64 `json:"registered"`
 	Connected  int64 `json:"connected"`

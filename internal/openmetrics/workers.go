@@ -81,7 +81,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// workers counts workers by connection state, busy state and type. Pool
+// workers counts workers by connection state, busy state and type. busy
+// is 1 while a worker holds at least one running work request: a runner
+// of --concurrent 3 is busy with one request as with three (how full it is
+// is in its own kiln_runner_jobs ÷ kiln_runner_limit). Pool
 // workers also carry their pool. External workers carry their host
 // architecture and, for every architecture known to any external worker,
 // architecture_<a> = 1 when they support it, else 0. Series exist only for
