@@ -18,6 +18,7 @@ func FuzzParse(f *testing.F) {
 		`{"type": "ready"}`, `{"type": "log", "body": {"work_request": 1, "offset": 0, "data": "a\u0000b"}}`,
 		`{"type": "result", "body": {"work_request": 1, "result": "success", "runtime_statistics": {"duration": 1.5}, "output": {"k": 1}}}`,
 		`{"type": "heartbeat", "body": {"running": 2}}`, `{"type": "hello", "type": "ready"}`,
+		`{"type": "ready", "body": {"slots": 3}}`, `{"type": "heartbeat", "body": {"tasks": [2, 5, 7]}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -29,7 +30,7 @@ func FuzzParse(f *testing.F) {
 		if err := strictjson.CheckAllowingNUL(data); err != nil {
 			t.Fatalf("parsed %q, which is not strict JSON: %v", data, err)
 		}
-		for _, v := range []any{&protocol.Hello{}, &protocol.Welcome{}, &protocol.Task{}, &protocol.Log{}, &protocol.Heartbeat{},
+		for _, v := range []any{&protocol.Hello{}, &protocol.Welcome{}, &protocol.Ready{}, &protocol.Task{}, &protocol.Log{}, &protocol.Heartbeat{},
 			&protocol.Result{}, &protocol.Ack{}, &protocol.Release{}, &protocol.Cancel{}, &protocol.Register{}} {
 			_ = env.Decode(v)
 		}
