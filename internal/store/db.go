@@ -44,8 +44,11 @@ type SQL struct {
 	// unvacuumed counts the journal entries folded since this process
 	// last vacuumed the journal (vacuumJournal).
 	unvacuumed atomic.Int64
-	// labels decodes each stored label set once (ledgerTotals).
+	// labels decodes each stored label set once (ledgerRead).
 	labels labelCache
+	// totalsHint is the number of totals the last ledger read returned,
+	// so that the next one allocates its slice once.
+	totalsHint atomic.Int64
 	// journalPrepared is SQLite's prepared journal insert (journalStmt).
 	stmtMu          sync.Mutex
 	journalPrepared *sql.Stmt
