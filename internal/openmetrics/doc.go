@@ -27,7 +27,9 @@
 //
 // Encoding is always done by github.com/prometheus/common/expfmt, in
 // OpenMetrics 1.0.0 when the scraper asks for it and in the Prometheus text
-// format 0.0.4 otherwise; label values are escaped by the encoder.
+// format 0.0.4 otherwise; label values are escaped by the encoder. The
+// lines of each series are kept per format while its figures stay the same
+// (encoding.go), so a refresh encodes only the series that changed.
 //
 // Conventions shared by all families:
 //   - Series are sorted by their label pairs, so the output is byte-for-byte

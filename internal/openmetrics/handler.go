@@ -83,8 +83,10 @@ type Endpoint struct {
 	cached *scrape
 	sizes  map[variant]int // body size of each variant at the last refresh
 
-	series *seriesCache
-	gzips  sync.Pool // *gzip.Writer
+	series    *seriesCache
+	encodings *encodings
+	refreshes atomic.Uint64 // numbers each refresh, for encodings
+	gzips     sync.Pool     // *gzip.Writer
 }
 
 // scrape is everything derived from one snapshot; it is read-only once
@@ -93,6 +95,7 @@ type Endpoint struct {
 type scrape struct {
 	fetched  time.Time // Options.Now when the snapshot was read
 	taken    time.Time // the snapshot's own time
+	refresh  uint64    // its number among the endpoint's refreshes
 	families []*dto.MetricFamily
 	scopes   map[int64]string
 	etags    bool // responses carry an ETag (caching is on)
@@ -106,7 +109,8 @@ type scrape struct {
 // GET /api/1.0/service-status/.
 func New(src Source, opts Options) *Endpoint {
 	e := &Endpoint{src: src, ttl: opts.CacheTTL, timeout: opts.RefreshTimeout, scopeOf: opts.ScopeOf,
-		log: opts.Logger, now: opts.Now, sizes: map[variant]int{}, series: newSeriesCache()}
+		log: opts.Logger, now: opts.Now, sizes: map[variant]int{}, series: newSeriesCache(),
+		encodings: newEncodings()}
 	if e.timeout <= 0 {
 		e.timeout = DefaultRefreshTimeout
 	}
@@ -152,22 +156,17 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // encodeMetrics encodes the families of sc that the variant's restriction
-// may see in format. A family that fails to encode is logged and left out.
+// may see in format, re-encoding only the series that changed since the
+// refresh before (encodings). A family that fails to encode is logged and
+// left out.
 func (e *Endpoint) encodeMetrics(sc *scrape, format expfmt.Format, v variant) []byte {
 	var body bytes.Buffer
 	body.Grow(e.sizeHint(v))
-	enc := expfmt.NewEncoder(&body, format)
-	for _, mf := range filterScope(sc.families, v.restriction) {
-		mark := body.Len()
-		if err := enc.Encode(mf); err != nil {
-			body.Truncate(mark)
-			e.log.Error("open-metrics: cannot encode family, leaving it out", "family", mf.GetName(), "error", err)
-		}
-	}
-	if closer, ok := enc.(expfmt.Closer); ok {
-		if err := closer.Close(); err != nil { // OpenMetrics: # EOF
-			e.log.Error("open-metrics: finalize", "error", err)
-		}
+	err := e.encodings.encode(&body, filterScope(sc.families, v.restriction), format, sc.refresh, func(mf *dto.MetricFamily, err error) {
+		e.log.Error("open-metrics: cannot encode family, leaving it out", "family", mf.GetName(), "error", err)
+	})
+	if err != nil { // OpenMetrics: # EOF
+		e.log.Error("open-metrics: finalize", "error", err)
 	}
 	e.noteSize(v, body.Len())
 	return body.Bytes()
@@ -318,7 +317,7 @@ func (e *Endpoint) fresh() *scrape {
 
 // refresh reads a snapshot and builds every family from it.
 func (e *Endpoint) refresh(ctx context.Context) (*scrape, error) {
-	fetched := e.now()
+	fetched, n := e.now(), e.refreshes.Add(1)
 	snap, err := e.src.Snapshot(ctx)
 	if err != nil {
 		return nil, err
@@ -330,7 +329,7 @@ func (e *Endpoint) refresh(ctx context.Context) (*scrape, error) {
 	if err != nil {
 		e.log.Error("open-metrics: some families failed and are left out", "error", err)
 	}
-	return &scrape{fetched: fetched, taken: snap.Taken, families: fams, scopes: snap.ScopeNames,
+	return &scrape{fetched: fetched, taken: snap.Taken, refresh: n, families: fams, scopes: snap.ScopeNames,
 		etags: e.ttl > 0, responses: map[variant]*response{}}, nil
 }
 
