@@ -370,7 +370,7 @@ artifact_file_counts_count{category="c",scope="debian"} 0`,
 			name: "tokens_last_seen: never-used tokens are not observed", family: "tokens_last_seen",
 			snap: func() *store.Snapshot {
 				s := snapshot()
-				s.TokenLastSeen = []*time.Time{at(30 * time.Second), nil, at(2 * time.Hour)}
+				s.TokenLastSeen = []time.Time{*at(30 * time.Second), {}, *at(2 * time.Hour)}
 				return s
 			}(),
 			want: `tokens_last_seen_bucket{le="60"} 1

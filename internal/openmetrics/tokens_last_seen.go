@@ -22,8 +22,8 @@ func tokensLastSeen(b *build) (*dto.MetricFamily, error) {
 	h := b.histograms("tokens_last_seen", tokensLastSeenBuckets)
 	h.series() // one series even when no token was ever used
 	for _, seen := range b.snap.TokenLastSeen {
-		if seen != nil {
-			h.observe(ageIn(b.snap.Taken, *seen, time.Second))
+		if !seen.IsZero() {
+			h.observe(ageIn(b.snap.Taken, seen, time.Second))
 		}
 	}
 	return h.family(

@@ -49,6 +49,8 @@ type SQL struct {
 	// totalsHint is the number of totals the last ledger read returned,
 	// so that the next one allocates its slice once.
 	totalsHint atomic.Int64
+	// hints are the sizes of the last snapshot's other lists.
+	hints atomic.Pointer[snapshotHints]
 	// journalPrepared is SQLite's prepared journal insert (journalStmt).
 	stmtMu          sync.Mutex
 	journalPrepared *sql.Stmt

@@ -36,13 +36,17 @@ type Snapshot struct {
 	// Activity is, per (user, scope), when the user last created a root
 	// workflow there, with the issuers of the user's identities.
 	Activity []Activity
-	// TokenLastSeen holds, per enabled token, when it was last used (nil:
-	// never).
-	TokenLastSeen []*time.Time
+	// TokenLastSeen holds, per enabled token, when it was last used (the
+	// zero time: never).
+	TokenLastSeen []time.Time
 	// ActivitySeries are the label sets the user-activity histograms ever
 	// had (activity.go): each is reported, empty when no Activity is left.
 	ActivitySeries []ActivitySeries
 }
+
+// snapshotHints are the sizes of the last snapshot's longest lists, so
+// that the next one allocates each once.
+type snapshotHints struct{ tokens, activity int }
 
 // FileStoreSize is the public part of a file store.
 type FileStoreSize struct {
@@ -76,6 +80,12 @@ func (s *SQL) Snapshot(ctx context.Context) (*Snapshot, error) {
 		activity                     ActivitySeries
 		seen                         []pgtype.Int8 // last_seen_at of each enabled token
 	)
+	hints := s.hints.Load()
+	if hints == nil {
+		hints = &snapshotHints{}
+	}
+	seen = make([]pgtype.Int8, 0, hints.tokens)
+	snap.Activity = make([]Activity, 0, hints.activity)
 	issuers := map[int64][]string{}
 	reads := append(totals.reads(),
 		read{query: "SELECT id, name FROM scopes", dest: scan(&id, &name), row: func() error {
@@ -127,15 +137,13 @@ func (s *SQL) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if snap.Totals, err = totals.totals(); err != nil {
 		return nil, err
 	}
-	// one array holds every token's time
-	times := make([]time.Time, len(seen))
-	snap.TokenLastSeen = make([]*time.Time, len(seen))
+	snap.TokenLastSeen = make([]time.Time, len(seen))
 	for i, v := range seen {
 		if v.Valid {
-			times[i] = fromMicros(v.Int64)
-			snap.TokenLastSeen[i] = &times[i]
+			snap.TokenLastSeen[i] = fromMicros(v.Int64)
 		}
 	}
+	s.hints.Store(&snapshotHints{tokens: len(seen), activity: len(snap.Activity)})
 	return snap, nil
 }
 
