@@ -87,6 +87,10 @@ type Endpoint struct {
 	encodings *encodings
 	refreshes atomic.Uint64 // numbers each refresh, for encodings
 	gzips     sync.Pool     // *gzip.Writer
+	// bodies and gzBodies recycle the bodies of uncached scrapes (CacheTTL
+	// 0), each of which answers one request: a body is the size of the
+	// whole exposition, about a third of what such a scrape allocates.
+	bodies, gzBodies bufferPool
 }
 
 // scrape is everything derived from one snapshot; it is read-only once
@@ -153,6 +157,11 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	v := variant{format: string(format), restriction: res}
 	resp := sc.response(v, func() []byte { return e.encodeMetrics(sc, format, v) })
 	e.write(w, r, resp, v.format)
+	if e.ttl <= 0 {
+		// no other request can be answered from an uncached scrape
+		e.bodies.put(resp.body)
+		e.gzBodies.put(resp.gz)
+	}
 }
 
 // encodeMetrics encodes the families of sc that the variant's restriction
@@ -160,9 +169,9 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // refresh before (encodings). A family that fails to encode is logged and
 // left out.
 func (e *Endpoint) encodeMetrics(sc *scrape, format expfmt.Format, v variant) []byte {
-	var body bytes.Buffer
+	body := bytes.NewBuffer(e.bodies.get())
 	body.Grow(e.sizeHint(v))
-	err := e.encodings.encode(&body, filterScope(sc.families, v.restriction), format, sc.refresh, func(mf *dto.MetricFamily, err error) {
+	err := e.encodings.encode(body, filterScope(sc.families, v.restriction), format, sc.refresh, func(mf *dto.MetricFamily, err error) {
 		e.log.Error("open-metrics: cannot encode family, leaving it out", "family", mf.GetName(), "error", err)
 	})
 	if err != nil { // OpenMetrics: # EOF

@@ -64,13 +64,13 @@ func (sc *scrape) response(v variant, encode func() []byte) *response {
 // of e's pool the first time.
 func (e *Endpoint) gzipped(r *response) ([]byte, string) {
 	r.gzOnce.Do(func() {
-		var buf bytes.Buffer
+		buf := bytes.NewBuffer(e.gzBodies.get())
 		buf.Grow(len(r.body)/8 + 512)
 		zw, _ := e.gzips.Get().(*gzip.Writer)
 		if zw == nil {
-			zw, _ = gzip.NewWriterLevel(&buf, gzipLevel)
+			zw, _ = gzip.NewWriterLevel(buf, gzipLevel)
 		} else {
-			zw.Reset(&buf)
+			zw.Reset(buf)
 		}
 		// writes to a bytes.Buffer cannot fail
 		zw.Write(r.body)
@@ -176,4 +176,23 @@ func (e *Endpoint) noteSize(v variant, n int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.sizes[v] = n + n/16
+}
+
+// bufferPool recycles byte slices.
+type bufferPool struct{ p sync.Pool }
+
+// get returns an empty slice, with the capacity of one put back if any.
+func (b *bufferPool) get() []byte {
+	if p, _ := b.p.Get().(*[]byte); p != nil {
+		return (*p)[:0]
+	}
+	return nil
+}
+
+// put gives buf back for another get; its content must no longer be
+// used.
+func (b *bufferPool) put(buf []byte) {
+	if cap(buf) > 0 {
+		b.p.Put(&buf)
+	}
 }
