@@ -18,7 +18,7 @@ func artifactFileSize(b *build) (*dto.MetricFamily, error) {
 	g := b.gauges("artifact_file_size", "category", labelScope)
 	for _, family := range []string{"artifacts", "artifact_file_size"} {
 		for _, t := range b.rows(family) {
-			ok, err := g.fill(t)
+			s, ok, err := g.seriesOf(t, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -29,7 +29,7 @@ func artifactFileSize(b *build) (*dto.MetricFamily, error) {
 			if family == "artifacts" {
 				v = 0
 			}
-			g.add(v)
+			g.addTo(s, v)
 		}
 	}
 	return g.family("Total size in bytes of the files of artifacts, by category and scope (shared content counted once per artifact).")

@@ -2,6 +2,7 @@ package openmetrics
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -44,6 +45,9 @@ type seriesCache struct {
 	families map[string]*familyCache
 	// pairs interns label pairs, shared by every series and family.
 	pairs map[[2]string]*dto.LabelPair
+	// the scope and pool names of the last refresh: the series remembered
+	// by label set (familyCache.bySet) hold good while they stay the same
+	scopeNames, poolNames map[int64]string
 }
 
 func newSeriesCache() *seriesCache {
@@ -57,6 +61,18 @@ func newSeriesCache() *seriesCache {
 type familyCache struct {
 	byKey  map[string]*series
 	sorted []*series // read-only once stored
+	// bySet remembers the series of each running total's label set
+	// (store.Total.Set), so that a refresh finds it without building
+	// its labels and key again: that was half the CPU of building the
+	// families (work_requests: 3,000 totals).
+	bySet map[uint32]memo
+}
+
+// memo is what a running total's label set gave: its series and, for a
+// histogram's bucket, the bucket's index.
+type memo struct {
+	s      *series
+	bucket int
 }
 
 // series is one label set of one family.
@@ -81,6 +97,11 @@ func (c *seriesCache) sweep() {
 			if s.used != c.gen {
 				delete(fam.byKey, k)
 				gone = true
+			}
+		}
+		for n, m := range fam.bySet {
+			if m.s.used != c.gen {
+				delete(fam.bySet, n)
 			}
 		}
 	}
@@ -111,6 +132,12 @@ type build struct {
 // other order are sorted into a copy first.
 func newBuild(snap *store.Snapshot, cache *seriesCache) *build {
 	cache.gen++
+	if !maps.Equal(cache.scopeNames, snap.ScopeNames) || !maps.Equal(cache.poolNames, snap.PoolNames) {
+		for _, fam := range cache.families {
+			clear(fam.bySet)
+		}
+		cache.scopeNames, cache.poolNames = maps.Clone(snap.ScopeNames), maps.Clone(snap.PoolNames)
+	}
 	b := &build{snap: snap, cache: cache, totals: map[string][]store.Total{}}
 	if !b.group(snap.Totals) {
 		ts := slices.Clone(snap.Totals)
@@ -220,7 +247,7 @@ func (b *build) builder(family string, names []string) builder {
 	}
 	f.cache = b.cache.families[family]
 	if f.cache == nil {
-		f.cache = &familyCache{byKey: map[string]*series{}}
+		f.cache = &familyCache{byKey: map[string]*series{}, bySet: map[uint32]memo{}}
 		b.cache.families[family] = f.cache
 	}
 	return f
@@ -228,18 +255,65 @@ func (b *build) builder(family string, names []string) builder {
 
 // current returns the series of the current labels, registering it with
 // this refresh the first time; fresh says it was not reported yet.
-func (f *builder) current() (s *series, fresh bool) {
+func (f *builder) current() (s *series, fresh bool) { return f.use(f.lookup()) }
+
+// lookup returns the series of the current labels.
+func (f *builder) lookup() *series {
 	f.key = f.l.appendKey(f.key[:0])
-	s = f.cache.byKey[string(f.key)]
+	s := f.cache.byKey[string(f.key)]
 	if s == nil {
 		s = f.intern()
 	}
+	return s
+}
+
+// use registers s with this refresh the first time; fresh says it was
+// not reported yet.
+func (f *builder) use(s *series) (_ *series, fresh bool) {
 	if s.used == f.b.cache.gen {
 		return s, false
 	}
 	s.used, s.slot = f.b.cache.gen, len(f.order)
 	f.order = append(f.order, s)
 	return s, true
+}
+
+// remembered returns what total t's label set gave at an earlier refresh
+// (remember), if anything. It holds as long as the scope and pool names
+// are the same (newBuild forgets everything otherwise): the labels of a
+// numbered set never change.
+func (f *builder) remembered(t store.Total) (memo, bool) {
+	if t.Set == 0 {
+		return memo{}, false
+	}
+	m, ok := f.cache.bySet[t.Set]
+	return m, ok
+}
+
+// remember records what total t's label set gave.
+func (f *builder) remember(t store.Total, m memo) {
+	if t.Set != 0 {
+		f.cache.bySet[t.Set] = m
+	}
+}
+
+// seriesOf returns the series of running total t: the one remembered for
+// its label set, or the one of the labels that fill, then edit (a family's
+// own changes, when not nil), give it. ok is false for a total that is
+// not reported (see fill). edit must depend on the labels alone.
+func (f *builder) seriesOf(t store.Total, edit func()) (s *series, ok bool, err error) {
+	if m, hit := f.remembered(t); hit {
+		return m.s, true, nil
+	}
+	if ok, err := f.fill(t); err != nil || !ok {
+		return nil, ok, err
+	}
+	if edit != nil {
+		edit()
+	}
+	s = f.lookup()
+	f.remember(t, memo{s: s})
+	return s, true, nil
 }
 
 // intern adds the series of the current labels (key in f.key) to the
@@ -360,8 +434,11 @@ func (b *build) gauges(name string, labelNames ...string) *gauges {
 }
 
 // add adds v to the series of the current labels (g.l).
-func (g *gauges) add(v float64) {
-	s, fresh := g.current()
+func (g *gauges) add(v float64) { g.addTo(g.lookup(), v) }
+
+// addTo adds v to series s.
+func (g *gauges) addTo(s *series, v float64) {
+	s, fresh := g.use(s)
 	if fresh {
 		g.values = append(g.values, 0)
 	}
@@ -389,12 +466,12 @@ func (g *gauges) family(help string) (*dto.MetricFamily, error) {
 func totalsGauge(b *build, name, help string, labelNames ...string) (*dto.MetricFamily, error) {
 	g := b.gauges(name, labelNames...)
 	for _, t := range b.rows(name) {
-		ok, err := g.fill(t)
+		s, ok, err := g.seriesOf(t, nil)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			g.add(float64(t.Value))
+			g.addTo(s, float64(t.Value))
 		}
 	}
 	return g.family(help)
@@ -417,8 +494,11 @@ func (b *build) histograms(name string, bounds []float64, labelNames ...string) 
 
 // series returns the bucket counts (non-cumulative, one per bound and one
 // past the last) and the sum of the series of the current labels.
-func (h *histograms) series() (counts []int64, sum *float64) {
-	s, fresh := h.current()
+func (h *histograms) series() (counts []int64, sum *float64) { return h.seriesAt(h.lookup()) }
+
+// seriesAt is series for series s.
+func (h *histograms) seriesAt(s *series) (counts []int64, sum *float64) {
+	s, fresh := h.use(s)
 	if fresh {
 		h.counts = append(h.counts, make([]int64, len(h.bounds)+1)...)
 		h.sums = append(h.sums, 0)
@@ -515,27 +595,31 @@ func totalsHistogram(b *build, name, help string, bounds []int64, scale float64,
 	}
 	h := b.histograms(name, exposed, labelNames...)
 	for _, t := range b.rows(name) {
-		ok, err := h.fill(t)
-		if err != nil {
-			return nil, err
+		m, hit := h.remembered(t)
+		if !hit {
+			ok, err := h.fill(t)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+			if m.bucket, err = bucketIndex(t.Labels["le"], bounds); err != nil {
+				return nil, fmt.Errorf("%s %v: %w", name, t.Labels, err)
+			}
+			m.s = h.lookup()
+			h.remember(t, m)
 		}
-		if !ok {
-			continue
-		}
-		i, err := bucketIndex(t.Labels["le"], bounds)
-		if err != nil {
-			return nil, fmt.Errorf("%s %v: %w", name, t.Labels, err)
-		}
-		counts, _ := h.series()
-		counts[i] += t.Value
+		counts, _ := h.seriesAt(m.s)
+		counts[m.bucket] += t.Value
 	}
 	for _, t := range b.rows(name + "_sum") {
-		ok, err := h.fill(t)
+		s, ok, err := h.seriesOf(t, nil)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			_, sum := h.series()
+			_, sum := h.seriesAt(s)
 			*sum += float64(t.Value) / scale
 		}
 	}

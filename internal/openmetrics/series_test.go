@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,6 +52,12 @@ func randomSnapshot(rng *rand.Rand) *store.Snapshot {
 		}
 	}
 	rng.Shuffle(len(totals), func(i, j int) { totals[i], totals[j] = totals[j], totals[i] })
+	if rng.IntN(4) > 0 {
+		// numbered as the store numbers them, most of the time
+		for i := range totals {
+			totals[i].Set = setNumber(totals[i])
+		}
+	}
 	s := snapshot(totals...)
 	if rng.IntN(2) == 0 {
 		s.ScopeNames[3] = "tails" // scope 3 comes and goes: its zero rows with it
@@ -59,6 +66,25 @@ func randomSnapshot(rng *rand.Rand) *store.Snapshot {
 		s.Activity = append(s.Activity, store.Activity{ScopeID: 1, LastWorkflowAt: farmNow.Add(-time.Duration(i) * day), Issuers: []string{"gitlab.com"}})
 	}
 	return s
+}
+
+// setNumbers numbers label sets as store.Total.Set does: one number per
+// family and label set, for the whole test binary.
+var (
+	setNumbersMu sync.Mutex
+	setNumbers   = map[string]uint32{}
+)
+
+func setNumber(t store.Total) uint32 {
+	setNumbersMu.Lock()
+	defer setNumbersMu.Unlock()
+	k := t.Family + fmt.Sprint(t.Labels) // fmt sorts map keys
+	n, ok := setNumbers[k]
+	if !ok {
+		n = uint32(len(setNumbers) + 1)
+		setNumbers[k] = n
+	}
+	return n
 }
 
 // TestSeriesCacheAcrossRefreshes: a series cache kept between refreshes

@@ -14,19 +14,20 @@ func init() { register("work_requests", workRequests) }
 // the label is dropped for any other task type even if a row carried it.
 func workRequests(b *build) (*dto.MetricFamily, error) {
 	g := b.gauges("work_requests", "task_type", "task_name", labelScope, "status", "host_architecture", "backend")
-	for _, t := range b.rows("work_requests") {
-		ok, err := g.fill(t)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
-		}
+	workerOnly := func() {
 		if g.l.get("task_type") != string(model.TaskWorker) {
 			g.l.drop("host_architecture")
 			g.l.drop("backend")
 		}
-		g.add(float64(t.Value))
+	}
+	for _, t := range b.rows("work_requests") {
+		s, ok, err := g.seriesOf(t, workerOnly)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			g.addTo(s, float64(t.Value))
+		}
 	}
 	return g.family("Number of work requests, by task_type, task_name, scope and status; " +
 		"Worker tasks also by host_architecture and backend from their task data.")

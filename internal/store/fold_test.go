@@ -347,9 +347,20 @@ func TestJournalKeepsZeroAndGroups(t *testing.T) {
 					if reflect.ValueOf(a.Labels).Pointer() != reflect.ValueOf(b.Labels).Pointer() {
 						t.Errorf("%s %v decoded twice", a.Family, a.Labels)
 					}
+					if a.Set == 0 || a.Set != b.Set {
+						t.Errorf("%s %v numbered %d, then %d", a.Family, a.Labels, a.Set, b.Set)
+					}
 					shared++
 				}
 			}
+		}
+		numbered := map[uint32]string{}
+		for _, tot := range second.Totals {
+			k := key(tot.Family, tot.Labels)
+			if other, dup := numbered[tot.Set]; dup {
+				t.Errorf("%s%s and %s share number %d", k.family, k.labels, other, tot.Set)
+			}
+			numbered[tot.Set] = k.family + k.labels
 		}
 		if shared != len(second.Totals) {
 			t.Errorf("%d of %d label sets shared between snapshots", shared, len(second.Totals))

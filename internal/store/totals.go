@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -370,18 +371,18 @@ func (lr *ledgerRead) reads() []read {
 		dest:  dest,
 		row: func() error {
 			v := lr.value
+			lr.key = append(append(append(lr.key[:0], lr.family...), 0), lr.labels...)
 			if len(lr.pending) > 0 {
-				lr.key = append(append(append(lr.key[:0], lr.family...), 0), lr.labels...)
 				if d, ok := lr.pending[string(lr.key)]; ok {
 					v += d
 					delete(lr.pending, string(lr.key))
 				}
 			}
-			f, l, err := lr.s.labels.get(lr.family, lr.labels)
+			set, err := lr.s.labels.get(lr.key)
 			if err != nil {
 				return fmt.Errorf("%s %s %s: %w", lr.lg.table, lr.family, lr.labels, err)
 			}
-			lr.out = append(lr.out, Total{Family: f, Labels: l, Value: v})
+			lr.out = append(lr.out, Total{Family: set.family, Labels: set.labels, Value: v, Set: set.n})
 			return nil
 		},
 	}}
@@ -396,12 +397,12 @@ func (lr *ledgerRead) totals() ([]Total, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		family, labels, _ := strings.Cut(k, "\x00")
-		f, l, err := lr.s.labels.get([]byte(family), []byte(labels))
+		set, err := lr.s.labels.get([]byte(k))
 		if err != nil {
+			family, labels, _ := strings.Cut(k, "\x00")
 			return nil, fmt.Errorf("metric_journal %s %s: %w", family, labels, err)
 		}
-		lr.out = append(lr.out, Total{Family: f, Labels: l, Value: lr.pending[k]})
+		lr.out = append(lr.out, Total{Family: set.family, Labels: set.labels, Value: lr.pending[k], Set: set.n})
 	}
 	lr.s.totalsHint.Store(int64(len(lr.out)))
 	return groupByFamily(lr.out), nil
@@ -445,44 +446,60 @@ func groupByFamily(ts []Total) []Total {
 // labelCache decodes each distinct stored label set once per process and
 // hands the same Labels (and family string) to every later reader: a
 // scrape then costs a map lookup per series instead of a JSON decoding.
+// It also numbers each (family, label set) pair (Total.Set), so that a
+// reader can remember what it derived from one without hashing it again.
 // The number of entries is bounded by the label sets that ever existed,
 // which is what the totals tables hold anyway.
 type labelCache struct {
 	mu       sync.RWMutex
-	labels   map[string]Labels
-	families map[string]string
+	sets     map[string]labelSet // by family NUL stored labels
+	labels   map[string]Labels   // by stored labels, shared by families
+	families map[string]string   // one string per family name
 }
 
-// get returns the family name and decoded labels of a stored key. Its
-// arguments may be reused by the caller afterwards (sql.RawBytes).
-func (c *labelCache) get(family, labels []byte) (string, Labels, error) {
+// labelSet is a family and a decoded label set, numbered.
+type labelSet struct {
+	family string
+	labels Labels
+	n      uint32
+}
+
+// get returns the label set of a stored key, family NUL labels; the
+// caller may reuse key's memory afterwards.
+func (c *labelCache) get(key []byte) (labelSet, error) {
 	c.mu.RLock()
-	f, fok := c.families[string(family)]
-	l, lok := c.labels[string(labels)]
+	set, ok := c.sets[string(key)]
 	c.mu.RUnlock()
-	if fok && lok {
-		return f, l, nil
+	if ok {
+		return set, nil
 	}
-	var decoded Labels
-	if !lok {
-		if err := json.Unmarshal(labels, &decoded); err != nil {
-			return "", nil, err
-		}
+	family, labels, found := bytes.Cut(key, []byte{0})
+	if !found {
+		return labelSet{}, fmt.Errorf("no family in key %q", key)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.labels == nil {
-		c.labels, c.families = map[string]Labels{}, map[string]string{}
+	if set, ok := c.sets[string(key)]; ok {
+		return set, nil
 	}
-	if f, fok = c.families[string(family)]; !fok {
+	l, ok := c.labels[string(labels)]
+	if !ok {
+		if err := json.Unmarshal(labels, &l); err != nil {
+			return labelSet{}, err
+		}
+	}
+	if c.sets == nil {
+		c.sets, c.labels, c.families = map[string]labelSet{}, map[string]Labels{}, map[string]string{}
+	}
+	c.labels[string(labels)] = l
+	f, ok := c.families[string(family)]
+	if !ok {
 		f = string(family)
 		c.families[f] = f
 	}
-	if l, lok = c.labels[string(labels)]; !lok {
-		l = decoded
-		c.labels[string(labels)] = l
-	}
-	return f, l, nil
+	set = labelSet{family: f, labels: l, n: uint32(len(c.sets) + 1)}
+	c.sets[string(key)] = set
+	return set, nil
 }
 
 // Total is one running total as read back for the metrics endpoint. Its
@@ -491,4 +508,9 @@ type Total struct {
 	Family string
 	Labels Labels
 	Value  int64
+	// Set numbers the family and label set within this process, from 1:
+	// totals with the same Set have the same Family and Labels, in every
+	// snapshot. 0 means unnumbered (totals not read from the store's
+	// tables, e.g. a recount).
+	Set uint32
 }
