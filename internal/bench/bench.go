@@ -80,6 +80,7 @@ type Result struct {
 	Reference    time.Duration // the four reference queries together
 	Scrape       time.Duration // uncached scrape, plain
 	ScrapeCPU    time.Duration // CPU time of this process (user + system) during one plain scrape
+	ServerCPU    time.Duration // CPU time of the PostgreSQL server processes during one plain scrape (0: SQLite, or not readable)
 	ScrapeGzip   time.Duration // uncached scrape, gzip-compressed
 	Allocated    int64         // bytes allocated by one uncached scrape (plain)
 	Recount      time.Duration // scrape recounting every total; 0 unless asked
@@ -92,6 +93,9 @@ type farm struct {
 	st   *store.SQL
 	h    http.Handler
 	qs   []referenceQuery
+	// meter reads the CPU time of this process and of the database's
+	// server processes (PostgreSQL), on a connection of its own
+	meter *cpuMeter
 }
 
 // Run seeds (if needed) and measures every farm: in each run, the
@@ -110,6 +114,9 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	defer func() {
 		for _, f := range farms {
 			f.st.Close()
+			if f.meter.db != nil {
+				f.meter.db.Close()
+			}
 		}
 	}()
 	sizes := []struct {
@@ -121,7 +128,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			continue
 		}
 		for _, size := range sizes {
-			st, err := openFarm(ctx, cfg, db, size.sz, logf)
+			st, dsn, err := openFarm(ctx, cfg, db, size.sz, logf)
 			if err != nil {
 				return nil, err
 			}
@@ -133,7 +140,13 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			// one endpoint per farm with caching off, as a server with
 			// --metrics-cache-ttl 0 runs it: every scrape reads a snapshot
 			h := openmetrics.NewHandler(st, openmetrics.Options{RefreshTimeout: 10 * time.Minute})
-			farms = append(farms, &farm{name: size.name, sz: size.sz, st: st, h: h, qs: qs})
+			f := &farm{name: size.name, sz: size.sz, st: st, h: h, qs: qs, meter: &cpuMeter{}}
+			farms = append(farms, f)
+			if db == store.Postgres {
+				if f.meter, err = newServerMeter(ctx, dsn); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	if len(farms) == 0 {
@@ -145,11 +158,12 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	gz := make([][]time.Duration, len(farms))
 	allocs := make([][]int64, len(farms))
 	cpu := make([][]time.Duration, len(farms))
+	server := make([][]time.Duration, len(farms))
 	recount := make([][]time.Duration, len(farms))
 	for i, f := range farms {
 		// the first scrape fills the endpoint's series cache, as the first
 		// scrape after a server starts does; it is not measured
-		series, _, err := scrape(ctx, f.h, false)
+		series, err := countSeries(ctx, f.h)
 		if err != nil {
 			return nil, err
 		}
@@ -166,18 +180,22 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			ref[i] = append(ref[i], d)
 			for k := 0; k < 2; k++ {
 				var before, after runtime.MemStats
+				reading := f.meter.read(ctx)
 				runtime.ReadMemStats(&before)
 				cpu0 := processCPU()
-				_, d, err := scrape(ctx, f.h, false)
+				d, err := scrape(ctx, f.h, false)
 				cpu1 := processCPU()
 				runtime.ReadMemStats(&after)
 				if err != nil {
 					return nil, err
 				}
+				if f.meter.db != nil {
+					server[i] = append(server[i], f.meter.serverSince(ctx, reading))
+				}
 				plain[i] = append(plain[i], d)
 				allocs[i] = append(allocs[i], int64(after.TotalAlloc-before.TotalAlloc))
 				cpu[i] = append(cpu[i], cpu1-cpu0)
-				if _, d, err = scrape(ctx, f.h, true); err != nil {
+				if d, err = scrape(ctx, f.h, true); err != nil {
 					return nil, err
 				}
 				gz[i] = append(gz[i], d)
@@ -191,7 +209,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		for run := 0; run < cfg.Runs; run++ {
 			for i, f := range farms {
 				h := openmetrics.NewHandler(recounting{f.st}, openmetrics.Options{RefreshTimeout: 30 * time.Minute})
-				_, d, err := scrape(ctx, h, false)
+				d, err := scrape(ctx, h, false)
 				if err != nil {
 					return nil, err
 				}
@@ -202,6 +220,9 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	for i := range out {
 		out[i].Reference, out[i].Scrape, out[i].ScrapeGzip = median(ref[i]), median(plain[i]), median(gz[i])
 		out[i].Allocated, out[i].ScrapeCPU = median(allocs[i]), median(cpu[i])
+		if len(server[i]) > 0 {
+			out[i].ServerCPU = median(server[i])
+		}
 		if cfg.Recount {
 			out[i].Recount = median(recount[i])
 		}
@@ -211,7 +232,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 
 // openFarm opens (seeding it first if needed) the farm of size sz on
 // database d.
-func openFarm(ctx context.Context, cfg Config, d store.Dialect, sz seed.Sizes, logf func(string, ...any)) (*store.SQL, error) {
+func openFarm(ctx context.Context, cfg Config, d store.Dialect, sz seed.Sizes, logf func(string, ...any)) (*store.SQL, string, error) {
 	name := fmt.Sprintf("kiln_bench_%d_%d", sz.WorkRequests, sz.Artifacts)
 	var dsn string
 	var fresh bool
@@ -222,15 +243,15 @@ func openFarm(ctx context.Context, cfg Config, d store.Dialect, sz seed.Sizes, l
 		dsn, fresh, err = ensureSQLiteFile(ctx, cfg.SQLiteDir, name, cfg.Reseed)
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	st, err := store.Open(ctx, dsn)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if !fresh {
 		logf("reusing seeded %s database %s", d, name)
-		return st, nil
+		return st, dsn, nil
 	}
 	logf("seeding %s database %s", d, name)
 	if _, err := st.Bootstrap(ctx, store.NewSecret(), ""); err == nil {
@@ -241,9 +262,9 @@ func openFarm(ctx context.Context, cfg Config, d store.Dialect, sz seed.Sizes, l
 	}
 	if err != nil {
 		st.Close()
-		return nil, err
+		return nil, "", err
 	}
-	return st, nil
+	return st, dsn, nil
 }
 
 // processCPU is the CPU time this process has used (user and system):
@@ -281,28 +302,92 @@ func (r recounting) Snapshot(ctx context.Context) (*store.Snapshot, error) {
 }
 
 // scrape times one full scrape through h as Prometheus asks for it, with
-// or without gzip, and counts the series of a plain answer.
-func scrape(ctx context.Context, h http.Handler, gzip bool) (series int, d time.Duration, err error) {
+// or without gzip. The body goes where a socket would take it: nowhere
+// that allocates.
+func scrape(ctx context.Context, h http.Handler, gzip bool) (time.Duration, error) {
 	req := httptest.NewRequest(http.MethodGet, "/api/1.0/open-metrics/", nil).WithContext(ctx)
 	req.Header.Set("Accept", PrometheusAccept)
 	if gzip {
 		req.Header.Set("Accept-Encoding", "gzip")
 	}
-	rec := httptest.NewRecorder()
+	w := &discardWriter{header: http.Header{}}
 	start := time.Now()
-	h.ServeHTTP(rec, req)
-	d = time.Since(start)
-	if rec.Code != http.StatusOK {
-		return 0, 0, fmt.Errorf("scrape answered %d: %s", rec.Code, rec.Body.String())
+	h.ServeHTTP(w, req)
+	d := time.Since(start)
+	if w.code != http.StatusOK && w.code != 0 {
+		return 0, fmt.Errorf("scrape answered %d: %s", w.code, w.start)
 	}
-	if !gzip {
-		for _, line := range strings.Split(rec.Body.String(), "\n") {
-			if line != "" && !strings.HasPrefix(line, "#") {
-				series++
-			}
+	return d, nil
+}
+
+// countSeries scrapes h once and counts the sample lines of its answer.
+func countSeries(ctx context.Context, h http.Handler) (int, error) {
+	req := httptest.NewRequest(http.MethodGet, "/api/1.0/open-metrics/", nil).WithContext(ctx)
+	req.Header.Set("Accept", PrometheusAccept)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		return 0, fmt.Errorf("scrape answered %d: %s", rec.Code, rec.Body.String())
+	}
+	series := 0
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			series++
 		}
 	}
-	return series, d, nil
+	return series, nil
+}
+
+// discardWriter is a ResponseWriter that keeps of the body only its start
+// (for an error's message).
+type discardWriter struct {
+	header http.Header
+	code   int
+	start  []byte
+}
+
+func (w *discardWriter) Header() http.Header { return w.header }
+
+func (w *discardWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *discardWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	if w.code != http.StatusOK && len(w.start) < 512 {
+		w.start = append(w.start, b[:min(len(b), 512-len(w.start))]...)
+	}
+	return len(b), nil
+}
+
+// newServerMeter returns a CPU meter of st's PostgreSQL server processes
+// that reads them on a connection of its own, which it leaves out.
+func newServerMeter(ctx context.Context, dsn string) (*cpuMeter, error) {
+	m := &cpuMeter{}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	if err := db.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&m.exclude); err != nil {
+		db.Close()
+		return nil, err
+	}
+	m.db = db
+	return m, nil
+}
+
+// serverSince is the CPU time the database's server processes used since
+// an earlier reading (see since).
+func (m *cpuMeter) serverSince(ctx context.Context, from cpuReading) time.Duration {
+	to := m.read(ctx)
+	var used time.Duration
+	for pid, t := range to.backends {
+		used += t - from.backends[pid]
+	}
+	return used
 }
 
 // ensureDatabase returns the URL of database name on server, creating it
@@ -370,20 +455,25 @@ func seeded(ctx context.Context, driver, dsn string) bool {
 // Table renders results as the Markdown table of docs/benchmarks.md.
 func Table(w io.Writer, rs []Result) {
 	recount := rs[0].Recount > 0
-	fmt.Fprint(w, "| database | farm | work requests | artifacts | files | series | reference, 4 queries | uncached scrape | µs per series | kiln CPU per scrape | allocated per scrape | uncached scrape, gzip | reference ÷ scrape |")
+	fmt.Fprint(w, "| database | farm | work requests | artifacts | files | series | reference, 4 queries | uncached scrape | µs per series | kiln CPU per scrape | PostgreSQL CPU per scrape | CPU µs per series | allocated per scrape | uncached scrape, gzip | reference ÷ scrape |")
 	if recount {
 		fmt.Fprint(w, " scrape recounting every total (`kiln metrics recount`'s queries) |")
 	}
 	fmt.Fprintln(w)
-	fmt.Fprint(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprint(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	if recount {
 		fmt.Fprint(w, "---:|")
 	}
 	fmt.Fprintln(w)
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %s | %s | %d | %d | %d | %d | %s | %s | %.2f | %s | %.1f MB | %s | **%.0f×** |", r.Database, r.Farm, r.WorkRequests,
+		server := "–"
+		if r.ServerCPU > 0 {
+			server = r.ServerCPU.Round(100 * time.Microsecond).String()
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %d | %d | %d | %s | %s | %.2f | %s | %s | %.2f | %.1f MB | %s | **%.0f×** |", r.Database, r.Farm, r.WorkRequests,
 			r.Artifacts, r.Files, r.Series, r.Reference.Round(time.Millisecond), r.Scrape.Round(100*time.Microsecond),
-			float64(r.Scrape.Microseconds())/float64(r.Series), r.ScrapeCPU.Round(100*time.Microsecond), float64(r.Allocated)/1e6,
+			float64(r.Scrape.Microseconds())/float64(r.Series), r.ScrapeCPU.Round(100*time.Microsecond), server,
+			float64((r.ScrapeCPU+r.ServerCPU).Microseconds())/float64(r.Series), float64(r.Allocated)/1e6,
 			r.ScrapeGzip.Round(100*time.Microsecond),
 			float64(r.Reference)/float64(r.Scrape))
 		if recount {
