@@ -79,8 +79,10 @@ type Endpoint struct {
 	now     func() time.Time
 
 	group  singleflight.Group
+	cached atomic.Pointer[scrape]
+	maxAge []string   // the Cache-Control header's value with caching on
+	ages   [][]string // the Age header's values, by second (ageHeader)
 	mu     sync.Mutex
-	cached *scrape
 	sizes  map[variant]int // body size of each variant at the last refresh
 
 	series    *seriesCache
@@ -117,6 +119,10 @@ func New(src Source, opts Options) *Endpoint {
 		encodings: newEncodings()}
 	if e.timeout <= 0 {
 		e.timeout = DefaultRefreshTimeout
+	}
+	e.maxAge = header("max-age=" + strconv.Itoa(int(e.ttl/time.Second)))
+	for i := range min(int(e.ttl/time.Second), 3600) + 1 {
+		e.ages = append(e.ages, header(strconv.Itoa(i)))
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -156,7 +162,7 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	format := negotiate(r.Header)
 	v := variant{format: string(format), restriction: res}
 	resp := sc.response(v, func() []byte { return e.encodeMetrics(sc, format, v) })
-	e.write(w, r, resp, v.format)
+	e.write(w, r, resp)
 	if e.ttl <= 0 {
 		// no other request can be answered from an uncached scrape
 		e.bodies.put(resp.body)
@@ -250,7 +256,8 @@ func (e *Endpoint) prepare(w http.ResponseWriter, r *http.Request) (*scrape, res
 			return nil, res, false
 		}
 	}
-	sc, err := e.current(r.Context())
+	now := e.now()
+	sc, err := e.current(r.Context(), now)
 	if err != nil {
 		if r.Context().Err() == nil {
 			e.log.Error("open-metrics: cannot read the metrics snapshot", "error", err)
@@ -261,33 +268,32 @@ func (e *Endpoint) prepare(w http.ResponseWriter, r *http.Request) (*scrape, res
 	if res.restricted {
 		res.name = sc.scopes[scopeID]
 	}
-	h := w.Header()
-	h.Set("Vary", "Accept, Accept-Encoding, Authorization")
+	h := w.Header() // filled directly, see write
+	h["Vary"] = varyHeader
 	if e.ttl > 0 {
 		// max-age counts from the snapshot, Age says how old it already
 		// is: a cache keeps it for max-age − Age more seconds (RFC 9111).
-		age := max(0, e.now().Sub(sc.fetched))
-		h.Set("Cache-Control", "max-age="+strconv.Itoa(int(e.ttl/time.Second)))
-		h.Set("Age", strconv.Itoa(int(age/time.Second)))
+		h["Cache-Control"] = e.maxAge
+		h["Age"] = e.ageHeader(int(max(0, now.Sub(sc.fetched)) / time.Second))
 	} else {
-		h.Set("Cache-Control", "no-store")
+		h["Cache-Control"] = noStoreHeader
 	}
 	return sc, res, true
 }
 
 // current returns the scrape to answer from: the cached one while it is
 // fresh, else a new one; concurrent callers share one refresh.
-func (e *Endpoint) current(ctx context.Context) (*scrape, error) {
+func (e *Endpoint) current(ctx context.Context, now time.Time) (*scrape, error) {
 	if e.ttl <= 0 {
 		ctx, cancel := context.WithTimeout(ctx, e.timeout)
 		defer cancel()
 		return e.refresh(ctx)
 	}
-	if sc := e.fresh(); sc != nil {
+	if sc := e.fresh(now); sc != nil {
 		return sc, nil
 	}
 	ch := e.group.DoChan("scrape", func() (any, error) {
-		if sc := e.fresh(); sc != nil {
+		if sc := e.fresh(e.now()); sc != nil {
 			return sc, nil // refreshed while this caller waited for the lock
 		}
 		// The refresh outlives the scrape that started it: others wait
@@ -298,9 +304,7 @@ func (e *Endpoint) current(ctx context.Context) (*scrape, error) {
 		if err != nil {
 			return nil, err
 		}
-		e.mu.Lock()
-		e.cached = sc
-		e.mu.Unlock()
+		e.cached.Store(sc)
 		return sc, nil
 	})
 	select {
@@ -314,12 +318,10 @@ func (e *Endpoint) current(ctx context.Context) (*scrape, error) {
 	}
 }
 
-// fresh returns the cached scrape if it is younger than the TTL.
-func (e *Endpoint) fresh() *scrape {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.cached != nil && e.now().Sub(e.cached.fetched) < e.ttl {
-		return e.cached
+// fresh returns the cached scrape if it is younger than the TTL at now.
+func (e *Endpoint) fresh(now time.Time) *scrape {
+	if sc := e.cached.Load(); sc != nil && now.Sub(sc.fetched) < e.ttl {
+		return sc
 	}
 	return nil
 }

@@ -25,15 +25,45 @@ type variant struct {
 	restriction
 }
 
-// response is one variant's body, plain and gzip-compressed.
+// response is one variant's body, plain and gzip-compressed, with the
+// values of its headers made once: a cached scrape is answered thousands
+// of times a second, and building, checking and allocating the header
+// values was a third of the handler's own CPU time (see header).
 type response struct {
-	once sync.Once
-	body []byte
-	etag string // "" when the refresh serves no ETags
+	once        sync.Once
+	body        []byte
+	etag        string   // "" when the refresh serves no ETags
+	contentType []string // header values
+	length      []string
+	etagHeader  []string // nil without an ETag
 
-	gzOnce sync.Once
-	gz     []byte
-	gzETag string
+	gzOnce       sync.Once
+	gz           []byte
+	gzETag       string
+	gzLength     []string
+	gzETagHeader []string
+}
+
+// Header values that every answer shares. net/http only reads the values
+// of a handler's header (it copies them when the header is written), and
+// Header.Set or Add elsewhere replace a slice or grow a copy of it, so
+// one slice can serve every response.
+var (
+	varyHeader    = []string{"Accept, Accept-Encoding, Authorization"}
+	noStoreHeader = []string{"no-store"}
+	gzipHeader    = []string{"gzip"}
+)
+
+// header returns the one-value header slice of v.
+func header(v string) []string { return []string{v} }
+
+// ageHeader returns the Age header's value for an age in seconds: one of
+// e.ages, made once, up to the cache's lifetime.
+func (e *Endpoint) ageHeader(seconds int) []string {
+	if seconds >= 0 && seconds < len(e.ages) {
+		return e.ages[seconds]
+	}
+	return header(strconv.Itoa(seconds))
 }
 
 // gzipLevel trades size for time: the body is mostly repeated label names,
@@ -53,8 +83,10 @@ func (sc *scrape) response(v variant, encode func() []byte) *response {
 	sc.mu.Unlock()
 	r.once.Do(func() {
 		r.body = encode()
+		r.contentType, r.length = header(v.format), header(strconv.Itoa(len(r.body)))
 		if sc.etags {
 			r.etag = etag(r.body)
+			r.etagHeader = header(r.etag)
 		}
 	})
 	return r
@@ -77,8 +109,10 @@ func (e *Endpoint) gzipped(r *response) ([]byte, string) {
 		zw.Close()
 		e.gzips.Put(zw)
 		r.gz = buf.Bytes()
+		r.gzLength = header(strconv.Itoa(len(r.gz)))
 		if r.etag != "" {
 			r.gzETag = strings.TrimSuffix(r.etag, `"`) + `-gzip"`
+			r.gzETagHeader = header(r.gzETag)
 		}
 	})
 	return r.gz, r.gzETag
@@ -96,24 +130,27 @@ func etag(body []byte) string {
 // write answers r with resp: gzip-compressed when the client accepts it,
 // with Content-Length and, when the refresh serves them, an ETag; a
 // matching If-None-Match is answered 304 without a body.
-func (e *Endpoint) write(w http.ResponseWriter, r *http.Request, resp *response, contentType string) {
-	body, tag := resp.body, resp.etag
+func (e *Endpoint) write(w http.ResponseWriter, r *http.Request, resp *response) {
+	body, tag, length, tagHeader := resp.body, resp.etag, resp.length, resp.etagHeader
+	// the header's keys are written in canonical form, so it is filled
+	// directly: Set would check and canonicalize each key again
 	h := w.Header()
 	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
 		body, tag = e.gzipped(resp)
-		h.Set("Content-Encoding", "gzip")
+		length, tagHeader = resp.gzLength, resp.gzETagHeader
+		h["Content-Encoding"] = gzipHeader
 	}
-	h.Set("Content-Type", contentType)
+	h["Content-Type"] = resp.contentType
 	if tag != "" {
-		h.Set("ETag", tag)
+		h["Etag"] = tagHeader
 		if inm := r.Header.Get("If-None-Match"); inm != "" && noneMatch(inm, tag) {
-			h.Del("Content-Type")
-			h.Del("Content-Encoding")
+			delete(h, "Content-Type")
+			delete(h, "Content-Encoding")
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
 	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h["Content-Length"] = length
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		w.Write(body)

@@ -164,6 +164,6 @@ func (e *Endpoint) ServiceStatus() http.Handler {
 			}
 			return append(body, '\n')
 		})
-		e.write(w, r, resp, "application/json")
+		e.write(w, r, resp)
 	})
 }
