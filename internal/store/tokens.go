@@ -157,10 +157,17 @@ func (p *Principal) Viewer() *Viewer {
 // expired tokens, and tokens of inactive users, with ErrUnauthenticated.
 // It records last use at most once a minute per token.
 func (s *SQL) Authenticate(ctx context.Context, secret string) (*Principal, error) {
+	return s.principal(ctx, "hash = $1", HashToken(secret))
+}
+
+// principal resolves the token that cond (on the tokens table, with one
+// argument) selects, with Authenticate's rules: they are the rules of
+// every way in, token header and dashboard session alike.
+func (s *SQL) principal(ctx context.Context, cond string, arg any) (*Principal, error) {
 	tb := &table[model.Token]{s, s.defs.tokens}
 	var p Principal
 	err := s.readTx(ctx, func(t *tx) error {
-		tok, err := tb.def.scan(t.queryRow(ctx, tb.selectSQL()+" WHERE hash = $1", HashToken(secret)))
+		tok, err := tb.def.scan(t.queryRow(ctx, tb.selectSQL()+" WHERE "+cond, arg))
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrUnauthenticated
 		}
