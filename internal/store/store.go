@@ -216,6 +216,21 @@ type Store interface {
 	RecordDelivery(ctx context.Context, source string, keys []DeliveryKey, window time.Duration) error
 	ForgetDelivery(ctx context.Context, source string, keys []DeliveryKey) error
 
+	// The dashboard's lists (browse.go): keyset pages whose cost does not
+	// grow with the tables.
+	BrowseWorkRequests(ctx context.Context, b Browse) (*Page, error)
+	WorkflowChildren(ctx context.Context, parentID int64, v *Viewer) ([]model.WorkRequest, error)
+	RunningOn(ctx context.Context, workerIDs []int64, v *Viewer) (map[int64]model.WorkRequest, error)
+	BrowseWorkers(ctx context.Context, f WorkerFilter) ([]model.Worker, error)
+	PoolInstances(ctx context.Context, poolID int64) ([]PoolInstance, error)
+	WorkerNames(ctx context.Context, ids []int64) (map[int64]string, error)
+	Farm(ctx context.Context) (*Farm, error)
+
+	// Dashboard sign-in sessions (sessions.go).
+	OpenSession(ctx context.Context, tokenSecret string, lifetime time.Duration) (*Principal, *Session, string, error)
+	SessionPrincipal(ctx context.Context, secret string) (*Principal, *Session, error)
+	CloseSession(ctx context.Context, secret string) error
+
 	// Snapshot reads the public metrics' figures in one snapshot.
 	Snapshot(ctx context.Context) (*Snapshot, error)
 	// Fold merges the journal of running-total changes into the totals;

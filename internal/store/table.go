@@ -19,6 +19,13 @@ type Viewer struct {
 	ScopeID *int64
 }
 
+// SeesScope reports whether a scope restriction lets the viewer see
+// objects of scope id (scopes themselves have no workspace, so the
+// store's visibility does not narrow them: callers ask this).
+func (v *Viewer) SeesScope(id int64) bool {
+	return v == nil || v.ScopeID == nil || *v.ScopeID == id
+}
+
 // Query selects a page of a collection. Pages are keyset-paginated on id:
 // After is the last id of the previous page.
 type Query struct {
@@ -421,11 +428,17 @@ type where struct {
 }
 
 func (w *where) add(cond string, args ...any) {
+	w.conds = append(w.conds, w.bind(cond, args...))
+}
+
+// bind numbers the ? of cond as add does and returns it, without adding
+// it to the clause: for an expression elsewhere in the same statement.
+func (w *where) bind(cond string, args ...any) string {
 	for _, a := range args {
 		w.args = append(w.args, a)
 		cond = strings.Replace(cond, "?", "$"+strconv.Itoa(len(w.args)), 1)
 	}
-	w.conds = append(w.conds, cond)
+	return cond
 }
 
 func (w *where) sql() string {

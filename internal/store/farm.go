@@ -1,0 +1,120 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/model"
+)
+
+// Farm is the state of the farm that the dashboard's overview and workers
+// page show beside their statistics: how many workers are in which state,
+// and the pools. Neither names a workspace, so it is the same for every
+// visitor (the public metrics publish the same figures).
+type Farm struct {
+	Workers []WorkerCount
+	Pools   []PoolSummary
+}
+
+// WorkerCount is how many workers of a type (and pool) are in a state.
+type WorkerCount struct {
+	Type      model.WorkerType
+	PoolID    *int64
+	Connected bool
+	Busy      bool
+	N         int64
+}
+
+// PoolSummary is a worker pool with its accounted runtime — stopped
+// instances' runtime plus live instances' age, as worker_pool_runtime
+// counts it — and the number of its workers and live instances.
+type PoolSummary struct {
+	Pool      model.WorkerPool
+	Workers   int64
+	Instances int64
+	Runtime   time.Duration
+}
+
+// Farm reads the figures of Farm in one read transaction. Worker counts
+// come from the running totals of the workers family: O(series), however
+// many workers and requests the farm has.
+func (s *SQL) Farm(ctx context.Context) (*Farm, error) {
+	out := &Farm{}
+	err := s.readTx(ctx, func(t *tx) error {
+		counts := map[WorkerCount]int64{}
+		if err := t.each(ctx, "SELECT labels, value FROM metric_totals WHERE family = 'workers'", nil, func(r *sql.Rows) error {
+			var labels string
+			var n int64
+			if err := r.Scan(&labels, &n); err != nil {
+				return err
+			}
+			var l Labels
+			if err := json.Unmarshal([]byte(labels), &l); err != nil {
+				return fmt.Errorf("metric_totals workers %s: %w", labels, err)
+			}
+			k := WorkerCount{Type: model.WorkerType(l["worker_type"]), Connected: l["connected"] == "1", Busy: l["busy"] == "1"}
+			if p, ok := l["worker_pool_id"]; ok {
+				var id int64
+				fmt.Sscan(p, &id)
+				k.PoolID = &id
+			}
+			counts[k] += n
+			return nil
+		}); err != nil {
+			return err
+		}
+		for k, n := range counts {
+			if n != 0 {
+				k.N = n
+				out.Workers = append(out.Workers, k)
+			}
+		}
+		sort.Slice(out.Workers, func(i, j int) bool {
+			a, b := out.Workers[i], out.Workers[j]
+			if a.Type != b.Type {
+				return a.Type < b.Type
+			}
+			if a.Connected != b.Connected {
+				return a.Connected
+			}
+			return a.Busy && !b.Busy
+		})
+		pools := &table[model.WorkerPool]{s, s.defs.workerPools}
+		if err := t.each(ctx, pools.selectSQL()+" ORDER BY name", nil, func(r *sql.Rows) error {
+			p, err := pools.def.scan(r)
+			if err == nil {
+				out.Pools = append(out.Pools, PoolSummary{Pool: *p})
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		if len(out.Pools) == 0 {
+			return nil
+		}
+		now := toMicros(s.now())
+		byID := map[int64]*PoolSummary{}
+		for i := range out.Pools {
+			byID[out.Pools[i].Pool.ID] = &out.Pools[i]
+			out.Pools[i].Runtime = time.Duration(out.Pools[i].Pool.RuntimeSeconds * float64(time.Second))
+		}
+		return t.each(ctx, `SELECT worker_pool_id, COUNT(*), COUNT(instance_started_at),
+			COALESCE(SUM(CASE WHEN instance_started_at IS NULL THEN 0 ELSE $1 - instance_started_at END), 0)
+			FROM workers WHERE worker_pool_id IS NOT NULL GROUP BY worker_pool_id`, []any{now}, func(r *sql.Rows) error {
+			var id, workers, live, age int64
+			if err := r.Scan(&id, &workers, &live, &age); err != nil {
+				return err
+			}
+			if p := byID[id]; p != nil {
+				p.Workers, p.Instances = workers, live
+				p.Runtime += time.Duration(age) * time.Microsecond
+			}
+			return nil
+		})
+	})
+	return out, err
+}

@@ -1,0 +1,35 @@
+-- kiln schema, version 7: what the web dashboard needs.
+--
+-- Sign-in sessions: a browser signs in with an API token and gets a cookie
+-- whose secret is stored here only as its SHA-256, like token secrets.
+-- Sessions live in the database so that every server replica behind a load
+-- balancer knows them, and so that signing out really ends one. A session
+-- stands for the token it was opened with: deleting the token deletes its
+-- sessions, and a disabled or expired token (or an inactive user) ends
+-- them at their next use.
+--
+-- Work request lists: the dashboard lists a workspace's requests newest
+-- first, filtered by status or task name, in keyset pages on
+-- (created_at, id). Each of these indexes serves one such list as an index
+-- range, so a page reads its rows and no others; the plain workspace index
+-- is a prefix of the first and goes.
+
+-- +goose Up
+CREATE TABLE dashboard_sessions (
+    id @ID@,
+    hash TEXT NOT NULL UNIQUE,
+    token_id BIGINT NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+    -- the secret that the session's forms carry (sign-out), against CSRF
+    csrf TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX dashboard_sessions_token ON dashboard_sessions(token_id);
+CREATE INDEX dashboard_sessions_expires ON dashboard_sessions(expires_at);
+
+CREATE INDEX work_requests_browse ON work_requests(workspace_id, created_at, id);
+CREATE INDEX work_requests_browse_status ON work_requests(workspace_id, status, created_at, id);
+CREATE INDEX work_requests_browse_task ON work_requests(workspace_id, task_name, created_at, id);
+CREATE INDEX work_requests_browse_workflows ON work_requests(workspace_id, created_at, id)
+    WHERE parent_id IS NULL AND task_type = 'Workflow';
+DROP INDEX work_requests_workspace;
