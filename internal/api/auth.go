@@ -137,13 +137,18 @@ func (c *call) requireAdmin() error {
 	return nil
 }
 
-// viewer is what the store shows the caller. Anonymous callers get a
-// viewer that matches no membership: a nil viewer would see everything.
-func (c *call) viewer() *store.Viewer {
-	if c.p == nil {
+// viewer is what the store shows the caller.
+func (c *call) viewer() *store.Viewer { return ViewerOf(c.p) }
+
+// ViewerOf is what the store shows p — nil for anonymous callers — on
+// every route of the API, and on every page of the dashboard, which asks
+// the store with the same viewer. Anonymous callers get a viewer that
+// matches no membership: a nil viewer would see everything.
+func ViewerOf(p *store.Principal) *store.Viewer {
+	if p == nil {
 		return &store.Viewer{UserID: -1}
 	}
-	return c.p.Viewer()
+	return p.Viewer()
 }
 
 // restriction is the scope the caller's token is restricted to, or nil.
@@ -156,10 +161,7 @@ func (c *call) restriction() *int64 {
 
 // seesScope reports whether a scope-restricted token lets the caller see
 // objects of scope id.
-func (c *call) seesScope(id int64) bool {
-	r := c.restriction()
-	return r == nil || *r == id
-}
+func (c *call) seesScope(id int64) bool { return c.viewer().SeesScope(id) }
 
 // inScope refuses writes outside a scope-restricted token's scope.
 func (c *call) inScope(id int64) error {
