@@ -39,8 +39,12 @@ func benchHandlers(b *testing.B) (plain, instrumented http.Handler, token string
 	if err != nil {
 		b.Fatal(err)
 	}
+	routes, err := apiRoutes(st, Config{}, logger, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	mux := http.NewServeMux()
-	for _, r := range apiRoutes(st, Config{}, logger, nil, nil) {
+	for _, r := range routes {
 		mux.Handle(r.Pattern, r.Handler)
 	}
 	return mux, instrumented, token

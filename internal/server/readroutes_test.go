@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/dashboard"
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/testdb"
@@ -26,8 +27,8 @@ type publicRead struct {
 }
 
 // publicByDesign lists the GET routes of the public port that are not
-// routes of package api (whose TestReadRoutesAuth holds each of those to
-// its readers) and answer anyone. A new GET route of the public port must
+// routes of package api or package dashboard (whose TestReadRoutesAuth
+// and TestPagesAuth hold each of those to its readers) and answer anyone. A new GET route of the public port must
 // be one or the other: TestPublicPortReadRoutes fails otherwise.
 var publicByDesign = map[string]publicRead{
 	"GET /api/1.0/open-metrics/{$}": {"farm-wide figures for Prometheus (SPEC §3), built to name no workspace, user, " +
@@ -72,20 +73,28 @@ func TestPublicPortReadRoutes(t *testing.T) {
 		must(t, err)
 		srv := httptest.NewServer(h)
 		t.Cleanup(srv.Close)
-		ofAPI := map[string]bool{}
-		for _, r := range api.New(st, logger, api.Options{}).Routes() {
-			ofAPI[r.Pattern] = true
+		// routes of packages whose own table tests hold each route to its
+		// readers: api (TestReadRoutesAuth) and dashboard (TestPagesAuth)
+		a := api.New(st, logger, api.Options{})
+		dash, err := dashboard.New(st, a, dashboard.Options{})
+		must(t, err)
+		tested := map[string]bool{}
+		for _, r := range append(a.Routes(), dash.Routes()...) {
+			tested[r.Pattern] = true
 		}
+		routes, err := publicRoutes(st, Config{}, logger, nil, nil)
+		must(t, err)
 		seen := map[string]bool{}
-		for _, r := range publicRoutes(st, Config{}, logger, nil, nil) {
+		for _, r := range routes {
 			method, p, _ := strings.Cut(r.Pattern, " ")
-			if method != "GET" || ofAPI[r.Pattern] {
+			if method != "GET" || tested[r.Pattern] {
 				continue
 			}
 			rule, ok := publicByDesign[r.Pattern]
 			if !ok {
-				t.Errorf("GET route %q of the public port is no API route and not in publicByDesign: list it there with why "+
-					"anyone may read it, or serve it through package api and give it readRules there", r.Pattern)
+				t.Errorf("GET route %q of the public port is no API or dashboard route and not in publicByDesign: list it there "+
+					"with why anyone may read it, or serve it through package api or dashboard and give it rules in their table test",
+					r.Pattern)
 				continue
 			}
 			seen[r.Pattern] = true

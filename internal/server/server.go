@@ -648,12 +648,16 @@ var uninstrumented = map[string]bool{
 }
 
 // publicRoutes lists every route of the public port — the API, the public
-// metrics and the probes — so that the handler and the tests that check
+// metrics, the dashboard and the probes — so that the handler and the tests that check
 // who may read each route are built from one list.
-func publicRoutes(st store.Store, cfg Config, logger *slog.Logger, d api.Dispatcher, events *telemetry.EventMetrics) []api.Route {
-	return append(apiRoutes(st, cfg, logger, d, events),
+func publicRoutes(st store.Store, cfg Config, logger *slog.Logger, d api.Dispatcher, events *telemetry.EventMetrics) ([]api.Route, error) {
+	routes, err := apiRoutes(st, cfg, logger, d, events)
+	if err != nil {
+		return nil, err
+	}
+	return append(routes,
 		api.Route{Pattern: healthyPattern, Handler: healthy()},
-		api.Route{Pattern: readyPattern, Handler: ready(st, logger)})
+		api.Route{Pattern: readyPattern, Handler: ready(st, logger)}), nil
 }
 
 // newHandler builds the public port's handler from publicRoutes: each
@@ -667,7 +671,10 @@ func newHandler(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.
 	if err != nil {
 		return nil, err
 	}
-	routes := publicRoutes(st, cfg, logger, d, events)
+	routes, err := publicRoutes(st, cfg, logger, d, events)
+	if err != nil {
+		return nil, err
+	}
 	exclude := map[string]bool{}
 	for _, p := range cfg.HTTPExcludeRoutes {
 		if !slices.ContainsFunc(routes, func(r api.Route) bool { return r.Pattern == p }) {

@@ -446,3 +446,7 @@ func (s *SQL) WorkerNames(ctx context.Context, ids []int64) (map[int64]string, e
 	})
 	return out, err
 }
+
+// placeholders is n positional parameters for an IN list, "?, ?, ?" (the
+// statement's rebinding numbers them for PostgreSQL).
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
