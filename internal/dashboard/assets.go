@@ -82,3 +82,13 @@ func (d *Dashboard) static(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
 }
+
+// favicon answers the icon browsers ask for on pages that name none (a
+// raw log shown as text): the dashboard's icon, for a day.
+func (d *Dashboard) favicon(w http.ResponseWriter, r *http.Request) {
+	secure(w.Header())
+	a := d.assets.byHashed[strings.TrimPrefix(d.assets.byName["favicon.svg"], staticPrefix)]
+	w.Header().Set("Content-Type", a.ctype)
+	w.Header().Set("Cache-Control", "public, max-age=86400")
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+}

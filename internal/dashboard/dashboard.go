@@ -89,6 +89,7 @@ func (d *Dashboard) Routes() []api.Route {
 		{Pattern: "POST /sign-in/{$}", Handler: form(d.signIn)},
 		{Pattern: "POST /sign-out/{$}", Handler: form(d.signOut)},
 		{Pattern: "GET " + staticPrefix + "{name}", Handler: http.HandlerFunc(d.static)},
+		{Pattern: "GET /favicon.ico", Handler: http.HandlerFunc(d.favicon)},
 	}
 }
 

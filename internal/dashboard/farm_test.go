@@ -212,8 +212,8 @@ func (f *farm) session(who string) string {
 	return secret
 }
 
-// page is an answer of the dashboard.
-type page struct {
+// answer is an answer of the dashboard.
+type answer struct {
 	status int
 	header http.Header
 	body   string
@@ -221,7 +221,7 @@ type page struct {
 
 // get asks path with the session cookie (none when "") and the Accept
 // header of a browser.
-func (f *farm) get(path, cookie string) page {
+func (f *farm) get(path, cookie string) answer {
 	f.t.Helper()
 	req, err := http.NewRequest("GET", f.srv.URL+path, nil)
 	f.must(err)
@@ -235,5 +235,5 @@ func (f *farm) get(path, cookie string) page {
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	f.must(err)
-	return page{res.StatusCode, res.Header, string(b)}
+	return answer{res.StatusCode, res.Header, string(b)}
 }

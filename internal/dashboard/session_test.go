@@ -12,21 +12,21 @@ import (
 	"github.com/kiln-build/kiln/internal/testdb"
 )
 
-// browser is an HTTP client with a cookie jar that does not follow
+// client is an HTTP client with a cookie jar that does not follow
 // redirects, to look at each answer.
-type browser struct {
+type client struct {
 	t      *testing.T
 	f      *farm
 	client *http.Client
 }
 
-func (f *farm) browser(t *testing.T) *browser {
+func (f *farm) client(t *testing.T) *client {
 	jar, _ := cookiejar.New(nil)
-	return &browser{t: t, f: f, client: &http.Client{Jar: jar,
+	return &client{t: t, f: f, client: &http.Client{Jar: jar,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
-func (b *browser) do(method, path string, form url.Values, header ...string) page {
+func (b *client) do(method, path string, form url.Values, header ...string) answer {
 	b.t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -48,13 +48,13 @@ func (b *browser) do(method, path string, form url.Values, header ...string) pag
 	}
 	defer res.Body.Close()
 	out, _ := io.ReadAll(res.Body)
-	return page{res.StatusCode, res.Header, string(out)}
+	return answer{res.StatusCode, res.Header, string(out)}
 }
 
 var hiddenInput = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
 
 // csrf is the CSRF secret of the form on a page.
-func csrf(t *testing.T, p page) string {
+func csrf(t *testing.T, p answer) string {
 	t.Helper()
 	m := hiddenInput.FindStringSubmatch(p.body)
 	if m == nil {
@@ -63,7 +63,7 @@ func csrf(t *testing.T, p page) string {
 	return m[1]
 }
 
-func cookieOf(p page, name string) *http.Cookie {
+func cookieOf(p answer, name string) *http.Cookie {
 	for _, c := range (&http.Response{Header: p.header}).Cookies() {
 		if c.Name == name {
 			return c
@@ -78,18 +78,18 @@ func cookieOf(p page, name string) *http.Cookie {
 func TestSignInAndOut(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, dsn string) {
 		f := newFarm(t, dsn)
-		b := f.browser(t)
+		b := f.client(t)
 		priv := "/workspaces/" + itoa(f.ids["priv"]) + "/"
 		b.do("GET", priv, nil).want(t, http.StatusNotFound, "")
 
 		form := b.do("GET", "/sign-in/?next="+url.QueryEscape(priv), nil)
 		form.want(t, http.StatusOK, `name="token"`)
 		secret := csrf(t, form)
-		signIn := func(token, csrf string, header ...string) page {
+		signIn := func(token, csrf string, header ...string) answer {
 			return b.do("POST", "/sign-in/", url.Values{"token": {token}, "csrf": {csrf}, "next": {priv}}, header...)
 		}
 
-		// the CSRF secret must be the one of this browser's form
+		// the CSRF secret must be the one of this client's form
 		signIn(f.tok["alice"], strings.Repeat("0", len(secret))).want(t, http.StatusForbidden, "expired or was not sent from this page")
 		secret = csrf(t, b.do("GET", "/sign-in/", nil))
 		// a form sent by another site's page is refused before anything

@@ -63,7 +63,7 @@ func (d *Dashboard) workRequest(v *visit) error {
 		return err
 	}
 	p := workRequestPage{Now: v.now, Scope: *sc, Workspace: *ws, Request: rows[0], SignedIn: v.signedIn(),
-		Follow: wr.Status == model.StatusRunning}
+		Follow: !wr.Status.Finished()}
 	// what it is linked to lives in its workspace: visible with it
 	if wr.ParentID != nil {
 		if p.Parent, err = d.st.WorkRequests().Get(v.ctx(), *wr.ParentID, v.viewer); err != nil {

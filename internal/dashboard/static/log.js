@@ -42,18 +42,20 @@
       return later();
     }
     if (!res.ok) {
-      const why = await problem(res);
-      if (follow && res.status === 404 && waited < 150) {
-        // the runner may stream to another replica: the log appears
-        // here once the request ends
-        say(why);
+      say((offset > 0 ? "The rest of the log could not be read: " : "The log could not be read: ") + await problem(res));
+      return;
+    }
+    const source = res.headers.get("X-Kiln-Log-Source");
+    if (source === "none") {
+      // the request is there, its log is not (yet)
+      say(res.headers.get("X-Kiln-Log-Detail") || "No log yet.");
+      if (follow && waited < 150) {
         return later();
       }
-      say(offset > 0 ? "The rest of the log could not be read: " + why : why);
       return;
     }
     const from = Number(res.headers.get("X-Kiln-Log-Offset") || offset);
-    const live = res.headers.get("X-Kiln-Log-Source") === "live";
+    const live = source === "live";
     const body = new Uint8Array(await res.arrayBuffer());
     const stick = atBottom();
     if (from > offset) {
@@ -69,9 +71,6 @@
     if (live) {
       follow = true;
       say("Following the log as it grows…");
-      return later();
-    }
-    if (follow && body.length === 0 && offset === 0 && waited < 150) {
       return later();
     }
     say(offset === 0 ? "The log is empty." : "The whole log (" + offset + " bytes).");
