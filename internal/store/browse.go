@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,9 +70,9 @@ type Page struct {
 }
 
 // BrowseScan bounds the rows one page looks at. A page walks one index
-// range — the workspace's requests, or those of one status or one task
-// name — newest first; the filters that no index serves (architecture,
-// result, worker, or the second of status and task name) are checked on
+// range — the workspace's requests, or those of one status, task name or
+// architecture — newest first; the filters that no index serves (result,
+// worker, or the second of status, task name and architecture) are checked on
 // at most this many rows of it. A page with rare matches is then short
 // (Partial) rather than slow, and the next one goes on where it stopped.
 const BrowseScan = 5000
@@ -100,69 +99,97 @@ func (s *SQL) BrowseWorkRequests(ctx context.Context, b Browse) (*Page, error) {
 	return page, err
 }
 
-// browseQuery is the statement of one page of b: with no residual
-// filter, the page itself (Limit+1 rows); otherwise the walk of the index
-// range, whose third column says whether a row matches the residual
-// filters.
+// browseQuery is the statement of one page of b: the index range's rows,
+// newest first, limit+1 of them. With residual filters it is a walk: the
+// database pulls rows from a window of the range — its first b.scan()
+// entries — until limit+1 match, or the window ends.
+//
 // The index is named on SQLite (INDEXED BY), whose planner may otherwise
 // prefer the workspace's index with a time range, filtering the status —
 // a walk no LIMIT bounds; PostgreSQL's planner picks it by itself.
 func browseQuery(d Dialect, b Browse, limit int) (q string, args []any, walk bool, index string) {
-	// inner: the conditions of one index range; residual: the others
-	var inner where
-	var residual []string
-	inner.add("workspace_id = ?", b.WorkspaceID)
-	status, task := b.Status != "", b.TaskName != ""
+	var w where
+	from, index, residual := browseRange(d, b, &w, true)
+	const order = " ORDER BY created_at DESC, id DESC"
+	cols := "id, " + strings.Join(workRequestDef().columns, ", ")
+	if len(residual) == 0 {
+		return "SELECT " + cols + from + w.sql() + order + " LIMIT " + strconv.Itoa(limit+1), w.args, false, index
+	}
+	return "SELECT " + cols + " FROM (SELECT " + cols + from + w.sql() + order + " LIMIT " + strconv.Itoa(b.scan()) +
+		") x WHERE " + strings.Join(residual, " AND ") + order + " LIMIT " + strconv.Itoa(limit+1), w.args, true, index
+}
+
+// windowEndQuery is the statement of the last position of a walk's
+// window, where a page with too few matches stops and the next one goes
+// on; it reads the index alone.
+func windowEndQuery(d Dialect, b Browse) (string, []any) {
+	var w where
+	from, _, _ := browseRange(d, b, &w, false)
+	return "SELECT created_at, id" + from + w.sql() + " ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET " +
+		strconv.Itoa(b.scan()-1), w.args
+}
+
+// browseRange adds to w the conditions of b's index range, and returns the
+// FROM clause, the index and, when residual is asked for, the conditions
+// no index serves (their arguments bound in w too).
+func browseRange(d Dialect, b Browse, w *where, residual bool) (from, index string, rest []string) {
+	w.add("workspace_id = ?", b.WorkspaceID)
+	status, task, arch := b.Status != "", b.TaskName != "", b.Architecture != ""
 	index = "work_requests_browse"
 	switch {
 	case b.Workflows:
-		inner.add("parent_id IS NULL AND task_type = 'Workflow'")
+		w.add("parent_id IS NULL AND task_type = 'Workflow'")
 		index = "work_requests_browse_workflows"
 	case status:
-		inner.add("status = ?", string(b.Status))
+		w.add("status = ?", string(b.Status))
 		status = false
 		index = "work_requests_browse_status"
 	case task:
-		inner.add("task_name = ?", b.TaskName)
+		w.add("task_name = ?", b.TaskName)
 		task = false
 		index = "work_requests_browse_task"
+	case arch:
+		w.add(architecture+" = ?", b.Architecture)
+		arch = false
+		index = "work_requests_browse_arch"
 	}
-	from := " FROM work_requests"
+	from = " FROM work_requests"
 	if d == SQLite {
 		from += " INDEXED BY " + index
 	}
 	if !b.From.IsZero() {
-		inner.add("created_at >= ?", toMicros(b.From))
+		w.add("created_at >= ?", toMicros(b.From))
 	}
 	if !b.To.IsZero() {
-		inner.add("created_at < ?", toMicros(b.To))
+		w.add("created_at < ?", toMicros(b.To))
 	}
 	if b.Before != nil {
-		inner.add("(created_at, id) < (?, ?)", toMicros(b.Before.CreatedAt), b.Before.ID)
+		w.add("(created_at, id) < (?, ?)", toMicros(b.Before.CreatedAt), b.Before.ID)
+	}
+	if !residual {
+		return from, index, nil
 	}
 	if status {
-		residual = append(residual, inner.bind("status = ?", string(b.Status)))
+		rest = append(rest, w.bind("status = ?", string(b.Status)))
 	}
 	if task {
-		residual = append(residual, inner.bind("task_name = ?", b.TaskName))
+		rest = append(rest, w.bind("task_name = ?", b.TaskName))
 	}
-	if b.Architecture != "" {
-		residual = append(residual, inner.bind("data->>'host_architecture' = ?", b.Architecture))
+	if arch {
+		rest = append(rest, w.bind(architecture+" = ?", b.Architecture))
 	}
 	if b.Result != "" {
-		residual = append(residual, inner.bind("result = ?", string(b.Result)))
+		rest = append(rest, w.bind("result = ?", string(b.Result)))
 	}
 	if b.WorkerID != 0 {
-		residual = append(residual, inner.bind("worker_id = ?", b.WorkerID))
+		rest = append(rest, w.bind("worker_id = ?", b.WorkerID))
 	}
-	const order = " ORDER BY created_at DESC, id DESC"
-	if len(residual) == 0 {
-		return "SELECT id, " + strings.Join(workRequestDef().columns, ", ") + from + inner.sql() + order +
-			" LIMIT " + strconv.Itoa(limit+1), inner.args, false, index
-	}
-	return "SELECT id, created_at, CASE WHEN " + strings.Join(residual, " AND ") + " THEN 1 ELSE 0 END" + from +
-		inner.sql() + order + " LIMIT " + strconv.Itoa(b.scan()), inner.args, true, index
+	return from, index, rest
 }
+
+// architecture is the expression of a request's host architecture, as
+// its index names it.
+const architecture = "(data->>'host_architecture')"
 
 // scan is the bound of b's walk.
 func (b Browse) scan() int {
@@ -176,88 +203,37 @@ func (s *SQL) browse(ctx context.Context, t *tx, b Browse, limit int) (*Page, er
 	q, args, walk, _ := browseQuery(s.dialect, b, limit)
 	tb := s.workRequests()
 	page := &Page{Items: []model.WorkRequest{}}
-	if !walk {
-		rows, err := t.query(ctx, q, args...)
-		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			wr, err := tb.def.scan(rows)
-			if err != nil {
-				return nil, err
-			}
+	if err := t.each(ctx, q, args, func(r *sql.Rows) error {
+		wr, err := tb.def.scan(r)
+		if err == nil {
 			page.Items = append(page.Items, *wr)
 		}
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		if len(page.Items) > limit {
-			page.Items = page.Items[:limit]
-			last := page.Items[limit-1]
-			page.Next = &Cursor{last.CreatedAt, last.ID}
-		}
-		return page, nil
-	}
-	// Walk at most b.scan() entries of the range, noting which match;
-	// then read the matching rows.
-	var hits []int64
-	var last Cursor
-	scanned := 0
-	err := t.each(ctx, q, args, func(r *sql.Rows) error {
-		var id, created int64
-		var hit int
-		if err := r.Scan(&id, &created, &hit); err != nil {
-			return err
-		}
-		scanned++
-		last = Cursor{fromMicros(created), id}
-		if hit == 1 {
-			hits = append(hits, id)
-			if len(hits) > limit {
-				return errPageFull
-			}
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errPageFull) {
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	full := len(hits) > limit
-	if full {
-		hits = hits[:limit]
+	if len(page.Items) > limit {
+		page.Items = page.Items[:limit]
+		last := page.Items[limit-1]
+		page.Next = &Cursor{last.CreatedAt, last.ID}
+		return page, nil
 	}
-	if len(hits) > 0 {
-		var w where
-		w.add("id IN ("+placeholders(len(hits))+")", anyInts(hits)...)
-		if err := t.each(ctx, tb.selectSQL()+w.sql(), w.args, func(r *sql.Rows) error {
-			wr, err := tb.def.scan(r)
-			if err == nil {
-				page.Items = append(page.Items, *wr)
-			}
-			return err
-		}); err != nil {
-			return nil, err
-		}
-		slices.SortFunc(page.Items, func(a, b model.WorkRequest) int {
-			if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
-				return c
-			}
-			return int(b.ID - a.ID)
-		})
+	if !walk {
+		return page, nil
 	}
-	switch {
-	case full:
-		l := page.Items[len(page.Items)-1]
-		page.Next = &Cursor{l.CreatedAt, l.ID}
-	case scanned == b.scan():
-		page.Next, page.Partial = &last, true
+	// too few matches in the window: if the range goes on past it, the
+	// next page starts where the window ended
+	q, args = windowEndQuery(s.dialect, b)
+	var at, id int64
+	switch err := t.queryRow(ctx, q, args...).Scan(&at, &id); {
+	case errors.Is(err, sql.ErrNoRows):
+		return page, nil // the range ended within the window
+	case err != nil:
+		return nil, err
 	}
+	page.Next, page.Partial = &Cursor{fromMicros(at), id}, true
 	return page, nil
 }
-
-// errPageFull stops a scan once a page has its rows and one more.
-var errPageFull = errors.New("page full")
 
 func anyInts(ids []int64) []any {
 	out := make([]any, len(ids))

@@ -27,7 +27,8 @@ func TestBrowsePlansReadOneIndexRange(t *testing.T) {
 		"task":                   {TaskName: "sbuild"},
 		"status, time, next":     {Status: model.StatusCompleted, From: at, To: at.Add(time.Hour), Before: &Cursor{at, 9}},
 		"task, next":             {TaskName: "sbuild", Before: &Cursor{at, 9}},
-		"architecture (a walk)":  {Architecture: "amd64"},
+		"architecture":           {Architecture: "amd64"},
+		"result (a walk)":        {Result: model.ResultFailure},
 		"status and task (walk)": {Status: model.StatusPending, TaskName: "sbuild", WorkerID: 3, Result: model.ResultSuccess},
 		"workflows, time (walk)": {Workflows: true, Status: model.StatusRunning, From: at},
 	}
@@ -49,9 +50,24 @@ func TestBrowsePlansReadOneIndexRange(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		type explained struct {
+			q     string
+			args  []any
+			index string
+		}
+		plans := map[string]explained{}
 		for name, b := range pages {
 			b.WorkspaceID = 1
-			q, args, _, index := browseQuery(s.dialect, b, 50)
+			q, args, walk, index := browseQuery(s.dialect, b, 50)
+			if walk {
+				// and the window's end, where a short page stops
+				eq, eargs := windowEndQuery(s.dialect, b)
+				plans[name+" (window end)"] = explained{eq, eargs, index}
+			}
+			plans[name] = explained{q, args, index}
+		}
+		for name, e := range plans {
+			q, args, index := e.q, e.args, e.index
 			rows, err := conn.QueryContext(ctx, explain+q, args...)
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)

@@ -9,7 +9,7 @@
 -- them at their next use.
 --
 -- Work request lists: the dashboard lists a workspace's requests newest
--- first, filtered by status or task name, in keyset pages on
+-- first, filtered by status, task name or architecture, in keyset pages on
 -- (created_at, id). Each of these indexes serves one such list as an index
 -- range, so a page reads its rows and no others; the plain workspace index
 -- is a prefix of the first and goes.
@@ -30,6 +30,7 @@ CREATE INDEX dashboard_sessions_expires ON dashboard_sessions(expires_at);
 CREATE INDEX work_requests_browse ON work_requests(workspace_id, created_at, id);
 CREATE INDEX work_requests_browse_status ON work_requests(workspace_id, status, created_at, id);
 CREATE INDEX work_requests_browse_task ON work_requests(workspace_id, task_name, created_at, id);
+CREATE INDEX work_requests_browse_arch ON work_requests(workspace_id, (data->>'host_architecture'), created_at, id);
 CREATE INDEX work_requests_browse_workflows ON work_requests(workspace_id, created_at, id)
     WHERE parent_id IS NULL AND task_type = 'Workflow';
 DROP INDEX work_requests_workspace;
