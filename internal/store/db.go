@@ -63,7 +63,7 @@ type SQL struct {
 // Open connects to dsn — a postgres:// URL, or a SQLite file path (optionally
 // prefixed with sqlite:// or file:) — and brings its schema up to date.
 func Open(ctx context.Context, dsn string) (*SQL, error) {
-	s := &SQL{now: time.Now, defs: newDefs(), ledgers: defaultLedgers()}
+	s := &SQL{now: time.Now, defs: newDefs(), ledgers: append(defaultLedgers(), statisticsLedger())}
 	var err error
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		s.dialect = Postgres

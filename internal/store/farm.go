@@ -40,13 +40,16 @@ type PoolSummary struct {
 }
 
 // Farm reads the figures of Farm in one read transaction. Worker counts
-// come from the running totals of the workers family: O(series), however
-// many workers and requests the farm has.
+// come from the running totals of the workers family (and the journal's
+// changes not folded yet): O(series), however many workers and requests
+// the farm has.
 func (s *SQL) Farm(ctx context.Context) (*Farm, error) {
 	out := &Farm{}
 	err := s.readTx(ctx, func(t *tx) error {
 		counts := map[WorkerCount]int64{}
-		if err := t.each(ctx, "SELECT labels, value FROM metric_totals WHERE family = 'workers'", nil, func(r *sql.Rows) error {
+		// the totals of the workers family, folded and still journaled
+		if err := t.each(ctx, "SELECT labels, value FROM metric_totals WHERE family = 'workers' UNION ALL "+
+			"SELECT labels, value FROM ("+s.journalChanges("metric_journal")+") j WHERE family = 'workers'", nil, func(r *sql.Rows) error {
 			var labels string
 			var n int64
 			if err := r.Scan(&labels, &n); err != nil {

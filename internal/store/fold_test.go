@@ -400,7 +400,7 @@ func TestLedgers(t *testing.T) {
 		rollups := func() map[string]int64 {
 			var out map[string]int64
 			if err := s.readTx(ctx, func(t *tx) error {
-				ts, err := t.ledgerTotals(ctx, s.ledgers[1])
+				ts, err := t.ledgerTotals(ctx, s.ledgers[len(s.ledgers)-1])
 				out = map[string]int64{}
 				for _, tot := range ts {
 					out[tot.Family] += tot.Value

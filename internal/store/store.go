@@ -226,6 +226,10 @@ type Store interface {
 	WorkerNames(ctx context.Context, ids []int64) (map[int64]string, error)
 	Farm(ctx context.Context) (*Farm, error)
 
+	// The rollups behind statistics (rollups.go, rollups_recount.go).
+	Rollup(ctx context.Context, q RollupQuery) (*Rollup, error)
+	StatusCounts(ctx context.Context, v *Viewer, scopeID int64, workspaceIDs ...int64) ([]StatusCount, error)
+
 	// Dashboard sign-in sessions (sessions.go).
 	OpenSession(ctx context.Context, tokenSecret string, lifetime time.Duration) (*Principal, *Session, string, error)
 	SessionPrincipal(ctx context.Context, secret string) (*Principal, *Session, error)

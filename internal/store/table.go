@@ -407,16 +407,26 @@ func (tb *table[T]) delete(ctx context.Context, t *tx, id int64, v *Viewer) erro
 
 // visibility restricts a query to what v may see.
 func (tb *table[T]) visibility(w *where, v *Viewer) {
-	if v == nil || tb.def.workspaceColumn == "" {
+	if tb.def.workspaceColumn == "" {
+		return
+	}
+	visibleWorkspaces(w, tb.def.workspaceColumn, v)
+}
+
+// visibleWorkspaces restricts a query to rows whose workspace, in column,
+// v may see: the one rule of who sees what, for the tables and for the
+// rollups alike.
+func visibleWorkspaces(w *where, column string, v *Viewer) {
+	if v == nil {
 		return
 	}
 	if v.ScopeID != nil {
-		w.add(tb.def.workspaceColumn+" IN (SELECT id FROM workspaces WHERE scope_id = ?)", *v.ScopeID)
+		w.add(column+" IN (SELECT id FROM workspaces WHERE scope_id = ?)", *v.ScopeID)
 	}
 	if v.Admin {
 		return
 	}
-	w.add(tb.def.workspaceColumn+` IN (SELECT vw.id FROM workspaces vw WHERE vw.public OR EXISTS (
+	w.add(column+` IN (SELECT vw.id FROM workspaces vw WHERE vw.public OR EXISTS (
 		SELECT 1 FROM workspace_members vm WHERE vm.workspace_id = vw.id AND (vm.user_id = ?
 			OR vm.group_id IN (SELECT gm.group_id FROM group_members gm WHERE gm.user_id = ?))))`, v.UserID, v.UserID)
 }

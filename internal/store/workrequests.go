@@ -230,7 +230,7 @@ func workRequestTotals(ctx context.Context, t *tx, o *model.WorkRequest) ([]cont
 	if err != nil {
 		return nil, err
 	}
-	cs := []contribution{one("work_requests", workRequestLabels(scope, o))}
+	cs := append(rollupContributions(o), one("work_requests", workRequestLabels(scope, o)))
 	if o.Status == model.StatusCompleted && o.ExecutionTime != nil {
 		us := *o.ExecutionTime
 		cs = append(cs, histo("task_execution_times",
