@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -36,6 +37,8 @@ type Options struct {
 	Blobs *blobs.Manager
 	// Registration bounds the self-registration of runners (workers.go).
 	Registration RegistrationOptions
+	// Now is the clock of the statistics' windows; time.Now when nil.
+	Now func() time.Time
 }
 
 // API holds the dependencies of the handlers. It is safe for concurrent
@@ -82,7 +85,7 @@ func New(st store.Store, logger *slog.Logger, opts Options) *API {
 		a.scopeRoutes(), a.workspaceRoutes(), a.memberRoutes(), a.userRoutes(), a.identityRoutes(),
 		a.groupRoutes(), a.tokenRoutes(), a.fileStoreRoutes(), a.assetRoutes(), a.collectionRoutes(),
 		a.itemRoutes(), a.workRequestRoutes(), a.workerRoutes(), a.artifactRoutes(),
-		a.workflowTemplateRoutes(), a.workflowRoutes(), a.hookRoutes(),
+		a.workflowTemplateRoutes(), a.workflowRoutes(), a.hookRoutes(), a.statisticsRoutes(),
 	} {
 		a.routes = append(a.routes, group...)
 	}
@@ -121,6 +124,14 @@ var routeTimings = map[string]Timing{
 
 // TimingOf returns the timing of a route pattern of Routes().
 func TimingOf(pattern string) Timing { return routeTimings[pattern] }
+
+// now is the API's clock.
+func (a *API) now() time.Time {
+	if a.opts.Now != nil {
+		return a.opts.Now()
+	}
+	return time.Now()
+}
 
 // Routes lists every route of the API, the catch-all Prefix route (which
 // answers 404 or 405 as a problem) last. The slice is a copy.

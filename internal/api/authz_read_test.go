@@ -116,6 +116,10 @@ type readCase struct {
 	// runner lets the runner through when it runs the request that made
 	// the artifact: runners reach those, and only those.
 	runner bool
+	// stats names the workspaces whose runs a statistics answer holds:
+	// each is among its "workspaces" for the callers in its audience and
+	// absent for everyone else, and no figure of it is anywhere else.
+	stats []string
 	// status is the answer to the callers let in, when not 200.
 	status int
 }
@@ -268,6 +272,12 @@ var readRules = map[string][]readCase{
 		{path: "/api/1.0/workflows/?workspace=debian/priv", object: "priv", filter: "workspace", name: "debian/priv",
 			list: []string{"wf:priv"}, owner: byWorkspace},
 	},
+	"GET /api/1.0/statistics/{$}": {
+		{path: "/api/1.0/statistics/", stats: []string{"pub", "priv"}},
+		{path: "/api/1.0/statistics/?window=30d&workspace=debian/priv", object: "priv", filter: "workspace", name: "debian/priv",
+			stats: []string{"priv"}},
+		{path: "/api/1.0/statistics/?scope=debian", object: "scope", filter: "scope", name: "debian", stats: []string{"pub", "priv"}},
+	},
 	"GET /api/1.0/workflows/{id}/{$}": {
 		{path: "/api/1.0/workflows/{wf:pub}/", object: "wf:pub"},
 		{path: "/api/1.0/workflows/{wf:priv}/", object: "wf:priv"},
@@ -350,6 +360,24 @@ func (e *env) checkRead(t *testing.T, c readCase, r string) {
 	case c.raw != "":
 		if string(res.body) != c.raw {
 			t.Fatalf("body %q, want %q", res.body, c.raw)
+		}
+	case c.stats != nil:
+		var ans struct {
+			Workspaces     []map[string]any `json:"workspaces"`
+			WorkspaceTasks []map[string]any `json:"workspace_tasks"`
+		}
+		if err := json.Unmarshal(res.body, &ans); err != nil {
+			t.Fatalf("%v: %s", err, res.body)
+		}
+		got := map[int64]bool{}
+		for _, m := range append(ans.Workspaces, ans.WorkspaceTasks...) {
+			e.checkOwner(t, owned{"workspace_id", "workspace"}, m, r)
+			got[int64(m["workspace_id"].(float64))] = true
+		}
+		for _, k := range c.stats {
+			if sees := audiences[k][r]; got[e.ids[k]] != sees {
+				t.Fatalf("statistics of %s in the answer: %v, want %v (%s)", k, got[e.ids[k]], sees, res.body)
+			}
 		}
 	case c.list != nil:
 		results, _ := res.list(t)
@@ -501,12 +529,20 @@ func (e *env) readFixtures(ctx context.Context) {
 		upload("log:"+ws.key, ws.key, tasks.DebugLogsCategory, fmt.Sprintf(`"created_by_work_request": %d, `, e.ids["wr:"+ws.key]),
 			tasks.LogFileName, "log of the "+ws.name+" request\n")
 	}
-	// runner-1 runs wr:priv, the oldest pending request it can run
+	// runner-1 runs wr:priv, the oldest pending request it can run; then
+	// a request of each workspace finishes, for the statistics
 	_, _, err = st.ConnectWorker(ctx, e.ids["worker"], model.WorkerMetadata{Architectures: []string{"amd64"}})
 	e.must(err)
 	got, err := st.ClaimWorkRequest(ctx, e.ids["worker"])
 	e.must(err)
 	if got.ID != e.ids["wr:priv"] {
 		e.t.Fatalf("runner-1 claimed %d, want wr:priv (%d)", got.ID, e.ids["wr:priv"])
+	}
+	for _, ws := range []string{"pub", "priv"} {
+		done := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: e.ids[ws],
+			Data: json.RawMessage(`{"host_architecture": "s390x"}`)}
+		e.must(st.SubmitWorkRequest(ctx, done))
+		_, err := st.CompleteWorkRequest(ctx, done.ID, 0, store.Completion{Result: model.ResultSuccess})
+		e.must(err)
 	}
 }

@@ -22,6 +22,13 @@ func (e *env) snapshot(t *testing.T) map[string]any {
 		if strings.Contains(pattern, "{path...}") || strings.HasSuffix(pattern, "/logs/{$}") || strings.HasSuffix(pattern, "/connect/{$}") {
 			continue // file contents, logs and the runner socket are no lists
 		}
+		if strings.HasSuffix(pattern, "/statistics/{$}") {
+			// figures, not a list: the whole answer is the state
+			var figures map[string]any
+			e.do("GET", e.pathFor(pattern), adminSecret, nil).want(t, 200).json(t, &figures)
+			out[pattern] = figures
+			continue
+		}
 		p := e.pathFor(pattern) + "?limit=1000"
 		var page struct {
 			Results []map[string]any `json:"results"`

@@ -28,5 +28,9 @@
 //   - Errors are RFC 9457 problem details (application/problem+json) with
 //     an extra "field" member when one input field is to blame.
 //
+// GET statistics/ (statistics.go) answers the figures of package
+// statistics — the dashboard's statistics page — as JSON, about what the
+// caller sees.
+//
 // See auth.go for who may do what.
 package api
