@@ -33,7 +33,15 @@ func hidden(err error, what string) error {
 
 type scopePage struct {
 	Scope      model.Scope
-	Workspaces []model.Workspace
+	Workspaces []workspaceRow
+	Statuses   []model.Status
+}
+
+// workspaceRow is a workspace with how many of its requests are in each
+// status (in the order of model.Statuses).
+type workspaceRow struct {
+	model.Workspace
+	Counts []int64
 }
 
 func (p scopePage) title() string { return p.Scope.Name }
@@ -56,7 +64,22 @@ func (d *Dashboard) scope(v *visit) error {
 	if err != nil {
 		return err
 	}
-	v.render(200, "scope", scopePage{Scope: *sc, Workspaces: wss})
+	counts, err := d.st.StatusCounts(v.ctx(), v.viewer, sc.ID)
+	if err != nil {
+		return err
+	}
+	p := scopePage{Scope: *sc, Statuses: model.Statuses}
+	row := map[int64]int{}
+	for _, ws := range wss {
+		row[ws.ID] = len(p.Workspaces)
+		p.Workspaces = append(p.Workspaces, workspaceRow{Workspace: ws, Counts: make([]int64, len(model.Statuses))})
+	}
+	for _, c := range counts {
+		if i, ok := row[c.WorkspaceID]; ok {
+			p.Workspaces[i].Counts[slices.Index(model.Statuses, c.Status)] += c.N
+		}
+	}
+	v.render(200, "scope", p)
 	return nil
 }
 
@@ -87,7 +110,9 @@ func (f listFilters) Active() bool {
 }
 
 type workspacePage struct {
-	Now       time.Time
+	Now time.Time
+	// Counts are the workspace's requests by status.
+	Counts    []statusCount
 	Scope     model.Scope
 	Workspace model.Workspace
 	Filters   listFilters
@@ -206,11 +231,15 @@ func (d *Dashboard) workspace(v *visit) error {
 	if err != nil {
 		return hidden(err, "workspace")
 	}
+	counts, err := d.st.StatusCounts(v.ctx(), v.viewer, 0, ws.ID)
+	if err != nil {
+		return err
+	}
 	rows, err := v.rows(page.Items)
 	if err != nil {
 		return err
 	}
-	p := workspacePage{Now: v.now, Scope: *sc, Workspace: *ws, Filters: f, Requests: rows, Partial: page.Partial,
+	p := workspacePage{Now: v.now, Counts: queue(counts), Scope: *sc, Workspace: *ws, Filters: f, Requests: rows, Partial: page.Partial,
 		Statuses: model.Statuses, Results: results, SignedIn: v.signedIn(), URL: v.r.URL}
 	if page.Next != nil {
 		p.Next = with(v.r.URL, "before", page.Next.String())

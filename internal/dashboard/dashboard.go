@@ -85,6 +85,7 @@ func (d *Dashboard) Routes() []api.Route {
 		{Pattern: "GET /work-requests/{id}/logs/{$}", Handler: http.HandlerFunc(d.logs)},
 		{Pattern: "GET /artifacts/{id}/files/{path...}", Handler: http.HandlerFunc(d.download)},
 		{Pattern: "GET /workers/{$}", Handler: page(d.workers)},
+		{Pattern: "GET /statistics/{$}", Handler: page(d.statistics)},
 		{Pattern: "GET /sign-in/{$}", Handler: page(d.signInForm)},
 		{Pattern: "POST /sign-in/{$}", Handler: form(d.signIn)},
 		{Pattern: "POST /sign-out/{$}", Handler: form(d.signOut)},

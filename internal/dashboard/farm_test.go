@@ -65,7 +65,7 @@ func newFarm(t *testing.T, dsn string) *farm {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f.api = api.New(st, logger, api.Options{})
+	f.api = api.New(st, logger, api.Options{Now: func() time.Time { return f.now }})
 	f.dash, err = dashboard.New(st, f.api, dashboard.Options{Logger: logger, Now: func() time.Time { return f.now }})
 	f.must(err)
 	mux := http.NewServeMux()
@@ -161,6 +161,13 @@ func (f *farm) fixtures(ctx context.Context) {
 	if got.ID != f.ids["wr:priv"] {
 		f.t.Fatalf("runner-1 claimed %d, want wr:priv", got.ID)
 	}
+	// a private request that finished: statistics to hide
+	done := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "hushedtask", WorkspaceID: f.ids["priv"], CreatedBy: &admin.ID,
+		Data: json.RawMessage(`{"host_architecture": "amd64"}`)}
+	f.must(st.SubmitWorkRequest(ctx, done))
+	_, err = st.CompleteWorkRequest(ctx, done.ID, 0, store.Completion{Result: model.ResultFailure})
+	f.must(err)
+	f.ids["done:priv"] = done.ID
 	for _, ws := range []struct{ key, name string }{{"pub", "public"}, {"priv", "hushed"}} {
 		f.ids["art:"+ws.key] = f.upload(ws.key, "test:file", 0, "hello.txt", "hello from the "+ws.name+" workspace\n")
 		f.ids["log:"+ws.key] = f.upload(ws.key, tasks.DebugLogsCategory, f.ids["wr:"+ws.key], tasks.LogFileName,
@@ -236,4 +243,63 @@ func (f *farm) get(path, cookie string) answer {
 	b, err := io.ReadAll(res.Body)
 	f.must(err)
 	return answer{res.StatusCode, res.Header, string(b)}
+}
+
+// seeded are the runs seedRuns made, for figures computed by hand.
+type seeded struct {
+	// Durations and Waits are the run times and queue waits of the
+	// completed runs, Outcomes how the runs ended.
+	Durations []time.Duration
+	Waits     []time.Duration
+	Outcomes  map[string]int
+	// Day is the day they finished.
+	Day time.Time
+}
+
+// seedRuns runs task "lintian" in workspace main a dozen times on a runner
+// of its own, on the store's clock, with run times and waits that sit on
+// bucket bounds (so that percentiles read from buckets are exact) and
+// every outcome.
+func (f *farm) seedRuns() seeded {
+	f.t.Helper()
+	ctx := context.Background()
+	w := &model.Worker{Name: "stats-runner", WorkerType: model.WorkerExternal, Enabled: true}
+	f.must(f.st.Workers().Create(ctx, w))
+	_, _, err := f.st.ConnectWorker(ctx, w.ID, model.WorkerMetadata{Architectures: []string{"amd64"}, Backends: []string{"host"}})
+	f.must(err)
+	s := seeded{Outcomes: map[string]int{}}
+	runs := []struct {
+		wait, ran float64 // seconds
+		result    model.Result
+	}{
+		{1, 1, model.ResultSuccess}, {1, 2, model.ResultSuccess}, {2, 2, model.ResultSuccess}, {2, 5, model.ResultFailure},
+		{5, 10, model.ResultSuccess}, {5, 10, model.ResultError}, {10, 20, model.ResultSuccess}, {10, 50, model.ResultFailure},
+		{20, 100, model.ResultSuccess}, {50, 1000, model.ResultSuccess}, {0.1, 0.5, model.ResultSkipped},
+	}
+	for _, r := range runs {
+		wr := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "lintian", WorkspaceID: f.ids["pub"],
+			Data: json.RawMessage(`{"host_architecture": "amd64"}`)}
+		f.must(f.st.SubmitWorkRequest(ctx, wr))
+		f.now = f.now.Add(time.Duration(r.wait * float64(time.Second)))
+		got, err := f.st.ClaimWorkRequest(ctx, w.ID)
+		f.must(err)
+		if got.ID != wr.ID {
+			f.t.Fatalf("stats-runner claimed %d, want %d", got.ID, wr.ID)
+		}
+		f.now = f.now.Add(time.Duration(r.ran * float64(time.Second)))
+		done, err := f.st.CompleteWorkRequest(ctx, wr.ID, w.ID, store.Completion{Result: r.result,
+			Statistics: &model.RuntimeStatistics{Duration: r.ran}})
+		f.must(err)
+		s.Durations = append(s.Durations, time.Duration(*done.ExecutionTime)*time.Microsecond)
+		s.Waits = append(s.Waits, done.StartedAt.Sub(done.CreatedAt))
+		s.Outcomes[string(r.result)]++
+		s.Day = done.CompletedAt.UTC().Truncate(24 * time.Hour)
+	}
+	aborted := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "lintian", WorkspaceID: f.ids["pub"],
+		Data: json.RawMessage(`{"host_architecture": "s390x"}`)}
+	f.must(f.st.SubmitWorkRequest(ctx, aborted))
+	_, err = f.st.AbortWorkRequest(ctx, aborted.ID, "not needed", nil)
+	f.must(err)
+	s.Outcomes["aborted"]++
+	return s
 }

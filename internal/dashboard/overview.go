@@ -4,15 +4,39 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/statistics"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
 type overviewPage struct {
 	Now      time.Time
+	Queue    []statusCount
 	Scopes   []model.Scope
 	Workers  workerStates
 	Pools    []store.PoolSummary
+	Hours    chart
+	Days     chart
 	SignedIn bool
+}
+
+// statusCount is how many requests are in a status.
+type statusCount struct {
+	Status model.Status
+	N      int64
+}
+
+// queue sums counts per workspace into counts per status, every status
+// listed, in the order of model.Statuses.
+func queue(counts []store.StatusCount) []statusCount {
+	by := map[model.Status]int64{}
+	for _, c := range counts {
+		by[c.Status] += c.N
+	}
+	out := make([]statusCount, len(model.Statuses))
+	for i, st := range model.Statuses {
+		out[i] = statusCount{st, by[st]}
+	}
+	return out
 }
 
 func (overviewPage) title() string { return "Farm overview" }
@@ -44,8 +68,9 @@ func countWorkers(counts []store.WorkerCount) workerStates {
 	return s
 }
 
-// overview is the farm at a glance: the scopes to drill into, the
-// workers and pools.
+// overview is the farm at a glance: the queue by status and the runs of
+// the last day and month (of the workspaces the visitor sees), the
+// workers and pools, the scopes to drill into.
 func (d *Dashboard) overview(v *visit) error {
 	if err := v.onlyParams(); err != nil {
 		return err
@@ -58,8 +83,17 @@ func (d *Dashboard) overview(v *visit) error {
 	if err != nil {
 		return err
 	}
-	v.render(200, "overview", overviewPage{Now: v.now, Scopes: scopes, Workers: countWorkers(farm.Workers), Pools: farm.Pools,
-		SignedIn: v.signedIn()})
+	counts, err := d.st.StatusCounts(v.ctx(), v.viewer, 0)
+	if err != nil {
+		return err
+	}
+	hours, days, err := statistics.Activity(v.ctx(), d.st, v.viewer, v.now)
+	if err != nil {
+		return err
+	}
+	v.render(200, "overview", overviewPage{Now: v.now, Queue: queue(counts), Scopes: scopes, Workers: countWorkers(farm.Workers),
+		Pools: farm.Pools, SignedIn: v.signedIn(), Hours: runsChart("last-24h", "Runs in the last 24 hours", hours, true, narrowChart),
+		Days: runsChart("last-30d", "Runs in the last 30 days", days, false, narrowChart)})
 	return nil
 }
 

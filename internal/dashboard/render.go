@@ -111,6 +111,7 @@ func (d *Dashboard) funcs() template.FuncMap {
 		"link":     with,
 		"at":       func(now, t time.Time) since { return since{now, t} },
 		"deref":    func(p *int64) int64 { return *p },
+		"columns":  func() []struct{ Key, Label string } { return statisticsColumns },
 	}
 }
 
