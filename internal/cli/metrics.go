@@ -38,11 +38,15 @@ func databaseFlags(cmd *cobra.Command) func() string {
 	}
 }
 
+// listedRollups is how many differing rollups recount prints: a farm
+// holds millions of them, and a damaged one may have as many wrong.
+const listedRollups = 100
+
 func newMetricsRecountCommand() *cobra.Command {
 	var fix bool
 	cmd := &cobra.Command{
 		Use:   "recount",
-		Short: "Recount every metric from the base tables and report differences from the running totals",
+		Short: "Recount every metric and rollup from the base tables and report differences from the running totals",
 		Long: `Recount every figure of the public metrics endpoint from the base tables with
 plain GROUP BY queries (what a scrape would cost without running totals) and
 compare it with the running totals the server keeps — as a scrape reads
@@ -51,9 +55,11 @@ included, all in one snapshot, so servers may keep running; also check
 that each user's activity per scope (what user_activity observes) is no
 older than their newest root workflow there, and that every label set of
 the activity histograms is remembered (so it reports an empty histogram
-rather than vanishing when its last user or identity goes). Prints each
-difference and exits non-zero when there is any; --fix corrects the
-differing totals in one transaction, then folds the journal.`,
+rather than vanishing when its last user or identity goes). The same for
+the dashboard's rollups (runs per hour and day, workspace and task;
+requests by status), recounted in SQL alone. Prints each difference (the
+first 100 of the rollups') and exits non-zero when there is any; --fix
+corrects the differing totals in one transaction, then folds the journal.`,
 		Args: cobra.NoArgs,
 	}
 	dsn := databaseFlags(cmd)
@@ -71,30 +77,43 @@ differing totals in one transaction, then folds the journal.`,
 			fmt.Fprintln(cmd.ErrOrStderr(), "recounting from the base tables…")
 		}
 		bar := newBar(out, cmd.ErrOrStderr(), -1, "recounting from the base tables", false)
-		var diffs []store.Difference
-		if fix {
-			if diffs, err = st.FixTotals(ctx); err == nil {
-				_, err = st.FoldAll(ctx)
-			}
-		} else {
-			diffs, err = st.CheckTotals(ctx)
+		diffs, err := st.CheckTotals(ctx)
+		var rollups []store.Difference
+		var more int64
+		if err == nil {
+			rollups, more, err = st.CheckStatistics(ctx, listedRollups)
 		}
 		bar.Finish()
 		if err != nil {
 			return err
 		}
-		for _, d := range diffs {
+		for _, d := range append(diffs, rollups...) {
 			fmt.Fprintln(out, d)
 		}
-		switch {
-		case len(diffs) == 0:
-			fmt.Fprintln(out, "running totals agree with the recount")
-			return nil
-		case fix:
-			fmt.Fprintf(out, "fixed %d running totals\n", len(diffs))
-			return nil
+		if more > int64(len(rollups)) {
+			fmt.Fprintf(out, "… and %d more rollups that differ\n", more-int64(len(rollups)))
 		}
-		return fmt.Errorf("%d running totals differ from the recount (run with --fix to repair them)", len(diffs))
+		n := int64(len(diffs)) + more
+		switch {
+		case n == 0:
+			fmt.Fprintln(out, "running totals and rollups agree with the recount")
+			return nil
+		case !fix:
+			return fmt.Errorf("%d running totals and rollups differ from the recount (run with --fix to repair them)", n)
+		}
+		fixed, err := st.FixTotals(ctx)
+		if err != nil {
+			return err
+		}
+		fixedRollups, err := st.FixStatistics(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := st.FoldAll(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "fixed %d running totals and %d rollups\n", len(fixed), fixedRollups)
+		return nil
 	}
 	return cmd
 }

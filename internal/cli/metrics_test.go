@@ -30,7 +30,12 @@ func TestMetricsRecount(t *testing.T) {
 		if err := st.Scopes().Create(ctx, sc); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.Workspaces().Create(ctx, &model.Workspace{Name: "main", ScopeID: sc.ID}); err != nil {
+		ws := &model.Workspace{Name: "main", ScopeID: sc.ID}
+		if err := st.Workspaces().Create(ctx, ws); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.SubmitWorkRequest(ctx, &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: ws.ID,
+			Data: []byte(`{"host_architecture": "amd64"}`)}); err != nil {
 			t.Fatal(err)
 		}
 		run := func(args ...string) (int, string) {
@@ -63,7 +68,7 @@ func TestMetricsRecount(t *testing.T) {
 		if code == ExitOK || !strings.Contains(out, "workspaces") || !strings.Contains(out, "running total 3, recount 1") {
 			t.Fatalf("damaged total: exit %d\n%s", code, out)
 		}
-		if code, out := run("--fix"); code != ExitOK || !strings.Contains(out, "fixed 1") {
+		if code, out := run("--fix"); code != ExitOK || !strings.Contains(out, "fixed 1 running totals and 0 rollups") {
 			t.Fatalf("--fix: exit %d\n%s", code, out)
 		}
 		if n := journal(); n != 0 {
@@ -71,6 +76,20 @@ func TestMetricsRecount(t *testing.T) {
 		}
 		if code, out := run(); code != ExitOK {
 			t.Fatalf("after --fix: exit %d\n%s", code, out)
+		}
+		// a rollup of the dashboard lost: found, and fixed
+		if _, err := st.DB().ExecContext(ctx, "DELETE FROM statistics_totals WHERE family = 'requests_by_status'"); err != nil {
+			t.Fatal(err)
+		}
+		code, out = run()
+		if code == ExitOK || !strings.Contains(out, "requests_by_status") || !strings.Contains(out, "running total 0, recount 1") {
+			t.Fatalf("damaged rollup: exit %d\n%s", code, out)
+		}
+		if code, out := run("--fix"); code != ExitOK || !strings.Contains(out, "fixed 0 running totals and 1 rollups") {
+			t.Fatalf("--fix of a rollup: exit %d\n%s", code, out)
+		}
+		if code, out := run(); code != ExitOK {
+			t.Fatalf("after --fix of a rollup: exit %d\n%s", code, out)
 		}
 	})
 }

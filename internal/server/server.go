@@ -277,6 +277,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// a database upgraded to the dashboard's rollups gets them from its
+	// history, once (replicas starting together take turns)
+	if n, err := st.BackfillStatistics(ctx); err != nil {
+		return fmt.Errorf("fill the dashboard's rollups: %w", err)
+	} else if n > 0 {
+		logger.Info("dashboard rollups filled from the farm's history", "rollups", n)
+	}
 
 	if err := registerMetrics(reg, st); err != nil {
 		return err
