@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -31,11 +32,28 @@ type Sizes struct {
 	WorkRequests     int
 	Artifacts        int
 	FilesPerArtifact int
+	// RequestsPerDay is the rate at which the farm received its work
+	// requests, up to now: a farm of more requests is older, not busier,
+	// so that any window of days holds as much work in a small farm as in
+	// a large one (as long as the small one is that old). 0 spreads the
+	// requests over the last year instead.
+	RequestsPerDay int
+}
+
+// history is how far back the farm's work requests go.
+func (sz Sizes) history() time.Duration {
+	if sz.RequestsPerDay <= 0 {
+		return 365 * 24 * time.Hour
+	}
+	return time.Duration(float64(sz.WorkRequests) / float64(sz.RequestsPerDay) * float64(24*time.Hour))
 }
 
 // Benchmark is the farm of the scrape benchmark (issue: 1M work requests,
 // 1M artifacts with 3M files, 10k workers, 50 scopes).
-var Benchmark = Sizes{Scopes: 50, WorkspacesEach: 4, Users: 2000, Workers: 10000, WorkRequests: 1_000_000, Artifacts: 1_000_000, FilesPerArtifact: 3}
+// Requests arrive at about 333 a day: a farm of 10k requests is a month
+// old, one of 1M eight years.
+var Benchmark = Sizes{Scopes: 50, WorkspacesEach: 4, Users: 2000, Workers: 10000, WorkRequests: 1_000_000, Artifacts: 1_000_000,
+	FilesPerArtifact: 3, RequestsPerDay: 10_000 / 30}
 
 // Progress receives progress reports: what is being loaded, done, total.
 type Progress func(what string, done, total int)
@@ -47,6 +65,7 @@ var (
 	// already has most of the series a large one has
 	taskNames  = []string{"sbuild", "lintian", "autopkgtest", "piuparts"}
 	statuses   = []string{"completed", "completed", "completed", "completed", "pending", "running", "aborted", "blocked"}
+	finished   = []string{"completed", "completed", "completed", "completed", "aborted"}
 	results    = []string{"success", "success", "success", "failure", "error"}
 	categories = []string{"debian:source-package", "debian:binary-package", "debian:upload", "kiln:work-request-debug-logs"}
 	backends   = []string{"unshare"}
@@ -132,17 +151,31 @@ func Fill(ctx context.Context, st *store.SQL, sz Sizes, rng *rand.Rand, progress
 	}
 	wrIDs := seq(base["work_requests"], sz.WorkRequests)
 	busy := map[int64]bool{}
+	// a few busy workspaces and many quiet ones, as on a real farm
+	// (Zipf's law, s = 1.2): the busiest gets about a fifth of the work
+	wsOf := rand.NewZipf(rng, 1.2, 1, uint64(len(wsIDs)-1))
 	if err := w.load(ctx, "work_requests", []string{"id", "task_type", "task_name", "workspace_id", "status", "result", "data", "priority",
 		"created_at", "started_at", "completed_at", "worker_id", "execution_time"}, len(wrIDs), func(i int) []any {
+		created := now - 1 - rng.Int63n(sz.history().Microseconds())
+		// what is older than a day has finished; the queue is today's
 		status := statuses[rng.Intn(len(statuses))]
-		created := now - rng.Int63n(365*day)
+		if now-created > day && !model.Status(status).Finished() {
+			status = finished[rng.Intn(len(finished))]
+		}
 		var result string
 		var started, completed, worker, exec any
 		switch status {
 		case "completed":
 			result = results[rng.Intn(len(results))]
-			d := rng.Int63n(3600e6)
-			started, completed, exec = created+1e6, created+1e6+d, d
+			// waits of seconds to minutes, runs of up to an hour, all
+			// over by now
+			wait, d := 1e6+rng.Int63n(rng.Int63n(900e6)+1), rng.Int63n(3600e6)
+			if over := created + wait + d - now; over > 0 {
+				wait, d = (now-created)/2, (now-created)/2
+			}
+			started, completed, exec = created+wait, created+wait+d, d
+		case "aborted":
+			completed = created + min(now-created, rng.Int63n(3600e6))
 		case "running":
 			wk := workerIDs[rng.Intn(len(workerIDs))]
 			if !busy[wk] {
@@ -153,7 +186,7 @@ func Fill(ctx context.Context, st *store.SQL, sz Sizes, rng *rand.Rand, progress
 			}
 		}
 		data := fmt.Sprintf(`{"host_architecture": %q, "backend": %q}`, archs[rng.Intn(3)], backends[rng.Intn(len(backends))])
-		return []any{wrIDs[i], "Worker", taskNames[rng.Intn(len(taskNames))], wsIDs[rng.Intn(len(wsIDs))], status, result, data,
+		return []any{wrIDs[i], "Worker", taskNames[rng.Intn(len(taskNames))], wsIDs[wsOf.Uint64()], status, result, data,
 			0, created, started, completed, worker, exec}
 	}); err != nil {
 		return err
@@ -186,6 +219,9 @@ func Fill(ctx context.Context, st *store.SQL, sz Sizes, rng *rand.Rand, progress
 	progress("running totals", 0, 1)
 	if _, err := st.FixTotals(ctx); err != nil {
 		return fmt.Errorf("rebuild running totals: %w", err)
+	}
+	if _, err := st.FixStatistics(ctx); err != nil {
+		return fmt.Errorf("rebuild the dashboard's rollups: %w", err)
 	}
 	if _, err := st.FoldAll(ctx); err != nil {
 		return fmt.Errorf("fold the rebuilt running totals: %w", err)

@@ -30,6 +30,10 @@ func TestFill(t *testing.T) {
 		if err != nil || len(diffs) != 0 {
 			t.Fatalf("totals after seeding differ from recount: %v %v", err, diffs)
 		}
+		rollups, n, err := st.CheckStatistics(ctx, 10)
+		if err != nil || n != 0 {
+			t.Fatalf("rollups after seeding differ from recount: %v %d %v", err, n, rollups)
+		}
 		// the rebuilt totals are folded: scrapes read no journal
 		var journal int
 		if err := st.DB().QueryRowContext(ctx, "SELECT COUNT(*) FROM metric_journal").Scan(&journal); err != nil || journal != 0 {
