@@ -28,7 +28,8 @@ func newDevCommand() *cobra.Command {
 		Use:   "dev",
 		Short: "Developer tools: seed a synthetic farm, benchmark scrapes",
 	}
-	cmd.AddCommand(newDevSeedCommand(), newDevBenchScrapeCommand(), newDevBenchScrapeLoadCommand(), newDevServeBytesCommand(), newDevBenchWritesCommand(), newDevBenchClaimsCommand())
+	cmd.AddCommand(newDevSeedCommand(), newDevBenchScrapeCommand(), newDevBenchScrapeLoadCommand(), newDevServeBytesCommand(),
+		newDevBenchWritesCommand(), newDevBenchClaimsCommand(), newDevBenchDashboardCommand())
 	return cmd
 }
 
@@ -304,6 +305,46 @@ Without --postgres the databases are SQLite files in a temporary directory.`,
 			return err
 		}
 		bench.ClaimsTable(cmd.OutOrStdout(), r)
+		return nil
+	}
+	return cmd
+}
+
+func newDevBenchDashboardCommand() *cobra.Command {
+	// artifacts only matter to the pages of the requests that made them:
+	// a tenth of the scrape benchmark's is enough, and seeds faster
+	large := seed.Benchmark
+	large.Artifacts = 100_000
+	small := large
+	small.WorkRequests = 10_000
+	var server string
+	var runs int
+	var reseed bool
+	cmd := &cobra.Command{
+		Use:   "bench-dashboard",
+		Short: "Benchmark every page of the dashboard: server time on a small farm vs a large one",
+		Long: `Seed (once; reused on later runs) two farms on a PostgreSQL server that differ
+only in their number of work requests — received at the same rate, so the
+large farm is older, not busier — then ask every page of the dashboard,
+in the server and without the network, page by page on each farm in turn.
+Prints a Markdown table of medians and 99th percentiles.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.Flags().StringVar(&server, "postgres", "", "postgres:// URL of a server where the benchmark may create databases (required)")
+	cmd.Flags().IntVar(&runs, "runs", 200, "requests of each page on each farm")
+	cmd.Flags().BoolVar(&reseed, "reseed", false, "drop and refill the benchmark databases")
+	cmd.Flags().IntVar(&small.WorkRequests, "small-work-requests", small.WorkRequests, "work requests of the small farm")
+	cmd.Flags().IntVar(&large.WorkRequests, "large-work-requests", large.WorkRequests, "work requests of the large farm")
+	cmd.Flags().String("config", "", "TOML config file")
+	_ = cmd.MarkFlagRequired("postgres")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		small.Artifacts = large.Artifacts
+		rs, err := bench.RunDashboard(cmd.Context(), bench.DashboardConfig{Server: server, Small: small, Large: large, Runs: runs,
+			Reseed: reseed, Progress: seedProgress(cmd.OutOrStdout(), cmd.ErrOrStderr()), Log: cmd.ErrOrStderr()})
+		if err != nil {
+			return err
+		}
+		bench.DashboardTable(cmd.OutOrStdout(), small.WorkRequests, large.WorkRequests, rs)
 		return nil
 	}
 	return cmd
