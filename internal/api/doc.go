@@ -1,5 +1,5 @@
 // Package api serves kiln's JSON REST API under /api/1.0/ for the
-// foundation resources of SPEC §2: scopes, workspaces (and their members),
+// foundation resources of docs/architecture.md#domain-model: scopes, workspaces (and their members),
 // users, identities, groups, tokens, file stores, assets and collections
 // (and their items).
 //

@@ -40,7 +40,7 @@ import (
 const DefaultEnvPrefix = "KILN_"
 
 // DefaultFileFlag is the flag that names the config file of a command
-// (`kiln server --config kiln.toml`), as SPEC §9 fixes it.
+// (`kiln server --config kiln.toml`), as docs/architecture.md#conventions fixes it.
 const DefaultFileFlag = "config"
 
 // Options says where Apply looks. The zero value is what kiln's commands

@@ -1,4 +1,4 @@
-// Package model holds kiln's domain types: the nouns of SPEC §2 (scopes,
+// Package model holds kiln's domain types: the nouns of docs/architecture.md#domain-model (scopes,
 // workspaces, users, tokens, work requests, workers, artifacts, …) and their
 // enumerations. It does no I/O, so every other package — store, api, client,
 // scheduler — can share one vocabulary without depending on each other.

@@ -9,7 +9,7 @@ import (
 // TaskType says who executes a work request.
 type TaskType string
 
-// Task types (SPEC §2). Worker tasks run on external runners, Server tasks
+// Task types (docs/architecture.md#domain-model). Worker tasks run on external runners, Server tasks
 // inside the server, Signing tasks on signing workers; Internal, Workflow and
 // Wait requests are bookkeeping handled by the scheduler itself.
 const (
@@ -135,7 +135,7 @@ type WorkRequest struct {
 // WorkerType says what kind of tasks a worker runs.
 type WorkerType string
 
-// Worker types (SPEC §2). Server workers are executors inside the server
+// Worker types (docs/architecture.md#domain-model). Server workers are executors inside the server
 // process (Debusine's celery).
 const (
 	WorkerExternal WorkerType = "external"

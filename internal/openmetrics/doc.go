@@ -1,5 +1,5 @@
 // Package openmetrics serves kiln's public metrics endpoint,
-// GET /api/1.0/open-metrics/ (SPEC §3), and its JSON twin
+// GET /api/1.0/open-metrics/ (docs/architecture.md#public-endpoint), and its JSON twin
 // GET /api/1.0/service-status/.
 //
 // The endpoint is public, so it is built to leak nothing: every figure comes
@@ -38,7 +38,7 @@
 //     once had rows keeps reporting 0 after its rows are gone; no family
 //     fills in label combinations that never existed.
 //   - Units are given in HELP (seconds, bytes, days) rather than in # UNIT
-//     lines, because the names are fixed by SPEC §3 and OpenMetrics requires
+//     lines, because the names are fixed by docs/architecture.md#public-endpoint and OpenMetrics requires
 //     a unit to be the suffix of the name.
 //   - Histograms kept as running totals store non-cumulative bucket counts
 //     under the bucket's upper bound (see store.*Buckets); they are exposed

@@ -12,7 +12,7 @@ func init() { register("external_workers_by_architecture", externalWorkersByArch
 // they support, by connection and busy state: the idiomatic companion of
 // workers. There, every external-worker series carries an
 // architecture_<a> label for each architecture known to any external
-// worker, as SPEC §3 specifies; so the first worker of a new architecture
+// worker, as docs/architecture.md#public-endpoint specifies; so the first worker of a new architecture
 // gives every external-worker series a new label, and every one of them
 // becomes a new series in Prometheus (and breaks the continuity of
 // queries that match on all labels). Here the architecture is a label

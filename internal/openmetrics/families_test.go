@@ -62,7 +62,7 @@ func at(d time.Duration) *time.Time { t := farmNow.Add(-d); return &t }
 func maxSize(n int64) *int64 { return &n }
 
 // TestFamilies is a table of each family's semantics on hand-made
-// snapshots, including the points SPEC §3 lists as mistakes of the
+// snapshots, including the point docs/architecture.md#reference-mistakes lists as mistakes of the
 // reference implementation.
 func TestFamilies(t *testing.T) {
 	tests := []struct {
@@ -449,7 +449,7 @@ func TestArchitectureLabel(t *testing.T) {
 
 // TestNewArchitecture: the first worker of a new architecture renames
 // every external-worker series of workers (a new architecture_<a> label,
-// as SPEC §3 specifies) but only adds series to
+// as docs/architecture.md#public-endpoint specifies) but only adds series to
 // external_workers_by_architecture, whose other series keep their labels.
 func TestNewArchitecture(t *testing.T) {
 	before := []store.Total{

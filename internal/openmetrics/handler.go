@@ -27,7 +27,7 @@ type Source interface {
 }
 
 // DefaultCacheTTL is the cache lifetime kiln's server configures by default
-// (SPEC §3: "a short, configurable time (default 30 s)"). Options.CacheTTL
+// (docs/architecture.md#public-endpoint: "a short, configurable time (default 30 s)"). Options.CacheTTL
 // has no implicit default, so that 0 can mean "off".
 const DefaultCacheTTL = 30 * time.Second
 
@@ -134,7 +134,7 @@ func New(src Source, opts Options) *Endpoint {
 }
 
 // NewHandler returns the handler of GET /api/1.0/open-metrics/: every
-// family of SPEC §3 from one snapshot, in OpenMetrics 1.0.0 when the
+// family of docs/architecture.md#public-endpoint from one snapshot, in OpenMetrics 1.0.0 when the
 // scraper asks for it (Accept: application/openmetrics-text) and in the
 // Prometheus text format 0.0.4 otherwise. Use New instead to share the
 // cache with the service-status handler.
@@ -190,7 +190,7 @@ func (e *Endpoint) encodeMetrics(sc *scrape, format expfmt.Format, v variant) []
 // negotiate picks the exposition format: OpenMetrics 1.0.0 when the
 // scraper accepts OpenMetrics (any version: the encoder writes the same
 // 1.0.0 text for all of them), otherwise the text format 0.0.4, also when
-// the scraper would prefer protobuf, which SPEC §3 does not offer on this
+// the scraper would prefer protobuf, which docs/architecture.md#public-endpoint does not offer on this
 // endpoint. The escaping scheme the scraper asked for is kept.
 //
 // A scraper sends the same Accept header at every scrape, and parsing it

@@ -20,7 +20,7 @@ func readGolden(t *testing.T, name string) []byte {
 
 // TestParseBack parses both golden outputs (which TestGolden keeps equal
 // to what the store produces on both databases) with real parsers and
-// checks that they say the same thing, that every family of SPEC §3 is
+// checks that they say the same thing, that every family of docs/architecture.md#public-endpoint is
 // there with the right type and a help text, and the figures the fixed
 // farm was built to show.
 func TestParseBack(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 )
 
 // TestReferenceMistakes checks, through the real store on both databases,
-// each point SPEC §3 lists as wrong in the reference implementation
+// each point docs/architecture.md#reference-mistakes lists as wrong in the reference implementation
 // (Debusine 0.12).
 func TestReferenceMistakes(t *testing.T) {
 	scenarios := []struct {

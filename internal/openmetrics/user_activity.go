@@ -11,7 +11,7 @@ import (
 func init() { register("user_activity", userActivity) }
 
 // activityBuckets are the upper bounds, in days, of the user-activity
-// histograms (SPEC §3).
+// histograms (docs/architecture.md#public-endpoint).
 var activityBuckets = []float64{1, 3, 7, 14, 30, 90, 365}
 
 // day is the unit of the activity histograms.

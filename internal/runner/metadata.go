@@ -41,7 +41,7 @@ func DebianArchitecture(goarch string) string {
 	return goarch
 }
 
-// Metadata describes this runner to the server (SPEC §2b): what it can
+// Metadata describes this runner to the server (docs/architecture.md#how-work-runs): what it can
 // build for, with which backends, on how much machine.
 //
 // Architectures come from the configuration when set (architectures,

@@ -98,7 +98,7 @@ type Config struct {
 	// Register forces a new registration even when a token is saved.
 	Register bool
 	// MetricsServer is the address of the runner's /metrics and pprof
-	// listener (SPEC §4); off when empty.
+	// listener (docs/architecture.md#runner-metrics); off when empty.
 	MetricsServer string
 	// Pushgateway, when set, receives the outcome of the run when the
 	// runner exits, for one-shot runners (--once) that no Prometheus could

@@ -9,7 +9,7 @@ import (
 )
 
 // metrics are the scheduler's own figures on the server's internal
-// listener (SPEC §5): how long requests waited in the queue, how many were
+// listener (docs/architecture.md#server-instrumentation): how long requests waited in the queue, how many were
 // assigned, finished and requeued. Labels are bounded: task types, worker
 // types and results are enumerations.
 type metrics struct {

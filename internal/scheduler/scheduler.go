@@ -14,7 +14,7 @@
 //
 // Why runners talk WebSocket rather than long-poll: a runner's connection
 // state is part of the domain (workers are "connected" while their
-// connection lives, SPEC §2b), and a persistent connection gives that state
+// connection lives, docs/architecture.md#how-work-runs), and a persistent connection gives that state
 // exactly — the server learns of a dead runner from the closed socket, not
 // from the absence of the next poll — while also carrying heartbeats, the
 // streamed log and the result on one authenticated channel, with the

@@ -31,9 +31,9 @@ type publicRead struct {
 // and TestPagesAuth hold each of those to its readers) and answer anyone. A new GET route of the public port must
 // be one or the other: TestPublicPortReadRoutes fails otherwise.
 var publicByDesign = map[string]publicRead{
-	"GET /api/1.0/open-metrics/{$}": {"farm-wide figures for Prometheus (SPEC §3), built to name no workspace, user, " +
+	"GET /api/1.0/open-metrics/{$}": {"farm-wide figures for Prometheus (docs/architecture.md#public-endpoint), built to name no workspace, user, " +
 		"artifact or file; a scope-restricted token narrows them to its scope", 401},
-	"GET /api/1.0/service-status/{$}": {"the same figures as JSON for scripts (SPEC §3)", 401},
+	"GET /api/1.0/service-status/{$}": {"the same figures as JSON for scripts (docs/architecture.md#public-endpoint)", 401},
 	healthyPattern:                    {"liveness probe for load balancers: says only that the process serves", 200},
 	readyPattern:                      {"readiness probe: says only whether the database answers", 200},
 }

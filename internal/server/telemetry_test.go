@@ -201,7 +201,7 @@ func TestRoutePatternLabels(t *testing.T) {
 
 // TestServerMetricsPromtool: the internal /metrics of a server that served
 // API requests, webhooks and notifications passes `promtool check
-// metrics`, and carries every family SPEC §5 asks for.
+// metrics`, and carries every family docs/architecture.md#server-instrumentation asks for.
 func TestServerMetricsPromtool(t *testing.T) {
 	const token = "kiln_promtool_test_admin_token"
 	receiver := newReceiver(t, http.StatusOK)

@@ -11,7 +11,7 @@ import (
 )
 
 // startWorkflowMetrics puts the metrics that workflow templates declare
-// (SPEC §6, package workflow) on the internal registry — the
+// (docs/architecture.md#template-metrics, package workflow) on the internal registry — the
 // --metrics-server listener, never the public port, since their names and
 // label values come from users — and feeds them from the store's OnFinish
 // hook, which hears of every workflow this process finishes. It must run

@@ -14,7 +14,7 @@
 // instead of failing minutes later on a runner. Keeping validation next to
 // execution means the two cannot disagree about what a task accepts.
 //
-// Runtime statistics (SPEC §2b) are measured here, around the task, because
+// Runtime statistics (docs/architecture.md#how-work-runs) are measured here, around the task, because
 // only the code that starts the processes can read their rusage.
 package tasks
 

@@ -49,7 +49,7 @@ func TestParseListenAddress(t *testing.T) {
 }
 
 // TestParseListenAddressCoverage guards the shared table itself: every kind of
-// input SPEC §4 names must stay covered even if someone trims the file.
+// input docs/architecture.md#runner-metrics names must stay covered even if someone trims the file.
 func TestParseListenAddressCoverage(t *testing.T) {
 	cases := testkit.ListenAddressCases(t, filepath.Join("testdata", "listen_addresses.tsv"))
 	has := func(pred func(testkit.AddressCase) bool) bool {

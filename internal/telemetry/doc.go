@@ -5,8 +5,8 @@
 // the warnings and errors a process logs, build information, and pushing
 // the metrics of short-lived jobs to a Pushgateway (PushRun).
 //
-// It exists as one package so that the server (SPEC §5) and the runner
-// (SPEC §4) expose the same metric names, follow the same label conventions
+// It exists as one package so that the server (docs/architecture.md#server-instrumentation) and the runner
+// (docs/architecture.md#runner-metrics) expose the same metric names, follow the same label conventions
 // and accept the same --metrics-server syntax, and so that those conventions
 // are tested once.
 //

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 )
 
-// The runner (SPEC §4): parse --metrics-server at start-up, bind it before
+// The runner (docs/architecture.md#runner-metrics): parse --metrics-server at start-up, bind it before
 // doing anything else so a busy port fails early, and serve until shutdown.
 func ExampleServe() {
 	addr, err := telemetry.ParseListenAddress("127.0.0.1:0")
@@ -56,7 +56,7 @@ func ExampleServe() {
 	// <nil>
 }
 
-// The API server (SPEC §5): routes are instrumented by pattern, health probes
+// The API server (docs/architecture.md#server-instrumentation): routes are instrumented by pattern, health probes
 // opt out, and CountUnmatched catches what matches no route.
 func ExampleHTTPMetrics() {
 	reg := prometheus.NewRegistry()

@@ -1,5 +1,5 @@
 // Package workflow turns workflow templates into workflows and emits the
-// Prometheus metrics that templates declare (SPEC §6, after Argo's
+// Prometheus metrics that templates declare (docs/architecture.md#template-metrics, after Argo's
 // template metrics).
 //
 // # Templates
