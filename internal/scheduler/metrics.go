@@ -57,6 +57,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, tt := range []model.TaskType{model.TaskWorker, model.TaskServer} {
 		m.queueWait.WithLabelValues(string(tt))
+		for _, r := range []model.Result{model.ResultSuccess, model.ResultFailure, model.ResultError, model.ResultSkipped} {
+			m.finished.WithLabelValues(string(tt), string(r))
+		}
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.queueWait, m.assigns, m.finished, m.requeued, m.runners, m.logDropped} {
