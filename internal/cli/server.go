@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -58,6 +59,9 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 			logger, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
 			if err != nil {
 				return usageError{err}
+			}
+			if cfg.HeartbeatTimeout < time.Second {
+				return usageError{fmt.Errorf("--heartbeat-timeout: must be at least 1s (runners send a heartbeat every third of it), got %s", cfg.HeartbeatTimeout)}
 			}
 			if cfg.WorkflowMetricsMaxSeries < 1 {
 				return usageError{fmt.Errorf("--workflow-metrics-max-series: must be at least 1, got %d", cfg.WorkflowMetricsMaxSeries)}

@@ -84,3 +84,16 @@ func TestRequestMetricsSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestHeartbeatTimeoutRefused: a heartbeat timeout that would requeue the
+// work of a healthy runner (under a second, zero, negative) is refused at
+// start-up with the flag named, before anything is opened.
+func TestHeartbeatTimeoutRefused(t *testing.T) {
+	env := append(os.Environ(), "KILN_DATABASE=sqlite://"+filepath.Join(t.TempDir(), "kiln.db"))
+	for _, v := range []string{"0s", "-5s", "500ms"} {
+		r := kiln(t, env, "server", "--listen", "127.0.0.1:0", "--heartbeat-timeout", v)
+		if r.code != 2 || !strings.Contains(r.stderr, "--heartbeat-timeout: must be at least 1s") {
+			t.Errorf("--heartbeat-timeout %s: %s", v, r)
+		}
+	}
+}
