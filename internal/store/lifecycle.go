@@ -285,9 +285,39 @@ func (s *SQL) RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model
 		if err != nil {
 			return err
 		}
+		if err := s.reopenWorkflow(ctx, t, out.ParentID); err != nil {
+			return err
+		}
 		return s.retryDependents(ctx, t, out)
 	})
 	return out, err
+}
+
+// reopenWorkflow makes the finished workflow id (and the finished
+// workflows above it) running again, because one of its steps is retried:
+// its result is decided again by settleParent when its steps have all
+// finished, instead of staying the failure the retried step caused. The
+// workflow counts it as one more retry of its own.
+func (s *SQL) reopenWorkflow(ctx context.Context, t *tx, id *int64) error {
+	for id != nil {
+		var typ, status string
+		if err := t.queryRow(ctx, "SELECT task_type, status FROM work_requests WHERE id = $1", *id).Scan(&typ, &status); err != nil {
+			return err
+		}
+		if typ != string(model.TaskWorkflow) || !model.Status(status).Finished() {
+			return nil
+		}
+		wf, err := s.workRequests().update(ctx, t, *id, nil, func(wr *model.WorkRequest) error {
+			wr.Status, wr.Result, wr.CompletedAt, wr.ExecutionTime, wr.Output = model.StatusRunning, "", nil, nil, nil
+			wr.Retries++
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		id = wf.ParentID
+	}
+	return nil
 }
 
 // requeue gives a running request of a lost worker back to the queue, or

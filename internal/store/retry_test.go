@@ -104,3 +104,47 @@ func TestRetryLeavesUserAbortsAlone(t *testing.T) {
 		}
 	})
 }
+
+// A step retried after its workflow ended in failure reopens the
+// workflow: it runs again until its steps have finished, and ends with
+// the result they give this time.
+func TestRetryAfterWorkflowFailedReopensIt(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		root, amd, _, publish := f.matrixWorkflow(t)
+		run := func(w *model.Worker, result model.Result) {
+			t.Helper()
+			wr, err := f.s.ClaimWorkRequest(ctx, w.ID)
+			must(t, err)
+			if wr == nil {
+				t.Fatalf("worker %s found nothing to claim", w.Name)
+			}
+			_, err = f.s.CompleteWorkRequest(ctx, wr.ID, w.ID, store.Completion{Result: result})
+			must(t, err)
+		}
+		run(f.amd64, model.ResultFailure)
+		run(f.arm64, model.ResultSuccess)
+		if st, res := f.status(t, root.ID); st != model.StatusCompleted || res != model.ResultFailure {
+			t.Fatalf("workflow is %s/%s after a failed step, want completed/failure", st, res)
+		}
+		_, err := f.s.RetryWorkRequest(ctx, amd.ID, nil)
+		must(t, err)
+		if st, res := f.status(t, root.ID); st != model.StatusRunning || res != model.ResultNone {
+			t.Fatalf("workflow is %s/%s after a step was retried, want running", st, res)
+		}
+		run(f.amd64, model.ResultSuccess)
+		if st, _ := f.status(t, publish.ID); st != model.StatusPending {
+			t.Fatalf("publish is %s once its dependencies succeeded, want pending", st)
+		}
+		run(f.server, model.ResultSuccess)
+		if st, res := f.status(t, root.ID); st != model.StatusCompleted || res != model.ResultSuccess {
+			t.Fatalf("workflow is %s/%s, want completed/success", st, res)
+		}
+		diffs, err := f.s.CheckTotals(ctx)
+		must(t, err)
+		if len(diffs) > 0 {
+			t.Fatal(diffs)
+		}
+	})
+}

@@ -171,8 +171,10 @@ func checkWorkRequest(ctx context.Context, t *tx, old, o *model.WorkRequest) err
 			return invalid("task_type", "task type, task name and workspace cannot be changed")
 		}
 		// a finished request moves again only when retried (one more
-		// retry, back to the queue)
-		retried := o.Retries == old.Retries+1 && (o.Status == model.StatusPending || o.Status == model.StatusBlocked)
+		// retry, back to the queue; a workflow back to running, because
+		// one of its steps was)
+		retried := o.Retries == old.Retries+1 && (o.Status == model.StatusPending || o.Status == model.StatusBlocked ||
+			o.TaskType == model.TaskWorkflow && o.Status == model.StatusRunning)
 		if old.Status.Finished() && o.Status != old.Status && !retried {
 			return conflict("status", "work request %d is already %s", o.ID, old.Status)
 		}
