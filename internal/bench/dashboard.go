@@ -309,7 +309,6 @@ func DashboardTable(w io.Writer, small, large int, rs []PageResult) {
 	}
 }
 
-
 func humanCount(n int) string {
 	if n >= 1_000_000 && n%1_000_000 == 0 {
 		return strconv.Itoa(n/1_000_000) + "M"
