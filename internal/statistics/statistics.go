@@ -114,7 +114,7 @@ func Compute(ctx context.Context, src Source, v *store.Viewer, w Window, sel Sel
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Window: w, Selection: sel}
+	r := &Report{Window: w, Selection: sel, WorkspaceTasks: []Group{}} // [] in JSON, as the other lists
 	total := &acc{}
 	tasks, scopes, workspaces := map[[2]string]*acc{}, map[int64]*acc{}, map[int64]*acc{}
 	for _, g := range ru.Groups {

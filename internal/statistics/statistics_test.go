@@ -1,7 +1,9 @@
 package statistics_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -76,6 +78,30 @@ func TestComputeGroups(t *testing.T) {
 	}
 	if len(r.Series) != 7 || r.Series[5].Runs != 3 || r.Series[5].Outcomes["success"] != 3 || r.Series[6].Runs != 0 {
 		t.Fatalf("series %+v", r.Series)
+	}
+}
+
+// TestComputeNothing: a farm without runs in the window has empty lists,
+// [] in JSON like every list of the answer, never null, and a series of
+// zeros.
+func TestComputeNothing(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	w, _ := statistics.ParseWindow("7d", now)
+	r, err := statistics.Compute(context.Background(), &rollup{r: &store.Rollup{}}, nil, w, statistics.Selection{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, list := range []string{"tasks", "scopes", "workspaces", "workspace_tasks"} {
+		if !bytes.Contains(b, []byte(`"`+list+`":[]`)) {
+			t.Errorf("the statistics of nothing have no empty %s: %s", list, b)
+		}
+	}
+	if len(r.Series) != 7 || r.Total.Runs != 0 {
+		t.Fatalf("the statistics of nothing: %s", b)
 	}
 }
 
