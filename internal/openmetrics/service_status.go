@@ -69,6 +69,13 @@ func StatusOf(snap *store.Snapshot) (*ServiceStatus, error) {
 	return statusOf(snap.Taken, fams), nil
 }
 
+// StatusOfFamilies computes the service status from families Gather
+// built from a snapshot taken at taken, for callers that also use the
+// families themselves (reports), so that both come from one build.
+func StatusOfFamilies(taken time.Time, fams []*dto.MetricFamily) *ServiceStatus {
+	return statusOf(taken, fams)
+}
+
 // statusOf sums the series of fams.
 func statusOf(taken time.Time, fams []*dto.MetricFamily) *ServiceStatus {
 	st := &ServiceStatus{
