@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/openmetrics"
+	"github.com/kiln-build/kiln/internal/report"
 	"github.com/kiln-build/kiln/internal/scheduler"
 	"github.com/kiln-build/kiln/internal/server"
 	"github.com/kiln-build/kiln/internal/store"
@@ -112,6 +113,9 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	f.DurationVar(&cfg.IncompleteArtifactGrace, "incomplete-artifact-grace", server.DefaultIncompleteArtifactGrace, "remove, at each sweep of the file stores, artifacts still missing a file's content this long after they were created (an upload cut by a crash)")
 	f.DurationVar(&cfg.Timeouts.Request, "request-timeout", server.DefaultRequestTimeout, "time a client has to send the body of an ordinary API request, and to take its answer")
 	f.DurationVar(&cfg.Timeouts.TransferIdle, "transfer-idle-timeout", server.DefaultTransferIdle, "an upload or download of a file or log that moves less than 64 KiB in this long is cut (a whole transfer may take up to 12h)")
+	f.DurationVar(&cfg.ReportInterval, "report-interval", 0, "write the statistics report (as 'kiln report' does) to --report-target every interval, e.g. 1h or 24h (at least 1m); among replicas sharing the database one writes each interval's report; off when 0")
+	f.StringVar(&cfg.ReportTarget, "report-target", "", "where scheduled reports go: a file path, or s3://bucket/prefix/?endpoint=…&region=… (S3 credentials as for S3 file stores)")
+	f.StringVar(&cfg.ReportWindow, "report-window", report.DefaultWindow, "the statistics window of scheduled reports: days up to the report's day, 1d to 366d")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	cfg.HTTPDurationBuckets = telemetry.DefaultDurationBuckets()
 	f.Var(telemetry.NewBucketsValue(&cfg.HTTPDurationBuckets), "http-duration-buckets", "upper bounds, in seconds, of the buckets of kiln_http_request_duration_seconds (increasing; +Inf is added)")

@@ -29,7 +29,9 @@ import (
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/blobs"
 	"github.com/kiln-build/kiln/internal/localrunners"
+	"github.com/kiln-build/kiln/internal/report"
 	"github.com/kiln-build/kiln/internal/runner/protocol"
+	"github.com/kiln-build/kiln/internal/statistics"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/telemetry"
 )
@@ -165,9 +167,22 @@ type Config struct {
 	// DefaultIncompleteArtifactGrace.
 	IncompleteArtifactGrace time.Duration
 
+	// ReportInterval, when not 0, has the server write the statistics
+	// report (package report) to ReportTarget once per interval; among
+	// replicas sharing the database, one writes each interval's report.
+	ReportInterval time.Duration
+	// ReportTarget is where scheduled reports go: a file path or
+	// s3://bucket/prefix/?endpoint=… (report.ParseTarget).
+	ReportTarget string
+	// ReportWindow is the statistics window of scheduled reports;
+	// report.DefaultWindow when empty.
+	ReportWindow string
+
 	// blobs is the process's file store access, shared by the API and
 	// the sweeper; set by Run.
 	blobs *blobs.Manager
+	// reports is ReportTarget, parsed by checkConfig; nil when off.
+	reports report.Target
 }
 
 // DefaultSweepInterval is how often a server sweeps the file stores. What
@@ -226,6 +241,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	if err := checkConfig(&cfg); err != nil {
 		return err
+	}
+	if cfg.reports != nil {
+		defer cfg.reports.Close()
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
@@ -352,6 +370,20 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		defer close(incompleteDone)
 		removeIncomplete(runCtx, st, cfg.blobs, cfg.IncompleteArtifactGrace, cfg.SweepInterval, logger.With("component", "sweep"))
 	}()
+	reportsDone := make(chan struct{})
+	if cfg.reports != nil {
+		reports, err := report.NewScheduler(st, report.Schedule{Interval: cfg.ReportInterval, Target: cfg.reports,
+			Window: cfg.ReportWindow, Logger: logger}, reg)
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer close(reportsDone)
+			reports.Run(runCtx)
+		}()
+	} else {
+		close(reportsDone)
+	}
 	schedDone := make(chan struct{})
 	go func() {
 		defer close(schedDone)
@@ -397,6 +429,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	<-schedDone
 	<-sweepDone
 	<-incompleteDone
+	<-reportsDone
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}
@@ -447,6 +480,40 @@ func checkConfig(cfg *Config) error {
 			return fmt.Errorf("%s is too short: use at least %d characters (e.g. the output of `openssl rand -hex 32`)", BootstrapTokenEnv, minBootstrapToken)
 		}
 	}
+	return checkReports(cfg) // last: it opens the target, which Run closes
+}
+
+// minReportInterval is the shortest report interval a server accepts:
+// a report reads the whole farm's figures, and each interval keeps a row
+// of the schedule for 30 days.
+const minReportInterval = time.Minute
+
+// checkReports checks the report schedule's settings and parses its
+// target into cfg.reports.
+func checkReports(cfg *Config) error {
+	switch {
+	case cfg.ReportInterval == 0 && cfg.ReportTarget == "":
+		return nil
+	case cfg.ReportInterval < 0:
+		return fmt.Errorf("--report-interval: must not be negative, got %s", cfg.ReportInterval)
+	case cfg.ReportInterval == 0:
+		return fmt.Errorf("--report-interval: give how often to write reports to --report-target, e.g. 1h or 24h")
+	case cfg.ReportTarget == "":
+		return fmt.Errorf("--report-target: give where reports go: %s", report.TargetHelp)
+	case cfg.ReportInterval < minReportInterval:
+		return fmt.Errorf("--report-interval: must be at least %s, got %s", minReportInterval, cfg.ReportInterval)
+	}
+	if cfg.ReportWindow == "" {
+		cfg.ReportWindow = report.DefaultWindow
+	}
+	if _, err := statistics.ParseWindow(cfg.ReportWindow, time.Now()); err != nil {
+		return fmt.Errorf("--report-window: %w", err)
+	}
+	t, err := report.ParseTarget(cfg.ReportTarget)
+	if err != nil {
+		return fmt.Errorf("--report-target: %w", err)
+	}
+	cfg.reports = t
 	return nil
 }
 

@@ -297,6 +297,15 @@ func TestRunConfigErrors(t *testing.T) {
 		{"bad database", Config{Database: "postgres://127.0.0.1:1/x?connect_timeout=1"}, "database postgres://127.0.0.1:1/x"},
 		{"unknown excluded route", Config{HTTPExcludeRoutes: []string{"GET /api/1.0/open-metrics/"}},
 			`--http-exclude-routes: no route has the pattern "GET /api/1.0/open-metrics/"`},
+		{"reports without a target", Config{ReportInterval: time.Hour}, "--report-target: give where reports go"},
+		{"a report target without an interval", Config{ReportTarget: "/tmp/r.json"}, "--report-interval: give how often"},
+		{"reports every millisecond", Config{ReportInterval: time.Millisecond, ReportTarget: "/tmp/r.json"}, "--report-interval: must be at least 1m0s"},
+		{"a report window too long", Config{ReportInterval: time.Hour, ReportTarget: "/tmp/r.json", ReportWindow: "999d"},
+			"--report-window: window must be a number of days from 1d to 366d"},
+		{"reports to an http URL", Config{ReportInterval: time.Hour, ReportTarget: "http://example.com/r.json"},
+			"--report-target: http:// is not a kind of report target"},
+		{"reports to a missing directory", Config{ReportInterval: time.Hour, ReportTarget: "/nonexistent/kiln/r.json"},
+			"--report-target: the directory /nonexistent/kiln of the report does not exist"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -205,8 +206,9 @@ func TestRoutePatternLabels(t *testing.T) {
 func TestServerMetricsPromtool(t *testing.T) {
 	const token = "kiln_promtool_test_admin_token"
 	receiver := newReceiver(t, http.StatusOK)
+	reportFile := filepath.Join(t.TempDir(), "farm.json")
 	r := start(t, Config{MetricsServer: "127.0.0.1:0", BootstrapToken: token, NotifyURLs: []string{receiver.url},
-		DataDir: filepath.Join(t.TempDir(), "data")})
+		DataDir: filepath.Join(t.TempDir(), "data"), ReportInterval: time.Hour, ReportTarget: reportFile})
 	mustPost(t, r.API+"/api/1.0/scopes/", token, `{"name": "debian"}`)
 	mustPost(t, r.API+"/api/1.0/workspaces/", token, `{"name": "main", "scope": "debian", "public": true}`)
 	id := mustPost(t, r.API+"/api/1.0/work-requests/", token,
@@ -219,6 +221,16 @@ func TestServerMetricsPromtool(t *testing.T) {
 		`{"work_request": {"task_type": "Worker", "task_name": "noop", "workspace": "debian/main", "task_data": {"host_architecture": "riscv64"}}}`)
 	request(t, http.MethodGet, r.API+"/nowhere", nil, "")
 
+	// the hour's report, written at start
+	waitFor(t, 20*time.Second, "the scheduled report", func() bool {
+		f := scrape(t, r.Metrics)["kiln_report_attempts_total"]
+		v, _ := f.get("outcome=success")
+		return v == 1
+	})
+	if _, err := os.Stat(reportFile); err != nil {
+		t.Errorf("the scheduled report: %v", err)
+	}
+
 	testpeers.CheckMetrics(t, testpeers.ScrapeText(t, r.Metrics+"/metrics"))
 	fams := scrape(t, r.Metrics)
 	for _, name := range []string{
@@ -230,6 +242,7 @@ func TestServerMetricsPromtool(t *testing.T) {
 		"kiln_notify_queue_length", "kiln_notify_dropped_total", "kiln_server_errors_total", "kiln_http_panics_total",
 		"go_memstats_alloc_bytes", "go_gc_duration_seconds",
 		"kiln_totals_folded_entries_total", "kiln_totals_fold_errors_total", "kiln_totals_fold_duration_seconds",
+		"kiln_report_attempts_total", "kiln_report_attempt_duration_seconds", "kiln_report_last_success_timestamp_seconds",
 	} {
 		if fams[name] == nil {
 			t.Errorf("internal /metrics lacks %s", name)
