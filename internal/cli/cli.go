@@ -135,6 +135,7 @@ config file; a --token on the command line is visible to other local users).`,
 		newArtifactCommand(),
 		newMetricsCommand(),
 		newExpireCommand(),
+		newReportCommand(),
 		newDevCommand(),
 		newTemplateCommand(),
 		newWorkflowCommand(),
@@ -233,13 +234,38 @@ func applyConfig(cmd *cobra.Command, _ []string) error {
 	default:
 		// The server and the commands that work on its database directly
 		// (kiln metrics recount): every flag from KILN_<FLAG>, and from the
-		// --config file for commands that have one.
-		err = config.Apply(cmd, config.Options{})
+		// --config file for commands that have one; but for flags marked
+		// commandLineOnly.
+		err = config.Apply(cmd, config.Options{Only: configurable(cmd)})
 	}
 	if err != nil {
 		return usageError{err}
 	}
 	return nil
+}
+
+// commandLineOnly marks a flag that applyConfig leaves to the command
+// line: one whose KILN_<FLAG> variable means something else to other
+// commands (kiln report --output is a file, KILN_OUTPUT the admin
+// commands' output format).
+const commandLineOnly = "kiln/command-line-only"
+
+// configurable returns the flags of cmd that applyConfig may set, or nil
+// for all of them.
+func configurable(cmd *cobra.Command) []string {
+	var names []string
+	marked := false
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if _, ok := f.Annotations[commandLineOnly]; ok {
+			marked = true
+			return
+		}
+		names = append(names, f.Name)
+	})
+	if !marked {
+		return nil
+	}
+	return names
 }
 
 // configKind returns the annotation of cmd or of its nearest ancestor.
