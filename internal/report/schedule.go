@@ -72,11 +72,15 @@ type Scheduler struct {
 	attempts    *prometheus.CounterVec
 	lastSuccess prometheus.Gauge
 	duration    prometheus.Histogram
+	// intervalGauge lets an alert compare the age of the last report with
+	// the interval the replicas were configured with, not a number typed
+	// into the rule by hand.
+	intervalGauge prometheus.Gauge
 }
 
 // NewScheduler checks sch and registers the schedule's metrics on reg:
-// kiln_report_attempts_total{outcome}, the attempts' durations and the
-// time of the last report any replica wrote.
+// kiln_report_attempts_total{outcome}, the attempts' durations, the
+// configured interval and the time of the last report any replica wrote.
 func NewScheduler(st ScheduleStore, sch Schedule, reg prometheus.Registerer) (*Scheduler, error) {
 	if sch.Interval < MinInterval {
 		return nil, fmt.Errorf("the report interval must be at least %s, not %s", MinInterval, sch.Interval)
@@ -114,11 +118,16 @@ func NewScheduler(st ScheduleStore, sch Schedule, reg prometheus.Registerer) (*S
 			Help:    "Time taken by attempts at writing the scheduled report: reading the figures, encoding and writing them.",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}),
+		intervalGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kiln_report_interval_seconds",
+			Help: "Interval at which this server's schedule writes the report (report_interval).",
+		}),
 	}
+	s.intervalGauge.Set(sch.Interval.Seconds())
 	for _, o := range []string{"success", "failure"} {
 		s.attempts.WithLabelValues(o)
 	}
-	for _, c := range []prometheus.Collector{s.attempts, s.lastSuccess, s.duration} {
+	for _, c := range []prometheus.Collector{s.attempts, s.lastSuccess, s.duration, s.intervalGauge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -150,6 +150,9 @@ func TestSchedulerRetriesS3Faults(t *testing.T) {
 	if v := gauge(t, reg, "kiln_report_last_success_timestamp_seconds"); v < float64(time.Now().Add(-time.Minute).Unix()) {
 		t.Errorf("last success %v", v)
 	}
+	if v := gauge(t, reg, "kiln_report_interval_seconds"); v != 3600 {
+		t.Errorf("kiln_report_interval_seconds is %v for an hourly schedule", v)
+	}
 }
 
 func openAgain(t *testing.T, dsn string) *store.SQL {

@@ -242,7 +242,7 @@ func TestServerMetricsPromtool(t *testing.T) {
 		"kiln_notify_queue_length", "kiln_notify_dropped_total", "kiln_server_errors_total", "kiln_http_panics_total",
 		"go_memstats_alloc_bytes", "go_gc_duration_seconds",
 		"kiln_totals_folded_entries_total", "kiln_totals_fold_errors_total", "kiln_totals_fold_duration_seconds",
-		"kiln_report_attempts_total", "kiln_report_attempt_duration_seconds", "kiln_report_last_success_timestamp_seconds",
+		"kiln_report_attempts_total", "kiln_report_attempt_duration_seconds", "kiln_report_last_success_timestamp_seconds", "kiln_report_interval_seconds",
 	} {
 		if fams[name] == nil {
 			t.Errorf("internal /metrics lacks %s", name)
