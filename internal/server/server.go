@@ -613,6 +613,7 @@ func writeSecret(path, secret string) error {
 func printWelcome(w io.Writer, addrs Addresses, b bootInfo, kiln string) {
 	url := addrs.API
 	fmt.Fprintf(w, "kiln server listening on %s\n", url)
+	fmt.Fprintf(w, "Dashboard: %s/ (in a browser; sign in with a token to see private workspaces)\n", url)
 	if addrs.Metrics != "" {
 		fmt.Fprintf(w, "Internal metrics on %s/metrics (no authentication: keep it private).\n", addrs.Metrics)
 	}

@@ -152,6 +152,7 @@ func TestRunFirstStart(t *testing.T) {
 	out := r.out.String()
 	for _, want := range []string{
 		"kiln server listening on " + r.API,
+		"Dashboard: " + r.API + "/ (in a browser",
 		"its token is in " + filepath.Join(dataDir, AdminTokenFile),
 		"export KILN_SERVER=" + r.API + " KILN_TOKEN=$(cat " + filepath.Join(dataDir, AdminTokenFile) + ")",
 	} {
