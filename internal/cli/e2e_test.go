@@ -126,14 +126,18 @@ func startServer(t *testing.T, env []string, args ...string) *server {
 			t.Fatalf("kiln server did not report its address within 60s:\n%s", s.stderr)
 		}
 	}
-	// Keep the start-up message, then drain the rest.
-	for i := 0; i < 4; i++ {
+	// Keep the start-up message (its lines come at once), then drain the
+	// rest.
+message:
+	for range 12 {
 		select {
 		case line, ok := <-lines:
-			if ok {
-				s.stdout.WriteString(line + "\n")
+			if !ok {
+				break message
 			}
+			s.stdout.WriteString(line + "\n")
 		case <-time.After(200 * time.Millisecond):
+			break message
 		}
 	}
 	go func() {
