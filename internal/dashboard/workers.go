@@ -41,8 +41,8 @@ type poolRow struct {
 }
 
 type instanceRow struct {
-	store.PoolInstance
-	Age *time.Duration
+	model.PoolInstance
+	Age time.Duration
 }
 
 // instancesShown bounds the instances listed per pool on the page; the
@@ -124,7 +124,7 @@ func (d *Dashboard) workers(v *visit) error {
 	p.Counts = countWorkers(farm.Workers)
 	for _, ps := range farm.Pools {
 		row := poolRow{PoolSummary: ps}
-		insts, err := d.st.PoolInstances(v.ctx(), ps.Pool.ID)
+		insts, err := d.st.PoolInstances(v.ctx(), store.InstanceQuery{PoolID: ps.Pool.ID, Limit: instancesShown + 1})
 		if err != nil {
 			return err
 		}
@@ -132,12 +132,7 @@ func (d *Dashboard) workers(v *visit) error {
 			insts, row.More = insts[:instancesShown], true
 		}
 		for _, in := range insts {
-			ir := instanceRow{PoolInstance: in}
-			if in.StartedAt != nil {
-				age := v.now.Sub(*in.StartedAt)
-				ir.Age = &age
-			}
-			row.Instances = append(row.Instances, ir)
+			row.Instances = append(row.Instances, instanceRow{PoolInstance: in, Age: v.now.Sub(in.CreatedAt)})
 		}
 		p.Pools = append(p.Pools, row)
 	}

@@ -215,23 +215,6 @@ func CheckConcurrent(field string, n int) error {
 	return nil
 }
 
-// WorkerPool is a set of workers that kiln starts and stops on demand; the
-// runtime of its instances is accounted in seconds.
-type WorkerPool struct {
-	ID             int64           `json:"id"`
-	Name           string          `json:"name"`
-	Provider       string          `json:"provider"`
-	Enabled        bool            `json:"enabled"`
-	Architectures  []string        `json:"architectures"`
-	Specifications json.RawMessage `json:"specifications"`
-	MinWorkers     int             `json:"min_workers"`
-	MaxWorkers     int             `json:"max_workers"`
-	// RuntimeSeconds is the accumulated runtime of all instances that have
-	// stopped, plus those still running up to their last accounting.
-	RuntimeSeconds float64   `json:"runtime_seconds"`
-	CreatedAt      time.Time `json:"created_at"`
-}
-
 // WorkflowTemplate is a recipe for a workflow, with static parameters and
 // the metrics it declares.
 type WorkflowTemplate struct {

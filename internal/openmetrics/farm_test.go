@@ -291,7 +291,8 @@ func buildGoldenFarm(t *testing.T, s *store.SQL, clk *testClock) {
 	// Workers: external with several architectures, one never connected,
 	// one deleted (its label set stays at 0), a server worker and a pool
 	// worker.
-	pool := &model.WorkerPool{Name: "cloud-amd64", Provider: "static", Architectures: []string{"amd64"}}
+	pool := &model.WorkerPool{Name: "cloud-amd64", Provider: model.ProviderExec, Enabled: true, Architectures: []string{"amd64"},
+		MaxInstances: 1, IdleTimeout: model.Duration(time.Minute), StartupTimeout: model.Duration(time.Minute)}
 	f.must(s.WorkerPools().Create(f.ctx, pool))
 	amd := f.worker("amd64-1", model.WorkerExternal, nil, external("amd64", []string{"unshare"}, "amd64", "i386"), true)
 	f.worker("hurd-1", model.WorkerExternal, nil, external("hurd-i386", nil, "hurd-i386"), true)
@@ -299,12 +300,20 @@ func buildGoldenFarm(t *testing.T, s *store.SQL, clk *testClock) {
 	gone := f.worker("s390x-1", model.WorkerExternal, nil, external("s390x", nil, "s390x"), false)
 	f.must(s.Workers().Delete(f.ctx, gone, nil))
 	srv := f.worker("server-1", model.WorkerServer, nil, model.WorkerMetadata{}, true)
-	cloud := f.worker("cloud-1", model.WorkerExternal, &pool.ID, external("amd64", []string{"unshare"}, "amd64"), true)
 
+	// The pool ran an instance for an hour; its worker stays connected
+	// (an admin enabled it again) and runs work.
 	clk.Set(ago(5 * time.Hour))
-	f.must(s.StartPoolInstance(f.ctx, cloud))
+	first, _, err := s.StartPoolInstance(f.ctx, pool.ID)
+	f.must(err)
+	cloud := first.WorkerID
+	cloudMeta := external("amd64", []string{"unshare"}, "amd64")
+	_, _, err = s.ConnectWorker(f.ctx, cloud, cloudMeta)
+	f.must(err)
 	clk.Set(ago(4 * time.Hour))
-	f.must(s.StopPoolInstance(f.ctx, cloud))
+	f.must(s.StopPoolInstance(f.ctx, first.ID, ago(4*time.Hour), "idle_timeout"))
+	_, err = s.Workers().Update(f.ctx, cloud, nil, func(w *model.Worker) error { w.Enabled = true; return nil })
+	f.must(err)
 
 	amd64 := map[string]any{"host_architecture": "amd64", "backend": "unshare"}
 	clk.Set(ago(3 * time.Hour))
@@ -322,7 +331,15 @@ func buildGoldenFarm(t *testing.T, s *store.SQL, clk *testClock) {
 	f.complete(mirror, srv, model.ResultSuccess, 0) // 15 min
 
 	clk.Set(ago(30 * time.Minute))
-	f.must(s.StartPoolInstance(f.ctx, cloud)) // still running at the snapshot
+	// a second instance, on the same worker, still running at the snapshot
+	f.must(s.DisconnectWorker(f.ctx, cloud))
+	second, _, err := s.StartPoolInstance(f.ctx, pool.ID)
+	f.must(err)
+	if second.WorkerID != cloud {
+		f.t.Fatalf("the second instance runs worker %d, want %d", second.WorkerID, cloud)
+	}
+	_, _, err = s.ConnectWorker(f.ctx, cloud, cloudMeta)
+	f.must(err)
 	running := f.submit(model.TaskWorker, "sbuild", main, &alice, &aliceWF, amd64)
 	f.claim(amd, running)
 	queued := f.submit(model.TaskWorker, "sbuild", main, &bob, nil, map[string]any{"host_architecture": "amd64"})

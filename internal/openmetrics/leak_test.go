@@ -180,7 +180,8 @@ func randomFarm(t *testing.T, s *store.SQL, clk *testClock, rng *rand.Rand, c *c
 		f.token(model.Token{UserID: &u, Enabled: rng.IntN(3) > 0, Comment: c.next()})
 	}
 
-	pool := &model.WorkerPool{Name: "pool-a", Provider: "static"}
+	pool := &model.WorkerPool{Name: "pool-a", Provider: model.ProviderExec, Enabled: true, Architectures: []string{"amd64"},
+		MaxInstances: 1, IdleTimeout: model.Duration(time.Minute), StartupTimeout: model.Duration(time.Minute)}
 	f.must(s.WorkerPools().Create(f.ctx, pool))
 	var workers []int64
 	for i := 0; i < 1+rng.IntN(4); i++ {

@@ -365,42 +365,6 @@ func (s *SQL) BrowseWorkers(ctx context.Context, f WorkerFilter) ([]model.Worker
 	return out, err
 }
 
-// PoolInstance is a pool worker as the dashboard shows it: its worker,
-// and since when its current instance runs (nil when stopped).
-type PoolInstance struct {
-	Worker    model.Worker
-	StartedAt *time.Time
-}
-
-// PoolInstances returns the workers of a pool with their instance start,
-// by id.
-func (s *SQL) PoolInstances(ctx context.Context, poolID int64) ([]PoolInstance, error) {
-	tb := s.workers()
-	out := []PoolInstance{}
-	err := s.readTx(ctx, func(t *tx) error {
-		q := "SELECT id, " + strings.Join(tb.def.columns, ", ") + ", instance_started_at FROM workers WHERE worker_pool_id = $1 ORDER BY id LIMIT " +
-			strconv.Itoa(MaxPageSize)
-		return t.each(ctx, q, []any{poolID}, func(r *sql.Rows) error {
-			var started sql.NullInt64
-			wk, err := tb.def.scan(trailing{r, &started})
-			if err == nil {
-				out = append(out, PoolInstance{Worker: *wk, StartedAt: timePtr(started)})
-			}
-			return err
-		})
-	})
-	return out, err
-}
-
-// trailing scans a row whose last columns follow what a table's scan
-// reads.
-type trailing struct {
-	r    scanner
-	more any
-}
-
-func (s trailing) Scan(dest ...any) error { return s.r.Scan(append(dest, s.more)...) }
-
 // WorkerNames maps worker ids to names, for lists that show who ran what.
 // Workers belong to no workspace: whether to show their names is the
 // caller's decision (the API's: to users).

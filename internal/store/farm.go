@@ -86,7 +86,7 @@ func (s *SQL) Farm(ctx context.Context) (*Farm, error) {
 			}
 			return a.Busy && !b.Busy
 		})
-		pools := &table[model.WorkerPool]{s, s.defs.workerPools}
+		pools := s.workerPools()
 		if err := t.each(ctx, pools.selectSQL()+" ORDER BY name", nil, func(r *sql.Rows) error {
 			p, err := pools.def.scan(r)
 			if err == nil {
@@ -99,25 +99,27 @@ func (s *SQL) Farm(ctx context.Context) (*Farm, error) {
 		if len(out.Pools) == 0 {
 			return nil
 		}
-		now := toMicros(s.now())
 		byID := map[int64]*PoolSummary{}
 		for i := range out.Pools {
-			byID[out.Pools[i].Pool.ID] = &out.Pools[i]
-			out.Pools[i].Runtime = time.Duration(out.Pools[i].Pool.RuntimeSeconds * float64(time.Second))
-		}
-		return t.each(ctx, `SELECT worker_pool_id, COUNT(*), COUNT(instance_started_at),
-			COALESCE(SUM(CASE WHEN instance_started_at IS NULL THEN 0 ELSE $1 - instance_started_at END), 0)
-			FROM workers WHERE worker_pool_id IS NOT NULL GROUP BY worker_pool_id`, []any{now}, func(r *sql.Rows) error {
-			var id, workers, live, age int64
-			if err := r.Scan(&id, &workers, &live, &age); err != nil {
+			p := &out.Pools[i]
+			if err := t.poolStatus(ctx, &p.Pool); err != nil {
 				return err
 			}
-			if p := byID[id]; p != nil {
-				p.Workers, p.Instances = workers, live
-				p.Runtime += time.Duration(age) * time.Microsecond
-			}
-			return nil
-		})
+			byID[p.Pool.ID] = p
+			p.Instances = int64(p.Pool.Status.Live())
+			p.Runtime = time.Duration(p.Pool.RuntimeSeconds * float64(time.Second))
+		}
+		return t.each(ctx, `SELECT worker_pool_id, COUNT(*) FROM workers WHERE worker_pool_id IS NOT NULL GROUP BY worker_pool_id`,
+			nil, func(r *sql.Rows) error {
+				var id, workers int64
+				if err := r.Scan(&id, &workers); err != nil {
+					return err
+				}
+				if p := byID[id]; p != nil {
+					p.Workers = workers
+				}
+				return nil
+			})
 	})
 	return out, err
 }

@@ -92,12 +92,10 @@ func (s *SQL) Snapshot(ctx context.Context) (*Snapshot, error) {
 			snap.ScopeNames[id] = name
 			return nil
 		}},
-		read{query: `SELECT p.id, p.name, p.runtime + COALESCE((SELECT SUM($1 - w.instance_started_at) FROM workers w
-			WHERE w.worker_pool_id = p.id AND w.instance_started_at IS NOT NULL), 0) FROM worker_pools p`,
-			args: []any{toMicros(snap.Taken)}, dest: scan(&id, &name, &runtime), row: func() error {
-				snap.PoolNames[id], snap.PoolRuntime[id] = name, float64(runtime)/1e6
-				return nil
-			}},
+		read{query: poolRuntimeQuery, args: []any{toMicros(snap.Taken)}, dest: scan(&id, &name, &runtime), row: func() error {
+			snap.PoolNames[id], snap.PoolRuntime[id] = name, float64(runtime)/1e6
+			return nil
+		}},
 		read{query: "SELECT name, backend, total_size, max_size FROM file_stores ORDER BY name",
 			dest: scan(&name, &backend, &size, &nullable), row: func() error {
 				f := FileStoreSize{Name: name, Backend: backend, TotalSize: size}

@@ -199,9 +199,27 @@ type Store interface {
 	FileLocation(ctx context.Context, artifactID int64, filePath string, v *Viewer) (*model.ArtifactFile, int64, error)
 
 	WorkflowTemplates() Table[model.WorkflowTemplate]
+
+	// Worker pools and their instances (pools.go, instances.go).
 	WorkerPools() Table[model.WorkerPool]
-	StartPoolInstance(ctx context.Context, workerID int64) error
-	StopPoolInstance(ctx context.Context, workerID int64) error
+	RemoveWorkerPool(ctx context.Context, id int64, v *Viewer) (*model.WorkerPool, error)
+	PoolInstances(ctx context.Context, q InstanceQuery) ([]model.PoolInstance, error)
+	// The autoscaler's reads and the steps of an instance's life.
+	PoolView(ctx context.Context) (*PoolView, error)
+	PendingWorkerRequests(ctx context.Context, arch, backend string, limit int) (int, error)
+	StartPoolInstance(ctx context.Context, poolID int64) (*model.PoolInstance, string, error)
+	PoolInstanceCreated(ctx context.Context, id int64, providerID string) error
+	PoolInstanceConnected(ctx context.Context, id int64, at time.Time) error
+	SetPoolInstanceIdle(ctx context.Context, id int64, since *time.Time) error
+	RecordPoolInstanceFailure(ctx context.Context, id int64, f InstanceFailure) error
+	RetirePoolInstance(ctx context.Context, id int64, reason string, idleFor time.Duration) (bool, error)
+	StopPoolInstance(ctx context.Context, id int64, at time.Time, reason string) error
+	TouchPoolInstances(ctx context.Context, ids []int64, at time.Time) error
+	RecordPoolStatus(ctx context.Context, id int64, u PoolStatusUpdate) error
+	FinishPoolDeletion(ctx context.Context, id int64) (bool, error)
+	// SessionLock takes a lock held until released or until this process
+	// dies (lock.go): one autoscaler per farm.
+	SessionLock(ctx context.Context, key int64) (Lock, error)
 
 	// ExpireArtifacts deletes artifacts whose time is up.
 	ExpireArtifacts(ctx context.Context, limit int) (*ExpireResult, error)
@@ -222,7 +240,6 @@ type Store interface {
 	WorkflowChildren(ctx context.Context, parentID int64, v *Viewer) ([]model.WorkRequest, error)
 	RunningOn(ctx context.Context, workerIDs []int64, v *Viewer) (map[int64]model.WorkRequest, error)
 	BrowseWorkers(ctx context.Context, f WorkerFilter) ([]model.Worker, error)
-	PoolInstances(ctx context.Context, poolID int64) ([]PoolInstance, error)
 	WorkerNames(ctx context.Context, ids []int64) (map[int64]string, error)
 	Farm(ctx context.Context) (*Farm, error)
 
