@@ -475,6 +475,26 @@ func (s *SQL) RetirePoolInstance(ctx context.Context, id int64, reason string, i
 	return retired, err
 }
 
+// AbandonPoolInstance makes a live instance stopping whatever its runner
+// runs — its runner is gone, or never came — and disables its worker.
+// A request its runner held goes back to the queue after the heartbeat
+// timeout (RequeueLostWork), as any lost runner's.
+func (s *SQL) AbandonPoolInstance(ctx context.Context, id int64, reason string) error {
+	return s.inTx(ctx, func(t *tx) error {
+		var worker int64
+		err := t.queryRow(ctx, "UPDATE pool_instances SET state = 'stopping', stop_reason = CASE WHEN stop_reason = '' THEN $2 ELSE stop_reason END WHERE id = $1 AND stopped_at IS NULL RETURNING worker_id",
+			id, reason).Scan(&worker)
+		if errors.Is(err, errNoRows) {
+			return fmt.Errorf("live pool instance %d: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = t.exec(ctx, "UPDATE workers SET enabled = FALSE WHERE id = $1", worker)
+		return err
+	})
+}
+
 // StopPoolInstance records that a live instance stopped at at (now, or
 // when it was last seen for one found gone), with the reason: its
 // runtime is added to its pool's, its worker is disabled and its tokens

@@ -213,6 +213,7 @@ type Store interface {
 	SetPoolInstanceIdle(ctx context.Context, id int64, since *time.Time) error
 	RecordPoolInstanceFailure(ctx context.Context, id int64, f InstanceFailure) error
 	RetirePoolInstance(ctx context.Context, id int64, reason string, idleFor time.Duration) (bool, error)
+	AbandonPoolInstance(ctx context.Context, id int64, reason string) error
 	StopPoolInstance(ctx context.Context, id int64, at time.Time, reason string) error
 	TouchPoolInstances(ctx context.Context, ids []int64, at time.Time) error
 	RecordPoolStatus(ctx context.Context, id int64, u PoolStatusUpdate) error
