@@ -85,7 +85,7 @@ func New(st store.Store, logger *slog.Logger, opts Options) *API {
 		a.scopeRoutes(), a.workspaceRoutes(), a.memberRoutes(), a.userRoutes(), a.identityRoutes(),
 		a.groupRoutes(), a.tokenRoutes(), a.fileStoreRoutes(), a.assetRoutes(), a.collectionRoutes(),
 		a.itemRoutes(), a.workRequestRoutes(), a.workerRoutes(), a.artifactRoutes(),
-		a.workflowTemplateRoutes(), a.workflowRoutes(), a.hookRoutes(), a.statisticsRoutes(),
+		a.workflowTemplateRoutes(), a.workflowRoutes(), a.hookRoutes(), a.statisticsRoutes(), a.poolRoutes(),
 	} {
 		a.routes = append(a.routes, group...)
 	}

@@ -71,7 +71,7 @@ var audiences = func() map[string]set {
 		"scope": inDebian, "scope:other": who(anonymous, outsider, member, admin, scopedAway),
 		"far": who(admin, scopedAway), "group": inDebian,
 		"alice": alices, "alice_token": alices, "identity": alices,
-		"worker": global, "filestore": global,
+		"worker": global, "filestore": global, "pool": global, "instance": global,
 	}
 	for _, k := range []string{"", "asset:", "coll:", "item:", "member:", "tmpl:", "wf:", "child:", "wr:", "art:", "log:"} {
 		a[k+"pub"], a[k+"priv"] = inDebian, private
@@ -188,6 +188,17 @@ var readRules = map[string][]readCase{
 	},
 	"GET /api/1.0/file-stores/{id}/{$}": {
 		{path: "/api/1.0/file-stores/{filestore}/", gate: admins, object: "filestore"},
+	},
+	"GET /api/1.0/worker-pools/{$}": {
+		{path: "/api/1.0/worker-pools/", gate: admins, list: []string{"pool"}},
+		{path: "/api/1.0/worker-pools/?name=spare", gate: admins, list: []string{"pool"}},
+	},
+	"GET /api/1.0/worker-pools/{id}/{$}": {
+		{path: "/api/1.0/worker-pools/{pool}/", gate: admins, object: "pool"},
+	},
+	"GET /api/1.0/worker-pools/{id}/instances/{$}": {
+		{path: "/api/1.0/worker-pools/{pool}/instances/", gate: admins, object: "pool", list: []string{}},
+		{path: "/api/1.0/worker-pools/{pool}/instances/?all=true", gate: admins, object: "pool", list: []string{"instance"}},
 	},
 	"GET /api/1.0/assets/{$}": {
 		{path: "/api/1.0/assets/", list: []string{"asset:pub", "asset:priv"}, owner: byWorkspace},

@@ -147,6 +147,15 @@ func TestCRUD(t *testing.T) {
 				t.Fatalf("file store: %v then %v", c, p)
 			}
 		})
+		t.Run("worker-pools", func(t *testing.T) {
+			c, p := e.crud(t, admin, "worker-pools",
+				map[string]any{"name": "cloud", "provider": "process", "architectures": []string{"arm64"}, "backends": []string{"unshare"},
+					"max_instances": 4, "min_idle": 1, "idle_timeout": "5m0s", "max_seconds_per_month": 3600},
+				map[string]any{"max_seconds_per_month": nil, "settings": map[string]any{"metrics_server": "127.0.0.1:9400"}})
+			if c["startup_timeout"] != "10m0s" || c["enabled"] != true || c["runtime_seconds"] != float64(0) || p["max_seconds_per_month"] != nil {
+				t.Fatalf("worker pool: %v then %v", c, p)
+			}
+		})
 		t.Run("assets", func(t *testing.T) {
 			c, _ := e.crud(t, admin, "assets",
 				map[string]any{"category": "test:signing-key", "workspace": "debian/priv", "data": map[string]any{"fpr": "AB"}},

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/blobs"
@@ -172,6 +173,16 @@ func (e *env) fixtures(ctx context.Context) {
 	fs := &model.FileStore{Name: "spare", Backend: model.BackendLocal, Configuration: json.RawMessage(`{"base_directory":"/tmp/x"}`)}
 	e.must(st.FileStores().Create(ctx, fs))
 	e.ids["filestore"] = fs.ID
+	// a pool that ran one instance (live instances' runtime grows, and
+	// the snapshots of these tests compare lists)
+	pool := &model.WorkerPool{Name: "spare", Provider: model.ProviderProcess, Enabled: true, Architectures: []string{"amd64"},
+		MaxInstances: 2, IdleTimeout: model.Duration(time.Minute), StartupTimeout: model.Duration(time.Minute)}
+	e.must(st.WorkerPools().Create(ctx, pool))
+	e.ids["pool"] = pool.ID
+	inst, _, err := st.StartPoolInstance(ctx, pool.ID)
+	e.must(err)
+	e.must(st.StopPoolInstance(ctx, inst.ID, time.Now(), "idle_timeout"))
+	e.ids["instance"] = inst.ID
 	// work of workrequests.go and artifacts.go: a pending request and an
 	// artifact with one declared file, both in the private workspace
 	wr := &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", WorkspaceID: e.ids["priv"], MaxRetries: 3,
@@ -339,7 +350,7 @@ func (e *env) pathFor(pattern string) string {
 		"scopes": "scope", "workspaces": "priv", "users": "bob", "identities": "identity", "groups": "group",
 		"tokens": "admin_token", "file-stores": "filestore", "assets": "asset:priv", "collections": "coll:priv",
 		"work-requests": "wr:priv", "workers": "worker", "artifacts": "artifact:priv",
-		"workflow-templates": "tmpl:priv", "workflows": "wf:priv",
+		"workflow-templates": "tmpl:priv", "workflows": "wf:priv", "worker-pools": "pool",
 	}[collection]
 	p = strings.Replace(p, "{path...}", "f.txt", 1)
 	p = strings.Replace(p, "{source}", "kiln", 1) // the webhook receiver

@@ -398,8 +398,8 @@ func TestFailingProviderBacksOff(t *testing.T) {
 		}
 		all, err := e.st.PoolInstances(context.Background(), store.InstanceQuery{PoolID: e.pool.ID, All: true})
 		must(t, err)
-		if len(all) == 0 || !strings.Contains(all[len(all)-1].Error, "the cloud refused") || all[len(all)-1].Stderr != "quota exceeded" ||
-			all[len(all)-1].StopReason != pool.ReasonCreateFailed {
+		if len(all) == 0 || !strings.Contains(all[0].Error, "the cloud refused") || all[0].Stderr != "quota exceeded" ||
+			all[0].StopReason != pool.ReasonCreateFailed {
 			t.Errorf("the failed instance: %+v", all)
 		}
 		mu.Lock()
@@ -428,7 +428,7 @@ func TestStartupTimeoutGivesUp(t *testing.T) {
 		e.until("its stop to be recorded", func() bool { return e.poolNow().Status.Live() <= 1 && e.poolNow().Status.Failures >= 1 })
 		all, err := e.st.PoolInstances(context.Background(), store.InstanceQuery{PoolID: e.pool.ID, All: true})
 		must(t, err)
-		last := all[len(all)-1]
+		last := all[0]
 		if last.StopReason != pool.ReasonStartupTimeout {
 			t.Errorf("the first instance: %+v", last)
 		}

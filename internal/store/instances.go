@@ -186,33 +186,30 @@ func (t *tx) liveInstances(ctx context.Context, clause string, args ...any) ([]L
 	return out, err
 }
 
-// InstanceQuery selects a page of a pool's instances, newest first.
+// InstanceQuery selects a page of a pool's instances, in id order (the
+// order they were started), keyset-paginated like Query.
 type InstanceQuery struct {
 	PoolID int64
 	// All includes stopped instances; by default only live ones.
 	All bool
-	// Before is the id the page starts below (0: the newest).
-	Before int64
-	Limit  int
+	// After is the last id of the previous page.
+	After int64
+	Limit int
 }
 
-// PoolInstances lists a pool's instances, newest first: what `kiln pool
-// instances` and the dashboard show.
+// PoolInstances lists a pool's instances: what `kiln pool instances` and
+// the dashboard show.
 func (s *SQL) PoolInstances(ctx context.Context, q InstanceQuery) ([]model.PoolInstance, error) {
 	limit := q.Limit
 	if limit <= 0 {
 		limit = DefaultPageSize
 	}
 	limit = min(limit, MaxPageSize)
-	cond, args := []string{"i.pool_id = $1"}, []any{q.PoolID}
+	cond, args := []string{"i.pool_id = $1", "i.id > $2"}, []any{q.PoolID, q.After}
 	if !q.All {
 		cond = append(cond, "i.stopped_at IS NULL")
 	}
-	if q.Before > 0 {
-		args = append(args, q.Before)
-		cond = append(cond, "i.id < $"+strconv.Itoa(len(args)))
-	}
-	var out []model.PoolInstance
+	out := []model.PoolInstance{}
 	err := s.readTx(ctx, func(t *tx) error {
 		if ok, err := t.exists(ctx, "SELECT 1 FROM worker_pools WHERE id = $1", q.PoolID); err != nil || !ok {
 			if err == nil {
@@ -220,10 +217,9 @@ func (s *SQL) PoolInstances(ctx context.Context, q InstanceQuery) ([]model.PoolI
 			}
 			return err
 		}
-		lis, err := t.liveInstances(ctx, strings.Join(cond, " AND ")+" ORDER BY i.id DESC LIMIT "+strconv.Itoa(limit), args...)
-		out = make([]model.PoolInstance, len(lis))
+		lis, err := t.liveInstances(ctx, strings.Join(cond, " AND ")+" ORDER BY i.id LIMIT "+strconv.Itoa(limit), args...)
 		for i := range lis {
-			out[i] = lis[i].PoolInstance
+			out = append(out, lis[i].PoolInstance)
 		}
 		return err
 	})

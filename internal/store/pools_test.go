@@ -190,8 +190,8 @@ func TestPoolInstanceLife(t *testing.T) {
 		}
 		all, err := f.s.PoolInstances(ctx, store.InstanceQuery{PoolID: p.ID, All: true})
 		must(t, err)
-		if len(all) != 3 || all[0].ID != c.ID || all[1].StopReason != "lost" || all[2].StopReason != "idle_timeout" ||
-			all[2].State != model.InstanceStopped || math.Abs(all[1].RuntimeSeconds-seenB.Sub(start).Seconds()) > 1e-6 {
+		if len(all) != 3 || all[2].ID != c.ID || all[1].StopReason != "lost" || all[0].StopReason != "idle_timeout" ||
+			all[0].State != model.InstanceStopped || math.Abs(all[1].RuntimeSeconds-seenB.Sub(start).Seconds()) > 1e-6 {
 			t.Fatalf("instances %+v", all)
 		}
 		f.checkTotals(t)
