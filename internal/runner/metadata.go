@@ -5,41 +5,19 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/kiln-build/kiln/internal/hostarch"
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/tasks"
 	"github.com/kiln-build/kiln/internal/telemetry"
 )
 
-// debianArch maps Go's GOARCH to Debian's architecture names, which is
-// what work requests ask for (host_architecture) and what dpkg reports.
-var debianArch = map[string]string{
-	"amd64":    "amd64",
-	"arm64":    "arm64",
-	"386":      "i386",
-	"arm":      "armhf",
-	"ppc64le":  "ppc64el",
-	"ppc64":    "ppc64",
-	"s390x":    "s390x",
-	"riscv64":  "riscv64",
-	"mips64le": "mips64el",
-	"mipsle":   "mipsel",
-	"loong64":  "loong64",
-}
-
 // DebianArchitecture is the Debian name of a Go architecture (GOARCH), or
-// the Go name itself when Debian has no other.
-func DebianArchitecture(goarch string) string {
-	if a, ok := debianArch[goarch]; ok {
-		return a
-	}
-	return goarch
-}
+// the Go name itself when Debian has no other (package hostarch).
+func DebianArchitecture(goarch string) string { return hostarch.Debian(goarch) }
 
 // Metadata describes this runner to the server (docs/architecture.md#how-work-runs): what it can
 // build for, with which backends, on how much machine.
@@ -49,10 +27,7 @@ func DebianArchitecture(goarch string) string {
 // foreign ones enabled on the machine), else from GOARCH mapped to Debian's
 // names. The host architecture is always among the architectures.
 func Metadata(ctx context.Context, archs []string, host string) model.WorkerMetadata {
-	native, foreign := dpkgArchitectures(ctx)
-	if native == "" {
-		native = DebianArchitecture(runtime.GOARCH)
-	}
+	native, foreign := hostarch.Detect(ctx)
 	if host == "" {
 		if len(archs) > 0 {
 			host = archs[0]
@@ -86,26 +61,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// dpkgArchitectures asks dpkg, when it exists, for the native and foreign
-// architectures.
-func dpkgArchitectures(ctx context.Context) (string, []string) {
-	if _, err := exec.LookPath("dpkg"); err != nil {
-		return "", nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "dpkg", "--print-architecture").Output()
-	if err != nil {
-		return "", nil
-	}
-	native := strings.TrimSpace(string(out))
-	out, err = exec.CommandContext(ctx, "dpkg", "--print-foreign-architectures").Output()
-	if err != nil {
-		return native, nil
-	}
-	return native, strings.Fields(string(out))
 }
 
 // totalMemory reads MemTotal from /proc/meminfo, in bytes; 0 when unknown.

@@ -5,15 +5,6 @@ import (
 	"testing"
 )
 
-func TestDebianArchitecture(t *testing.T) {
-	for goarch, want := range map[string]string{"amd64": "amd64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el",
-		"s390x": "s390x", "riscv64": "riscv64", "arm64": "arm64", "wasm": "wasm"} {
-		if got := DebianArchitecture(goarch); got != want {
-			t.Errorf("%s: got %s, want %s", goarch, got, want)
-		}
-	}
-}
-
 func TestParseMemTotal(t *testing.T) {
 	in := "MemFree:   1000 kB\nMemTotal:       16318460 kB\nBuffers: 1 kB\n"
 	if got := parseMemTotal([]byte(in)); got != 16318460*1024 {
