@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -68,11 +70,13 @@ func needsOf(objs []object) []need {
 
 // farmOffers returns what can run work now: the connected, enabled
 // workers (disconnected ones are listed apart, by name, since they may
-// come back). Worker pools will add their offers here.
-func farmOffers(s *session) (connected, away []model.Offer, err error) {
+// come back), and the worker pools that can start instances for it.
+// pooled is nil when the caller may not read pools (they are admins'):
+// whether one offers the work is then unknown.
+func farmOffers(s *session) (connected, away, pooled []model.Offer, err error) {
 	workers, err := client.List[model.Worker](s.ctx, s.c, client.WithQuery(workers.path(), url.Values{"limit": {"1000"}, "enabled": {"true"}}))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for i := range workers {
 		if workers[i].ConnectedAt != nil {
@@ -81,7 +85,21 @@ func farmOffers(s *session) (connected, away []model.Offer, err error) {
 			away = append(away, workers[i].Offer())
 		}
 	}
-	return connected, away, nil
+	ps, err := client.List[model.WorkerPool](s.ctx, s.c, client.WithQuery(pools.path(), url.Values{"limit": {"1000"}}))
+	var ae *client.Error
+	if errors.As(err, &ae) && ae.Status == http.StatusForbidden {
+		return connected, away, nil, nil
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pooled = []model.Offer{}
+	for i := range ps {
+		if ps[i].CanStart() {
+			pooled = append(pooled, ps[i].Offer())
+		}
+	}
+	return connected, away, pooled, nil
 }
 
 // stranded returns the needs no offer can meet.
@@ -162,6 +180,7 @@ type runnerCheck struct {
 	abort    string // the command that drops the work, for the message
 	deadline time.Time
 	warned   bool
+	noted    bool // said that a pool starts runners for some of it
 	done     bool // settled: every need can be met, or waiting anyway
 }
 
@@ -176,7 +195,7 @@ func (rc *runnerCheck) poll(s *session, objs []object) error {
 		rc.done = true
 		return nil
 	}
-	connected, away, err := farmOffers(s)
+	connected, away, pooled, err := farmOffers(s)
 	if err != nil {
 		rc.done = true
 		s.p.warn("cannot tell which workers are connected (%v); waiting", err)
@@ -190,13 +209,45 @@ func (rc *runnerCheck) poll(s *session, objs []object) error {
 		rc.done = true
 		return nil
 	}
+	msg := make([]string, len(left))
+	for i, n := range left {
+		msg[i] = n.String()
+	}
+	if pooled == nil {
+		// worker pools are admins' to see: one may be starting a runner
+		rc.done = true
+		s.p.warn("no connected worker can run %s; a worker pool may start one (only admins see pools); waiting.", strings.Join(msg, "; "))
+		return nil
+	}
+	if still := stranded(left, pooled); len(still) < len(left) {
+		if !rc.noted {
+			rc.noted = true
+			var offered, names []string
+			for _, n := range left {
+				if !slices.Contains(still, n) {
+					offered = append(offered, n.String())
+				}
+			}
+			for _, o := range pooled {
+				if len(stranded(left, []model.Offer{o})) < len(left) {
+					names = append(names, strings.TrimPrefix(o.Name, "worker pool "))
+				}
+			}
+			s.p.note("no connected worker can run %s yet; worker pool %s starts runners for it.",
+				strings.Join(offered, "; "), strings.Join(names, ", "))
+		}
+		if left = still; len(left) == 0 {
+			rc.done = true
+			return nil
+		}
+		msg = msg[:0]
+		for _, n := range left {
+			msg = append(msg, n.String())
+		}
+	}
 	if !rc.warned {
 		rc.warned = true
 		rc.deadline = time.Now().Add(runnerGrace)
-		msg := make([]string, len(left))
-		for i, n := range left {
-			msg[i] = n.String()
-		}
 		s.p.warn("no connected worker can run %s, and no worker pool offers one.", strings.Join(msg, "; "))
 		s.p.warn("connected: %s.", describeOffers(connected))
 		var could []string

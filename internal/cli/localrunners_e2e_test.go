@@ -61,8 +61,9 @@ func waitUntil(t *testing.T, what string, cond func() bool, explain func() strin
 // --local-runners 1` configured the way that used to kill its runner
 // silently — KILN_METRICS_SERVER (the child bound the server's port) and
 // KILN_CONFIG with server-only keys (the child refused data_dir) — and
-// checks that the runner works, serves its own metrics listener, and that
-// when it dies the server logs it and starts it again.
+// checks that the runner, the one instance of the process pool "local",
+// works, serves its own metrics listener, and that when it dies the
+// server logs it and starts it again.
 func TestLocalRunnersInheritNothingAndRestart(t *testing.T) {
 	serverMetrics, runnerMetrics := freeAddr(t), freeAddr(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
@@ -71,7 +72,7 @@ func TestLocalRunnersInheritNothingAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startServer(t, cleanEnv(t, "KILN_METRICS_SERVER="+serverMetrics, "KILN_CONFIG="+configFile),
-		"--data-dir", dataDir, "--local-runners", "1", "--local-runners-metrics-server", runnerMetrics)
+		"--data-dir", dataDir, "--local-runners", "1", "--local-runners-metrics-server", runnerMetrics, "--pool-interval", "100ms")
 	explain := func() string {
 		logs, _ := os.ReadFile(filepath.Join(dataDir, "runners", localRunnerName(t, srv)+".log"))
 		return fmt.Sprintf("server log:\n%s\nrunner log:\n%s", srv.stderr, logs)
@@ -103,28 +104,35 @@ func TestLocalRunnersInheritNothingAndRestart(t *testing.T) {
 	}
 	waitUntil(t, "the server to log the exit and start the runner again", func() bool {
 		s := srv.stderr.String()
-		return strings.Contains(s, `msg="local runner exited; starting it again after a pause"`) &&
-			strings.Contains(s, `status="signal: killed"`) && strings.Count(s, `msg="local runner started"`) == 2
+		return strings.Contains(s, `msg="pool runner exited; starting it again after a pause"`) &&
+			strings.Contains(s, `status="signal: killed"`) && strings.Count(s, `msg="pool runner started"`) == 2
 	}, explain)
 	if second := localRunnerPID(t, srv, 2); second == pid {
 		t.Errorf("the runner was not restarted: pid %d", pid)
 	}
 	waitUntil(t, "the restarted runner to connect", connected, explain)
-	internal := metricsText("http://" + serverMetrics + "/metrics")
-	for _, want := range []string{"kiln_local_runner_exits_total 1", "kiln_local_runners_running 1", "kiln_local_runners 1"} {
-		if !strings.Contains(internal, want+"\n") {
-			t.Errorf("the server's internal /metrics lacks %q", want)
+	// the autoscaler's next pass sees the same instance idle again
+	wants := []string{`kiln_pool_process_exits_total{worker_pool="local"} 1`, `kiln_pool_processes{worker_pool="local"} 1`,
+		`kiln_pool_max_instances{worker_pool="local"} 1`, `kiln_pool_instances{state="idle",worker_pool="local"} 1`,
+		`kiln_pool_instance_creations_total{result="success",worker_pool="local"} 1`}
+	waitUntil(t, "the server's internal /metrics to show the restarted runner", func() bool {
+		internal := metricsText("http://" + serverMetrics + "/metrics")
+		for _, want := range wants {
+			if !strings.Contains(internal, want+"\n") {
+				return false
+			}
 		}
-	}
+		return true
+	}, func() string { return metricsText("http://" + serverMetrics + "/metrics") })
 	if err := srv.terminate(t); err != nil {
 		t.Errorf("the server's shutdown: %v\n%s", err, srv.stderr)
 	}
-	if strings.Count(srv.stderr.String(), "local runner exited") != 1 {
+	if strings.Count(srv.stderr.String(), "pool runner exited") != 1 {
 		t.Errorf("the runner's stop at shutdown was logged as a crash:\n%s", srv.stderr)
 	}
 }
 
-var startedPID = regexp.MustCompile(`msg="local runner started" component=local-runners worker=(\S+) pid=(\d+)`)
+var startedPID = regexp.MustCompile(`msg="pool runner started" component=pool worker_pool=local instance=\S+ worker=(\S+) pid=(\d+)`)
 
 // localRunnerPID is the pid of the nth start of a local runner in the
 // server's log.

@@ -214,6 +214,12 @@ func deleteAt(s *session, what, path, id, ref string) error {
 	if err := s.c.Do(s.ctx, http.MethodDelete, path, nil, nil); err != nil {
 		return err
 	}
+	return printDeleted(s, what, id, ref)
+}
+
+// printDeleted says that the object id, named ref on the command line, is
+// gone.
+func printDeleted(s *session, what, id, ref string) error {
 	if s.p.json {
 		n, _ := strconv.ParseInt(id, 10, 64)
 		data, _ := json.Marshal(map[string]any{"deleted": what, "id": n})

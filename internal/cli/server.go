@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/openmetrics"
+	"github.com/kiln-build/kiln/internal/pool"
 	"github.com/kiln-build/kiln/internal/report"
 	"github.com/kiln-build/kiln/internal/scheduler"
 	"github.com/kiln-build/kiln/internal/server"
@@ -97,8 +98,10 @@ SIGTERM or SIGINT shut the server down gracefully.`,
 	config.AddSecretFile(f, "database")
 	f.Var(telemetry.NewListenAddressValue(&cfg.MetricsServer), "metrics-server", "address of the internal /metrics and pprof listener, [host]:port (default port 9252); off when not set. It has no authentication: keep it private")
 	f.DurationVar(&cfg.MetricsCacheTTL, "metrics-cache-ttl", openmetrics.DefaultCacheTTL, "how long /api/1.0/open-metrics/ and /api/1.0/service-status/ serve one snapshot of the database; 0 turns the cache off")
-	f.IntVar(&cfg.LocalRunners, "local-runners", 0, "number of runners the server starts as child processes (each a 'kiln runner' with a worker of its own; logs in <data-dir>/runners/); one that exits is logged and started again after a backoff")
+	f.IntVar(&cfg.LocalRunners, "local-runners", 0, "keep the worker pool 'local' at this many runners: child processes ('kiln runner', each with a worker of its own; logs in <data-dir>/runners/) of the server that runs the farm's autoscaler; one that exits is logged and started again after a backoff")
 	f.Var(telemetry.NewListenAddressValue(&cfg.LocalRunnersMetricsServer), "local-runners-metrics-server", "metrics and pprof listener of the first local runner, [host]:port; runner i listens on port+i-1; off when not set. No authentication: keep it private")
+	f.DurationVar(&cfg.PoolInterval, "pool-interval", pool.DefaultInterval, "how often the worker pool autoscaler looks at the pools and the queue (and a replica that does not act tries to take over)")
+	f.DurationVar(&cfg.PoolListInterval, "pool-list-interval", pool.DefaultListInterval, "how often the autoscaler compares each pool's instances with its provider's list")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", scheduler.DefaultHeartbeatTimeout, "how long a runner may stay silent before its work request goes back to the queue")
 	f.DurationVar(&cfg.WorkflowMetricsTTL, "workflow-metrics-ttl", workflow.DefaultTTL, "drop a series of the metrics workflow templates declare when no workflow updated it for this long; 0 keeps series until the server stops")
 	f.IntVar(&cfg.WorkflowMetricsMaxSeries, "workflow-metrics-max-series", workflow.DefaultMaxSeries, "most series each metric declared by workflow templates may have; observations beyond are dropped and counted")

@@ -28,7 +28,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/blobs"
-	"github.com/kiln-build/kiln/internal/localrunners"
+	"github.com/kiln-build/kiln/internal/pool"
 	"github.com/kiln-build/kiln/internal/report"
 	"github.com/kiln-build/kiln/internal/runner/protocol"
 	"github.com/kiln-build/kiln/internal/statistics"
@@ -83,16 +83,25 @@ type Config struct {
 	// snapshot (docs/architecture.md#public-endpoint); 0 turns its cache
 	// off. The CLI's default is openmetrics.DefaultCacheTTL.
 	MetricsCacheTTL time.Duration
-	// LocalRunners is the number of runners the server starts as child
-	// processes of its own binary (see startLocalRunners).
+	// LocalRunners is the number of runners of the worker pool
+	// LocalPool, `kiln runner` children of the server that acts as the
+	// farm's autoscaler (see ensureLocalPool); 0 leaves the pool alone.
 	LocalRunners int
 	// LocalRunnersMetricsServer, when set, gives the local runners metrics
 	// listeners: the first on this address ("[host]:port", a fixed port),
 	// the next ones on the following ports.
 	LocalRunnersMetricsServer string
-	// RunnerCommand is the command of a local runner, without its flags;
-	// default the server's own executable with "runner". Tests set it.
+	// RunnerCommand is the command of a process pool's runner, without
+	// its flags; default the server's own executable with "runner". Tests
+	// set it.
 	RunnerCommand []string
+	// PoolInterval is how often the worker pool autoscaler looks at the
+	// pools and the queue, and how often a replica that does not act
+	// tries to; 0 means pool.DefaultInterval.
+	PoolInterval time.Duration
+	// PoolListInterval is how often each pool's instances are compared
+	// with its provider's list; 0 means pool.DefaultListInterval.
+	PoolListInterval time.Duration
 	// HeartbeatTimeout is how long a runner may stay silent before its
 	// work is requeued; 0 means scheduler.DefaultHeartbeatTimeout.
 	HeartbeatTimeout time.Duration
@@ -335,6 +344,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	autoscaler, err := newAutoscaler(st, cfg, "http://"+ln.Addr().String(), reg, logger)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -398,7 +411,19 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		addrs.Metrics = "http://" + internal.Addr().String()
 	}
 	printWelcome(cfg.Out, addrs, boot, cfg.AdminCommand)
-	runners, serveErr := startLocalRunners(ctx, st, cfg, addrs.API, reg, logger)
+	// the worker pools' autoscaler, stopped first at shutdown (below)
+	poolCtx, stopPools := context.WithCancel(runCtx)
+	defer stopPools()
+	poolsDone := make(chan struct{})
+	serveErr := ensureLocalPool(ctx, st, cfg)
+	if serveErr == nil {
+		go func() {
+			defer close(poolsDone)
+			autoscaler.Run(poolCtx)
+		}()
+	} else {
+		close(poolsDone)
+	}
 	if serveErr == nil && cfg.Started != nil {
 		cfg.Started(addrs)
 	}
@@ -411,12 +436,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			logger.Error("listener failed, shutting down", "error", serveErr)
 		}
 	}
-	// Local runners first, while the API still serves them: they finish
-	// or hand back their task. Then the runner connections, which the HTTP
-	// server's Shutdown does not wait for, then the scheduler.
-	if runners != nil {
-		runners.Stop(cfg.ShutdownTimeout)
-	}
+	// The worker pools first, while the API still serves their runners:
+	// process runners finish or hand back their task. Then the runner
+	// connections, which the HTTP server's Shutdown does not wait for,
+	// then the scheduler.
+	stopPools()
+	<-poolsDone
 	sched.Close()
 	stop()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
@@ -447,7 +472,7 @@ func checkConfig(cfg *Config) error {
 		if err != nil {
 			return fmt.Errorf("--local-runners-metrics-server: %w", err)
 		}
-		addrs, err := localrunners.MetricsAddresses(addr, max(cfg.LocalRunners, 1))
+		addrs, err := pool.MetricsAddresses(addr, max(cfg.LocalRunners, 1))
 		if err != nil {
 			return fmt.Errorf("--local-runners-metrics-server: %w", err)
 		}
