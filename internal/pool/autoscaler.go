@@ -67,12 +67,15 @@ type Autoscaler struct {
 	log *slog.Logger
 	m   *metrics
 
-	mu    sync.Mutex
-	ops   map[int64]string     // instance id → the provider call in flight
-	pools map[int64]*poolState // by pool id, while acting
-	wg    sync.WaitGroup       // provider calls in flight
-	since time.Time            // when this server started acting
-	opCtx context.Context      // provider calls; cancelled when acting ends
+	mu  sync.Mutex
+	ops map[int64]string // instance id → the provider call in flight
+	// created is when each instance's create call returned, for the
+	// lists asked for before it (reconcile.go); entries go after a while
+	created map[int64]time.Time
+	pools   map[int64]*poolState // by pool id, while acting
+	wg      sync.WaitGroup       // provider calls in flight
+	since   time.Time            // when this server started acting
+	opCtx   context.Context      // provider calls; cancelled when acting ends
 }
 
 // poolState is what the acting autoscaler keeps about a pool between
@@ -110,7 +113,7 @@ func New(st store.Store, cfg Config) (*Autoscaler, error) {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = DefaultStopTimeout
 	}
-	a := &Autoscaler{st: st, cfg: cfg, log: cfg.Logger, ops: map[int64]string{}}
+	a := &Autoscaler{st: st, cfg: cfg, log: cfg.Logger, ops: map[int64]string{}, created: map[int64]time.Time{}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}

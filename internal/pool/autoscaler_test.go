@@ -454,7 +454,7 @@ func TestReconcileAfterRestart(t *testing.T) {
 		lost, _, err := e.st.StartPoolInstance(ctx, e.pool.ID)
 		must(t, err)
 		seen := lost.CreatedAt.Add(20 * time.Millisecond)
-		must(t, e.st.TouchPoolInstances(ctx, []int64{lost.ID}, seen))
+		must(t, e.st.TouchPoolInstances(ctx, map[int64]time.Time{lost.ID: seen}))
 		e.cloud.extra = []pool.Listed{{Name: kept.Name}, {Name: "cloud-999", ProviderID: "vm-leaked"}}
 		time.Sleep(200 * time.Millisecond) // the server was down
 

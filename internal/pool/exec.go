@@ -179,8 +179,10 @@ func (e *Exec) call(ctx context.Context, s *ExecSettings, req ExecRequest) ([]by
 	stdout := &capped{max: maxExecStdout}
 	stderr := &tail{keep: keptStderr}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	// its own process group, killed whole when the call times out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// its own process group, killed whole when the call times out; and a
+	// call dies with the server (what it started need not: a runner of its
+	// own session)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = execWaitDelay
 	err = cmd.Run()
@@ -188,14 +190,14 @@ func (e *Exec) call(ctx context.Context, s *ExecSettings, req ExecRequest) ([]by
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
-		ce.Err = fmt.Errorf("%s timed out after %s", s.Command, timeout)
+		ce.Err = fmt.Errorf("timed out after %s", timeout)
 		return nil, ce
 	case errors.As(err, &ee):
 		code := ee.ExitCode()
 		if code >= 0 {
 			ce.ExitStatus = &code
 		}
-		ce.Err = fmt.Errorf("%s %s", s.Command, ee.ProcessState)
+		ce.Err = errors.New(ee.ProcessState.String())
 		return nil, ce
 	case errors.Is(err, exec.ErrWaitDelay):
 		// it exited 0 but left something holding its output: its answer
@@ -205,7 +207,7 @@ func (e *Exec) call(ctx context.Context, s *ExecSettings, req ExecRequest) ([]by
 		return nil, ce
 	}
 	if stdout.over {
-		ce.Err = fmt.Errorf("%s printed more than %d bytes", s.Command, maxExecStdout)
+		ce.Err = fmt.Errorf("the output is longer than %d bytes", maxExecStdout)
 		return nil, ce
 	}
 	return stdout.buf.Bytes(), nil

@@ -63,7 +63,12 @@ func (a *Autoscaler) pass(ctx context.Context) error {
 	}
 	a.reconcileDue(ctx, v, byPool)
 
-	var alive []int64
+	// when each instance was last known alive: its runner's last
+	// heartbeat, or now for a host-bound provider's running child (a list
+	// asked for and a create that succeeded count too: reconcile.go,
+	// start); an instance from before this server acted waits for its
+	// provider's list
+	seen := map[int64]time.Time{}
 	for _, p := range v.Pools {
 		prov := a.provider(&p)
 		if prov == nil {
@@ -71,8 +76,8 @@ func (a *Autoscaler) pass(ctx context.Context) error {
 			continue
 		}
 		for _, inst := range byPool[p.ID] {
-			if inst.WorkerConnectedAt != nil {
-				alive = append(alive, inst.ID)
+			if inst.WorkerConnectedAt != nil && inst.WorkerLastSeenAt != nil && a.ownsInstance(&p, inst) {
+				seen[inst.ID] = *inst.WorkerLastSeenAt
 			}
 			a.maintain(ctx, &p, inst, now)
 		}
@@ -80,7 +85,7 @@ func (a *Autoscaler) pass(ctx context.Context) error {
 			listed, _ := hb.List(ctx, &p)
 			for _, inst := range byPool[p.ID] {
 				if slices.ContainsFunc(listed, func(l Listed) bool { return l.Name == inst.Name }) {
-					alive = append(alive, inst.ID)
+					seen[inst.ID] = now
 				}
 			}
 		}
@@ -89,8 +94,7 @@ func (a *Autoscaler) pass(ctx context.Context) error {
 	if err := a.scaleUp(ctx, v, pools, byPool, now); err != nil {
 		return err
 	}
-	slices.Sort(alive)
-	if err := a.st.TouchPoolInstances(ctx, slices.Compact(alive), now); err != nil {
+	if err := a.st.TouchPoolInstances(ctx, seen); err != nil {
 		return err
 	}
 	gauges := map[string]poolGauges{}
@@ -474,12 +478,12 @@ func (a *Autoscaler) scaleUp(ctx context.Context, v *store.PoolView, pools map[i
 // live instances insts, started more this pass), as "reason: details";
 // "" when it may.
 func (a *Autoscaler) cannotStart(p *model.WorkerPool, insts []*store.LiveInstance, started int, now time.Time) string {
-	if live := len(insts) + started; live >= p.MaxInstances {
-		return fmt.Sprintf("%s: %d of %d instances live", ReasonMaxInstances, live, p.MaxInstances)
-	}
 	if until := a.backingOff(p, now); !until.IsZero() {
 		return fmt.Sprintf("%s: after %d provider failures in a row, until %s", ReasonBackoff, a.state(p).failures,
 			until.UTC().Format(time.RFC3339))
+	}
+	if live := len(insts) + started; live >= p.MaxInstances {
+		return fmt.Sprintf("%s: %d of %d instances live", ReasonMaxInstances, live, p.MaxInstances)
 	}
 	if b := p.MaxSecondsPerMonth; b != nil {
 		// an instance runs at least idle_timeout before it may be stopped
@@ -535,10 +539,13 @@ func (a *Autoscaler) start(ctx context.Context, p *model.WorkerPool, reason stri
 			}
 			return
 		}
+		a.mu.Lock()
+		a.created[inst.ID] = time.Now()
+		a.mu.Unlock()
 		if err := a.st.PoolInstanceCreated(ctx, inst.ID, created.ProviderID); err != nil {
 			a.log.Warn("recording an instance's creation", "instance", inst.Name, "error", err)
 		}
-		if err := a.st.TouchPoolInstances(ctx, []int64{inst.ID}, time.Now()); err != nil {
+		if err := a.st.TouchPoolInstances(ctx, map[int64]time.Time{inst.ID: time.Now()}); err != nil {
 			a.log.Warn("recording an instance's creation", "instance", inst.Name, "error", err)
 		}
 		a.log.Info("pool instance created; waiting for its runner", "worker_pool", pool.Name, "instance", li.Name,

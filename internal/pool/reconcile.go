@@ -44,7 +44,10 @@ func (a *Autoscaler) reconcileDue(ctx context.Context, v *store.PoolView, byPool
 			a.mu.Unlock()
 			continue
 		}
-		ps.listing, ps.lastList = true, time.Now()
+		// asked before this pass starts instances: those it starts are
+		// not in the list, and are left alone
+		asked := time.Now()
+		ps.listing, ps.lastList = true, asked
 		a.mu.Unlock()
 		a.goOp(0, "list", func(ctx context.Context) {
 			defer func() {
@@ -52,14 +55,14 @@ func (a *Autoscaler) reconcileDue(ctx context.Context, v *store.PoolView, byPool
 				ps.listing = false
 				a.mu.Unlock()
 			}()
-			a.reconcile(ctx, &p, prov)
+			a.reconcile(ctx, &p, prov, asked)
 		})
 	}
 }
 
-// reconcile lists pool p's instances and settles the differences.
-func (a *Autoscaler) reconcile(ctx context.Context, p *model.WorkerPool, prov Provider) {
-	asked := time.Now()
+// reconcile lists pool p's instances and settles the differences with
+// what kiln knew at asked.
+func (a *Autoscaler) reconcile(ctx context.Context, p *model.WorkerPool, prov Provider, asked time.Time) {
 	cctx, cancel := context.WithTimeout(ctx, a.callTimeout(p))
 	listed, err := prov.List(cctx, p)
 	cancel()
@@ -81,15 +84,15 @@ func (a *Autoscaler) reconcile(ctx context.Context, p *model.WorkerPool, prov Pr
 	for _, l := range listed {
 		has[l.Name] = l
 	}
-	var adopted []int64
+	adopted := map[int64]time.Time{}
 	known := map[string]bool{}
 	for _, inst := range live {
 		known[inst.Name] = true
-		if inst.CreatedAt.After(asked) || a.inFlight(inst.ID) {
+		if inst.CreatedAt.After(asked) || a.inFlight(inst.ID) || a.createdAfter(inst.ID, asked) {
 			continue
 		}
 		if _, ok := has[inst.Name]; ok {
-			adopted = append(adopted, inst.ID)
+			adopted[inst.ID] = asked
 			continue
 		}
 		if err := a.st.StopPoolInstance(ctx, inst.ID, inst.LastSeenAt, ReasonLost); err != nil {
@@ -101,7 +104,7 @@ func (a *Autoscaler) reconcile(ctx context.Context, p *model.WorkerPool, prov Pr
 		a.log.Warn("pool instance lost: the provider no longer has it; its runtime ends when it was last seen",
 			"worker_pool", p.Name, "instance", inst.Name, "last_seen", inst.LastSeenAt.Format(time.RFC3339Nano))
 	}
-	if err := a.st.TouchPoolInstances(ctx, adopted, asked); err != nil {
+	if err := a.st.TouchPoolInstances(ctx, adopted); err != nil {
 		a.log.Warn("reconciling a pool", "worker_pool", p.Name, "error", err)
 	}
 	for _, l := range listed {
@@ -129,4 +132,19 @@ func (a *Autoscaler) reconcile(ctx context.Context, p *model.WorkerPool, prov Pr
 	if first && len(adopted) > 0 {
 		a.log.Info("adopted the pool instances the provider still has", "worker_pool", p.Name, "instances", len(adopted))
 	}
+}
+
+// createdAfter reports whether instance id's create call returned after
+// at: a list asked for before may not have it yet. Entries older than two
+// list intervals are forgotten on the way.
+func (a *Autoscaler) createdAfter(id int64, at time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, t := range a.created {
+		if time.Since(t) > 2*a.cfg.ListInterval {
+			delete(a.created, k)
+		}
+	}
+	t, ok := a.created[id]
+	return ok && t.After(at)
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -522,20 +524,25 @@ func (s *SQL) StopPoolInstance(ctx context.Context, id int64, at time.Time, reas
 	})
 }
 
-// TouchPoolInstances records that the live instances ids were alive at
-// at: one statement, outside the running totals.
-func (s *SQL) TouchPoolInstances(ctx context.Context, ids []int64, at time.Time) error {
-	if len(ids) == 0 {
+// TouchPoolInstances records when live instances were last known alive
+// (seen: instance id → time), never moving a sighting back: one
+// statement, outside the running totals.
+func (s *SQL) TouchPoolInstances(ctx context.Context, seen map[int64]time.Time) error {
+	if len(seen) == 0 {
 		return nil
 	}
+	ids := slices.Sorted(maps.Keys(seen))
+	var cases strings.Builder
+	var args []any
 	ph := make([]string, len(ids))
-	args := []any{toMicros(at)}
 	for i, id := range ids {
-		args = append(args, id)
-		ph[i] = "$" + strconv.Itoa(i+2)
+		args = append(args, id, toMicros(seen[id]))
+		fmt.Fprintf(&cases, " WHEN $%d THEN CAST($%d AS BIGINT)", 2*i+1, 2*i+2)
+		ph[i] = "$" + strconv.Itoa(2*i+1)
 	}
-	_, err := s.db.ExecContext(ctx, "UPDATE pool_instances SET last_seen_at = $1 WHERE stopped_at IS NULL AND id IN ("+
-		strings.Join(ph, ", ")+")", args...)
+	at := "CASE id" + cases.String() + " END"
+	_, err := s.db.ExecContext(ctx, "UPDATE pool_instances SET last_seen_at = "+at+" WHERE stopped_at IS NULL AND id IN ("+
+		strings.Join(ph, ", ")+") AND last_seen_at < "+at, args...)
 	return err
 }
 

@@ -161,7 +161,7 @@ func TestPoolInstanceLife(t *testing.T) {
 
 		// b is lost: it is closed when it was last seen
 		*now = now.Add(20 * time.Second)
-		must(t, f.s.TouchPoolInstances(ctx, []int64{b.ID}, *now))
+		must(t, f.s.TouchPoolInstances(ctx, map[int64]time.Time{b.ID: *now}))
 		seenB := *now
 		*now = now.Add(time.Hour)
 		must(t, f.s.StopPoolInstance(ctx, b.ID, seenB, "lost"))

@@ -215,7 +215,7 @@ type Store interface {
 	RetirePoolInstance(ctx context.Context, id int64, reason string, idleFor time.Duration) (bool, error)
 	AbandonPoolInstance(ctx context.Context, id int64, reason string) error
 	StopPoolInstance(ctx context.Context, id int64, at time.Time, reason string) error
-	TouchPoolInstances(ctx context.Context, ids []int64, at time.Time) error
+	TouchPoolInstances(ctx context.Context, seen map[int64]time.Time) error
 	RecordPoolStatus(ctx context.Context, id int64, u PoolStatusUpdate) error
 	FinishPoolDeletion(ctx context.Context, id int64) (bool, error)
 	// SessionLock takes a lock held until released or until this process
