@@ -78,7 +78,7 @@ func (p *printer) record(cols []column, o object) error {
 	tw := tabwriter.NewWriter(p.out, 0, 4, 2, ' ', 0)
 	shown := map[string]bool{}
 	for _, c := range cols {
-		fmt.Fprintf(tw, "%s:\t%s\n", c.header, clean(c.value(o)))
+		fmt.Fprintf(tw, "%s:\t%s\n", c.header, oneLine(c.value(o)))
 		shown[c.key] = true
 		shown[strings.ToLower(c.header)] = true
 	}
@@ -90,7 +90,7 @@ func (p *printer) record(cols []column, o object) error {
 	}
 	sort.Strings(rest)
 	for _, k := range rest {
-		fmt.Fprintf(tw, "%s:\t%s\n", strings.ToUpper(k), clean(format(o[k])))
+		fmt.Fprintf(tw, "%s:\t%s\n", strings.ToUpper(k), oneLine(format(o[k])))
 	}
 	return tw.Flush()
 }
@@ -170,12 +170,7 @@ func format(v any) string {
 // clean keeps a cell on one line and bounded, so that one odd value cannot
 // break the table's alignment.
 func clean(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\r' || r == '\t' {
-			return ' '
-		}
-		return r
-	}, s)
+	s = oneLine(s)
 	if len(s) > 80 {
 		s = s[:77] + "..."
 	}
@@ -192,4 +187,15 @@ func decodeObject(data []byte) (object, error) {
 		return nil, fmt.Errorf("unexpected answer from the server: %w", err)
 	}
 	return o, nil
+}
+
+// oneLine keeps a value on one line: a record's values are last on their
+// line and shown whole (an error message, a provider's stderr).
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == '\t' {
+			return ' '
+		}
+		return r
+	}, s)
 }

@@ -107,7 +107,8 @@ func seconds(v any) string {
 var instanceColumns = []column{
 	field("NAME", "name"), field("STATE", "state"),
 	computed("AGE", func(o object) string {
-		created, err := time.Parse(time.RFC3339Nano, format(o["created_at"]))
+		at, _ := o["created_at"].(string)
+		created, err := time.Parse(time.RFC3339Nano, at)
 		if err != nil {
 			return "-"
 		}
