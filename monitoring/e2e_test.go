@@ -18,9 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/runner"
-	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/testkit"
 	"github.com/kiln-build/kiln/internal/testpeers"
 )
@@ -240,9 +238,10 @@ func TestMonitoringBundleOnARealFarm(t *testing.T) {
 	step("targets up")
 	arch := runner.Metadata(context.Background(), nil, "").HostArchitecture
 
-	// A farm with some history: a file store with a maximum, a worker
-	// pool (pools have no API yet: the database is the admin's way), a
-	// template declaring a metric, work that succeeds and fails, webhooks.
+	// A farm with some history: a file store with a maximum, a second
+	// worker pool (beside --local-runners' pool "local") with a budget and
+	// an idle instance started now, under Prometheus' eyes, a template
+	// declaring a metric, work that succeeds and fails, webhooks.
 	var stores struct {
 		Results []struct {
 			ID int64 `json:"id"`
@@ -250,14 +249,8 @@ func TestMonitoringBundleOnARealFarm(t *testing.T) {
 	}
 	f.call("GET", "/api/1.0/file-stores/?name=default", nil, 200, &stores)
 	f.call("PATCH", fmt.Sprintf("/api/1.0/file-stores/%d/", stores.Results[0].ID), map[string]any{"max_size": 10 << 30}, 200, nil)
-	st, err := store.Open(context.Background(), filepath.Join(f.dataDir, "kiln.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.WorkerPools().Create(context.Background(), &model.WorkerPool{Name: "spare", Provider: "static"}); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	f.call("POST", "/api/1.0/worker-pools/", map[string]any{"name": "spare", "provider": "process", "architectures": []string{"spare"},
+		"min_idle": 1, "max_instances": 1, "max_seconds_per_month": 1000000}, 201, nil)
 	f.call("POST", "/api/1.0/scopes/", map[string]any{"name": "mon"}, 201, nil)
 	f.call("POST", "/api/1.0/workspaces/", map[string]any{"name": "main", "scope": "mon", "public": true}, 201, nil)
 	f.call("POST", "/api/1.0/workflow-templates/", map[string]any{"name": "check", "workspace": "mon/main", "kind": "sequence",

@@ -185,6 +185,7 @@ func (p *Process) Create(ctx context.Context, req CreateRequest) (Created, error
 	if c.metricsServer != "" {
 		c.args = append(c.args, "--metrics-server", c.metricsServer)
 	}
+	p.exits.WithLabelValues(c.pool) // from 0, so that increase() sees the first exit
 	p.mu.Lock()
 	if _, ok := p.children[c.name]; ok {
 		p.mu.Unlock()
