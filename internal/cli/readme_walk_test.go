@@ -22,6 +22,7 @@ var readmeWalk = []string{
 	"## Your first build",
 	"## A short tour of the admin commands",
 	"## Workflows and the metrics templates declare",
+	"## Worker pools",
 }
 
 // mdBlock is one fenced block of the README with the prose before it.
@@ -95,6 +96,19 @@ func TestReadmeInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	git(t, dir, "init", "-q")
+	// the example the worker pools section uses, as a clone has it
+	example := filepath.Join("examples", "pool-exec", "kiln-pool-processes")
+	script, err := os.ReadFile(filepath.Join("..", "..", example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(example)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, example), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	git(t, dir, "add", example)
 
 	sections := make([][]mdBlock, len(readmeWalk))
 	for i, h := range readmeWalk {
@@ -153,12 +167,15 @@ func TestReadmeInOrder(t *testing.T) {
 	for _, want := range []string{`build-i386\s+Worker\s+command\s+completed\s+success\s+stand-in-i386\s`,
 		`build-arm64\s+Worker\s+command\s+completed\s+success\s+stand-in-arm64\s`,
 		`no connected worker can run step build-i386 \(work request \d+\), for i386 with backend auto`,
-		`not connected now, but could run it: stand-in-i386, stand-in-arm64`, `workflow 7 aborted`} {
+		`not connected now, but could run it: stand-in-i386, stand-in-arm64`, `workflow 7 aborted`,
+		`worker pool procs starts runners for it`, `procs-\d+\s+(idle|busy)\s+\d+(\.\d+)?m?s\s+procs-1\s`,
+		`INSTANCES:\s+1 \(1 idle\)`, `worker pool procs is being deleted: draining 1 \(1 idle\)`,
+		`deleted worker pool procs`} {
 		if !regexp.MustCompile(want).MatchString(all.String()) {
-			t.Errorf("the workflow example's output lacks %s:\n%s", want, all.String())
+			t.Errorf("the README's output lacks %s:\n%s", want, all.String())
 		}
 	}
-	if status := git(t, dir, "status", "--porcelain", "--untracked-files=all"); status != "?? .gitignore\n" {
+	if status := git(t, dir, "status", "--porcelain", "--untracked-files=all"); status != "A  "+example+"\n?? .gitignore\n" {
 		t.Errorf("the README's steps leave files that .gitignore does not cover (every later build would read -dirty):\n%s", status)
 	}
 }
@@ -176,7 +193,9 @@ func startReadmeServer(t *testing.T, dir string) string {
 	ln.Close()
 	srv := exec.Command(kilnBin, "server", "--local-runners", "1")
 	srv.Dir = dir
-	srv.Env = cleanEnv(t, "KILN_LISTEN="+addr)
+	// the first terminal put the kiln it built on its PATH (the worker
+	// pools section's provider runs it)
+	srv.Env = cleanEnv(t, "KILN_LISTEN="+addr, "PATH="+filepath.Dir(kilnBin)+":"+os.Getenv("PATH"))
 	out := &testkit.Buffer{}
 	srv.Stdout, srv.Stderr = out, out
 	if err := srv.Start(); err != nil {

@@ -6,14 +6,16 @@ import "slices"
 // is also what a task without a backend asks for.
 const BackendAuto = "auto"
 
-// Offer is one way the farm can run work: a connected worker today; a
-// worker pool that can start workers, when pools are added, offers the
-// same. The scheduler hands work out with store.ClaimWorkRequest; Runs
-// states its matching rule in Go, so that a client can tell at once when
-// nothing on the farm could take a request (a --wait that would otherwise
-// wait forever). The store's tests hold the two to the same answers.
+// Offer is one way the farm can run work: a connected worker, or a worker
+// pool that can start one (WorkerPool.Offer). The scheduler hands work out
+// with store.ClaimWorkRequest; Runs states its matching rule in Go, so that
+// a client can tell at once when nothing on the farm could take a request
+// (a --wait that would otherwise wait forever), and the autoscaler which
+// pool's instances would take it. The store's tests hold the two to the
+// same answers.
 type Offer struct {
-	// Name says where the offer comes from, for people: a worker's name.
+	// Name says where the offer comes from, for people: a worker's name,
+	// or "worker pool NAME".
 	Name string
 	// WorkerType is the kind of tasks the offer runs (WorkerTypeFor).
 	WorkerType WorkerType
