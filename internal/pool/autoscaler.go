@@ -69,9 +69,10 @@ type Autoscaler struct {
 
 	mu  sync.Mutex
 	ops map[int64]string // instance id → the provider call in flight
-	// created is when each instance's create call returned, for the
-	// lists asked for before it (reconcile.go); entries go after a while
-	created map[int64]time.Time
+	// settled is when the last provider call about each instance ended,
+	// with what it recorded: what was read of the instance before then
+	// may not show its outcome (busy); entries go after a while
+	settled map[int64]time.Time
 	pools   map[int64]*poolState // by pool id, while acting
 	wg      sync.WaitGroup       // provider calls in flight
 	since   time.Time            // when this server started acting
@@ -113,7 +114,7 @@ func New(st store.Store, cfg Config) (*Autoscaler, error) {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = DefaultStopTimeout
 	}
-	a := &Autoscaler{st: st, cfg: cfg, log: cfg.Logger, ops: map[int64]string{}, created: map[int64]time.Time{}}
+	a := &Autoscaler{st: st, cfg: cfg, log: cfg.Logger, ops: map[int64]string{}, settled: map[int64]time.Time{}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -241,13 +242,24 @@ func (a *Autoscaler) state(p *model.WorkerPool) *poolState {
 	return ps
 }
 
-// inFlight reports whether a provider call about instance id runs.
-func (a *Autoscaler) inFlight(id int64) bool {
+// busy reports whether a provider call about instance id runs, or ended
+// after read: what was read of the instance then (a pass's view, a
+// provider's list) may not show the call's outcome — an instance being
+// destroyed still looks stopping, one just created is not listed — and
+// acting on it would repeat the call.
+func (a *Autoscaler) busy(id int64, read time.Time) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	_, ok := a.ops[id]
-	return ok
+	if _, ok := a.ops[id]; ok {
+		return true
+	}
+	t, ok := a.settled[id]
+	return ok && t.After(read)
 }
+
+// settledFor is how long the end of a provider call is remembered: longer
+// than any read it could postdate (a list runs at most maxExecTimeout).
+const settledFor = maxExecTimeout + 2*execWaitDelay
 
 // goOp runs a provider call about instance id (0: about a pool) in its
 // own goroutine, one at a time per instance; false when one runs already.
@@ -269,6 +281,13 @@ func (a *Autoscaler) goOp(id int64, what string, fn func(ctx context.Context)) b
 			if id != 0 {
 				a.mu.Lock()
 				delete(a.ops, id)
+				now := time.Now()
+				a.settled[id] = now
+				for k, t := range a.settled {
+					if now.Sub(t) > settledFor {
+						delete(a.settled, k)
+					}
+				}
 				a.mu.Unlock()
 			}
 		}()

@@ -45,6 +45,8 @@ type offerKey struct{ arch, backend string }
 
 // pass makes one round of decisions.
 func (a *Autoscaler) pass(ctx context.Context) error {
+	// a provider call that ends after this may not show in the view
+	read := time.Now()
 	v, err := a.st.PoolView(ctx)
 	if err != nil {
 		return err
@@ -79,7 +81,7 @@ func (a *Autoscaler) pass(ctx context.Context) error {
 			if inst.WorkerConnectedAt != nil && inst.WorkerLastSeenAt != nil && a.ownsInstance(&p, inst) {
 				seen[inst.ID] = *inst.WorkerLastSeenAt
 			}
-			a.maintain(ctx, &p, inst, now)
+			a.maintain(ctx, &p, inst, now, read)
 		}
 		if hb, ok := prov.(HostBound); ok {
 			listed, _ := hb.List(ctx, &p)
@@ -89,7 +91,7 @@ func (a *Autoscaler) pass(ctx context.Context) error {
 				}
 			}
 		}
-		a.scaleDown(ctx, &p, byPool[p.ID], now)
+		a.scaleDown(ctx, &p, byPool[p.ID], now, read)
 	}
 	if err := a.scaleUp(ctx, v, pools, byPool, now); err != nil {
 		return err
@@ -118,10 +120,10 @@ func (a *Autoscaler) pass(ctx context.Context) error {
 	return nil
 }
 
-// maintain follows one live instance: its runner's connection, its
-// timeouts, its idle time.
-func (a *Autoscaler) maintain(ctx context.Context, p *model.WorkerPool, inst *store.LiveInstance, now time.Time) {
-	if a.inFlight(inst.ID) {
+// maintain follows one live instance, as the pass read it at read: its
+// runner's connection, its timeouts, its idle time.
+func (a *Autoscaler) maintain(ctx context.Context, p *model.WorkerPool, inst *store.LiveInstance, now, read time.Time) {
+	if a.busy(inst.ID, read) {
 		return
 	}
 	if !a.ownsInstance(p, inst) {
@@ -220,11 +222,11 @@ func (a *Autoscaler) checkOffer(p *model.WorkerPool, inst *store.LiveInstance) {
 
 // scaleDown drains disabled and deleted pools, stops instances above
 // max_instances and those idle past idle_timeout beyond min_idle.
-func (a *Autoscaler) scaleDown(ctx context.Context, p *model.WorkerPool, insts []*store.LiveInstance, now time.Time) {
+func (a *Autoscaler) scaleDown(ctx context.Context, p *model.WorkerPool, insts []*store.LiveInstance, now, read time.Time) {
 	var idle []*store.LiveInstance
 	live := 0
 	for _, inst := range insts {
-		if inst.State == model.InstanceStopping || a.inFlight(inst.ID) || !a.ownsInstance(p, inst) {
+		if inst.State == model.InstanceStopping || a.busy(inst.ID, read) || !a.ownsInstance(p, inst) {
 			live++
 			continue
 		}
@@ -539,9 +541,6 @@ func (a *Autoscaler) start(ctx context.Context, p *model.WorkerPool, reason stri
 			}
 			return
 		}
-		a.mu.Lock()
-		a.created[inst.ID] = time.Now()
-		a.mu.Unlock()
 		if err := a.st.PoolInstanceCreated(ctx, inst.ID, created.ProviderID); err != nil {
 			a.log.Warn("recording an instance's creation", "instance", inst.Name, "error", err)
 		}

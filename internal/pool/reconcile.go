@@ -88,7 +88,7 @@ func (a *Autoscaler) reconcile(ctx context.Context, p *model.WorkerPool, prov Pr
 	known := map[string]bool{}
 	for _, inst := range live {
 		known[inst.Name] = true
-		if inst.CreatedAt.After(asked) || a.inFlight(inst.ID) || a.createdAfter(inst.ID, asked) {
+		if inst.CreatedAt.After(asked) || a.busy(inst.ID, asked) {
 			continue
 		}
 		if _, ok := has[inst.Name]; ok {
@@ -132,19 +132,4 @@ func (a *Autoscaler) reconcile(ctx context.Context, p *model.WorkerPool, prov Pr
 	if first && len(adopted) > 0 {
 		a.log.Info("adopted the pool instances the provider still has", "worker_pool", p.Name, "instances", len(adopted))
 	}
-}
-
-// createdAfter reports whether instance id's create call returned after
-// at: a list asked for before may not have it yet. Entries older than two
-// list intervals are forgotten on the way.
-func (a *Autoscaler) createdAfter(id int64, at time.Time) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for k, t := range a.created {
-		if time.Since(t) > 2*a.cfg.ListInterval {
-			delete(a.created, k)
-		}
-	}
-	t, ok := a.created[id]
-	return ok && t.After(at)
 }
