@@ -254,8 +254,11 @@ func (t *tail) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// String is the text kept, as the database can store it: valid UTF-8
+// without NUL characters (PostgreSQL refuses both in text).
 func (t *tail) String() string {
-	return strings.TrimSpace(strings.ToValidUTF8(string(t.buf), "\uFFFD"))
+	s := strings.ToValidUTF8(string(t.buf), "\uFFFD")
+	return strings.TrimSpace(strings.ReplaceAll(s, "\x00", "\uFFFD"))
 }
 
 // ParseCreated reads what create printed.

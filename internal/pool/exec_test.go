@@ -88,8 +88,9 @@ esac`)
 }
 
 // TestExecFailures: a failing, hanging or garbage-printing executable is
-// a CallError saying so, with its exit status and standard error; a hung
-// one is killed with everything it started.
+// a CallError saying so, with its exit status and standard error (as
+// text the database stores); a hung one is killed with everything it
+// started.
 func TestExecFailures(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("POOL_TEST_DIR", dir)
@@ -102,6 +103,8 @@ func TestExecFailures(t *testing.T) {
 			"exit status 3: starting instance | error: quota exceeded for arm64 machines", 3},
 		{"hangs", `sleep 30 & echo $! > "$POOL_TEST_DIR/child"; echo "waiting for the cloud" >&2; wait`,
 			"timed out after 300ms: waiting for the cloud", -1},
+		// kept as the database can store it: no NUL, valid UTF-8
+		{"binary stderr", `printf 'bad\000byte\377\n' >&2; exit 4`, "exit status 4: bad\uFFFDbyte\uFFFD", 4},
 		{"garbage", `echo "Instance started!"`, `the output is not a JSON object: "Instance started!"`, -1},
 		{"two values", `echo '{"provider_id": "a"} {"provider_id": "b"}'`, "more than one JSON value", -1},
 		{"unknown field", `echo '{"providerId": "a"}'`, `unknown field "providerId"`, -1},
