@@ -179,6 +179,7 @@ func TestBadInputPerResource(t *testing.T) {
 				{"POST", "/api/1.0/worker-pools/", `{"name": "spare", "provider": "process", "architectures": ["amd64"], "max_instances": 1}`, 409, "name", "already exists"},
 				{"POST", "/api/1.0/worker-pools/", `{"name": "x", "provider": "process", "max_instances": 1}`, 400, "architectures", "required"},
 				{"POST", "/api/1.0/worker-pools/", `{"name": "x", "provider": "process", "architectures": ["amd64"], "max_instances": 0}`, 400, "max_instances", "at least 1"},
+				{"POST", "/api/1.0/worker-pools/", `{"name": "x", "provider": "process", "architectures": ["amd64"], "max_instances": 1, "concurrent": 500}`, 400, "concurrent", "1 to 256"},
 				{"POST", "/api/1.0/worker-pools/", `{"name": "x", "provider": "process", "architectures": ["amd64"], "max_instances": 1, "idle_timeout": "soon"}`, 400, "idle_timeout", "duration"},
 				{"POST", "/api/1.0/worker-pools/", `{"name": "x", "provider": "process", "architectures": "amd64", "max_instances": 1}`, 400, "architectures", "array"},
 				{"POST", "/api/1.0/worker-pools/", `{"name": "x", "provider": "exec", "architectures": ["amd64"], "max_instances": 1}`, 400, "settings.command", "required"},

@@ -23,6 +23,7 @@ type poolInput struct {
 	Enabled            *bool            `json:"enabled"`
 	Architectures      *[]string        `json:"architectures"`
 	Backends           *[]string        `json:"backends"`
+	Concurrent         *int             `json:"concurrent"`
 	MinIdle            *int             `json:"min_idle"`
 	MaxInstances       *int             `json:"max_instances"`
 	IdleTimeout        *model.Duration  `json:"idle_timeout"`
@@ -40,6 +41,7 @@ func (in *poolInput) apply(p *model.WorkerPool) error {
 	set(&p.Enabled, in.Enabled)
 	set(&p.Architectures, in.Architectures)
 	set(&p.Backends, in.Backends)
+	set(&p.Concurrent, in.Concurrent)
 	set(&p.MinIdle, in.MinIdle)
 	set(&p.MaxInstances, in.MaxInstances)
 	set(&p.IdleTimeout, in.IdleTimeout)
@@ -66,7 +68,7 @@ func (a *API) poolRoutes() []Route {
 			if err := c.unrestricted(); err != nil {
 				return nil, err
 			}
-			p := &model.WorkerPool{Enabled: true, Settings: emptyObject(), Backends: []string{},
+			p := &model.WorkerPool{Enabled: true, Settings: emptyObject(), Backends: []string{}, Concurrent: 1,
 				IdleTimeout: model.Duration(defaultIdleTimeout), StartupTimeout: model.Duration(defaultStartupTimeout)}
 			if in.Name == nil {
 				return nil, required("name")

@@ -29,6 +29,8 @@ var pools = &resource{
 // poolDetails are the extra lines of `kiln pool show`: what the
 // autoscaler last did and what failed.
 var poolDetails = []column{
+	field("BACKENDS", "backends"), field("CONCURRENT", "concurrent"),
+	field("IDLE_TIMEOUT", "idle_timeout"), field("STARTUP_TIMEOUT", "startup_timeout"),
 	computed("BUDGET", func(o object) string {
 		used := seconds(statusOf(o)["budget_used_seconds"])
 		if o["max_seconds_per_month"] == nil {
@@ -134,7 +136,7 @@ var instanceColumns = []column{
 type poolFlags struct {
 	provider, settings, command                    string
 	archs, backends                                []string
-	minIdle, maxInstances                          int
+	minIdle, maxInstances, concurrent              int
 	idleTimeout, startupTimeout                    string
 	budget                                         int64
 	enabled                                        bool
@@ -148,6 +150,7 @@ func (f *poolFlags) register(cmd *cobra.Command, update bool) {
 	fs.StringVar(&f.provider, "provider", "", "how instances start: process (kiln runner children of the server) or exec (your executable, called as EXE create|destroy|list)")
 	fs.StringSliceVar(&f.archs, "architectures", nil, "architectures the instances build for, e.g. amd64,i386")
 	fs.StringSliceVar(&f.backends, "backends", nil, "backends the instances have, e.g. unshare (requests for backend auto match any pool)")
+	fs.IntVar(&f.concurrent, "concurrent", 1, "requests each instance's runner runs at once (its --concurrent); one instance starts per this many pending requests")
 	fs.IntVar(&f.minIdle, "min-idle", 0, "idle instances to keep ready")
 	fs.IntVar(&f.maxInstances, "max-instances", 1, "most live instances")
 	fs.StringVar(&f.idleTimeout, "idle-timeout", "", "stop an instance idle this long, beyond min-idle (default 10m)")
@@ -175,6 +178,9 @@ func (f *poolFlags) body(s *session) (map[string]any, error) {
 	}
 	if s.changed("backends") {
 		b["backends"] = f.backends
+	}
+	if s.changed("concurrent") {
+		b["concurrent"] = f.concurrent
 	}
 	if s.changed("min-idle") {
 		b["min_idle"] = f.minIdle
@@ -244,7 +250,8 @@ func newPoolCommand() *cobra.Command {
 		Short: "Create a worker pool",
 		Long: `Create a worker pool. The farm's autoscaler starts an instance for each
 pending Worker request for one of its architectures (and backend "auto" or
-one of its backends) that no idle worker can take, up to --max-instances and
+one of its backends) that no idle worker can take — one per --concurrent
+requests when each instance runs several at once — up to --max-instances and
 within the monthly budget, keeps --min-idle instances ready and stops those
 idle longer than --idle-timeout.
 

@@ -298,6 +298,32 @@ func TestPoolScalesWithTheQueue(t *testing.T) {
 	}
 }
 
+// TestPoolConcurrentInstances: instances that run three requests at once
+// (the pool's --concurrent, which the example exec script passes on to
+// its runners) take three requests each, so six pending requests start
+// two of a pool that could have four.
+func TestPoolConcurrentInstances(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "instances")
+	f := startPoolFarm(t, "")
+	killAll(t, runnerMarker(f, "exec", state))
+	f.workspace()
+	f.createPool("wide", "exec", state, "--concurrent", "3", "--max-instances", "4", "--idle-timeout", "30s",
+		"--startup-timeout", "30s")
+	var ids []int64
+	for range 6 {
+		ids = append(ids, f.submit(poolArch, true))
+	}
+	f.until("the six requests to complete", func() bool { return f.completed(ids...) })
+	all := f.instances("wide", true)
+	if len(all) != 2 {
+		t.Fatalf("%d instances for 6 requests of instances that run 3 at once: %v", len(all), all)
+	}
+	w := apiJSON(t, f.srv.url, poolAdmin, "GET", "/api/1.0/workers/?name="+all[0]["worker_name"].(string), nil, 200)
+	if meta := w["results"].([]any)[0].(map[string]any)["metadata"].(map[string]any); meta["system:concurrent"] != float64(3) {
+		t.Errorf("the instance's runner says it runs %v at once, want 3", meta["system:concurrent"])
+	}
+}
+
 // providerScript writes an exec provider that misbehaves.
 func providerScript(t *testing.T, body string) string {
 	t.Helper()

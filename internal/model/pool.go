@@ -38,6 +38,11 @@ type WorkerPool struct {
 	// "auto" or one of Backends.
 	Architectures []string `json:"architectures"`
 	Backends      []string `json:"backends"`
+	// Concurrent is how many requests each instance's runner runs at once
+	// (its --concurrent, system:concurrent): the autoscaler counts an
+	// instance on its way as room for that many, so one instance starts
+	// per Concurrent requests of backlog. 0 means 1.
+	Concurrent int `json:"concurrent"`
 	// MinIdle instances are kept idle, ready for work.
 	MinIdle int `json:"min_idle"`
 	// MaxInstances bounds the pool's live instances.

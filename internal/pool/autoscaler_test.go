@@ -41,6 +41,7 @@ type cloud struct {
 	created   []string
 	destroyed []string
 	extra     []pool.Listed // listed although kiln never created them
+	peak      int           // most requests one instance held at once
 }
 
 func (c *cloud) Create(_ context.Context, req pool.CreateRequest) (pool.Created, error) {
@@ -60,23 +61,37 @@ func (c *cloud) Create(_ context.Context, req pool.CreateRequest) (pool.Created,
 	return pool.Created{ProviderID: "vm-" + req.Instance.Name}, nil
 }
 
-// run is the runner of one instance: connect, then claim and complete
-// work until the instance is destroyed.
+// run is the runner of one instance: connect with the pool's
+// concurrent, then claim as much work as that allows and complete it,
+// until the instance is destroyed.
 func (c *cloud) run(ctx context.Context, req pool.CreateRequest) {
 	w, err := c.st.Workers().Lookup(ctx, req.Instance.Worker, nil)
 	if err != nil {
 		return
 	}
-	if _, _, err := c.st.ConnectWorker(ctx, w.ID, model.WorkerMetadata{Architectures: []string{c.arch}, HostArchitecture: c.arch}); err != nil {
+	if _, _, err := c.st.ConnectWorker(ctx, w.ID, model.WorkerMetadata{Architectures: []string{c.arch}, HostArchitecture: c.arch,
+		Concurrent: req.Pool.Concurrent}); err != nil {
 		return
 	}
 	defer c.st.DisconnectWorker(context.Background(), w.ID)
 	for ctx.Err() == nil {
 		c.st.TouchWorker(ctx, w.ID)
-		wr, err := c.st.ClaimWorkRequest(ctx, w.ID)
-		if err == nil {
+		var held []int64
+		for range max(req.Pool.Concurrent, 1) {
+			wr, err := c.st.ClaimWorkRequest(ctx, w.ID)
+			if err != nil {
+				break
+			}
+			held = append(held, wr.ID)
+		}
+		if len(held) > 0 {
+			c.mu.Lock()
+			c.peak = max(c.peak, len(held))
+			c.mu.Unlock()
 			time.Sleep(20 * time.Millisecond)
-			c.st.CompleteWorkRequest(ctx, wr.ID, w.ID, store.Completion{Result: model.ResultSuccess})
+			for _, id := range held {
+				c.st.CompleteWorkRequest(ctx, id, w.ID, store.Completion{Result: model.ResultSuccess})
+			}
 			continue
 		}
 		select {
@@ -320,6 +335,28 @@ func TestScaleUpFollowsTheBacklogWithinMaxInstances(t *testing.T) {
 		}
 		if problems, err := testutil.GatherAndLint(e.reg); err != nil || len(problems) > 0 {
 			t.Errorf("lint: %v %v", problems, err)
+		}
+	})
+}
+
+// TestScaleUpCountsConcurrentInstances: instances that run three requests
+// at once each take three of the backlog, so six pending requests start
+// two instances of a pool that could have four, and each runs three at
+// a time.
+func TestScaleUpCountsConcurrentInstances(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn, func(p *model.WorkerPool) { p.Concurrent, p.MaxInstances = 3, 4 })
+		ids := e.submit(6, "riscv64")
+		e.start(pool.Config{})
+		e.until("all six requests to complete", func() bool { return e.completed(ids) })
+		if created, _ := e.cloud.counts(); created != 2 {
+			t.Fatalf("%d instances created for 6 requests of instances that run 3 at once", created)
+		}
+		e.cloud.mu.Lock()
+		peak := e.cloud.peak
+		e.cloud.mu.Unlock()
+		if peak < 2 {
+			t.Errorf("no instance ran more than %d request at once", peak)
 		}
 	})
 }

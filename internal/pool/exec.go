@@ -43,8 +43,8 @@ type ExecRequest struct {
 	// Instance is the instance to create or destroy (not for list).
 	Instance *Instance `json:"instance,omitempty"`
 	// ServerURL and Token are for create: the runner on the new instance
-	// runs `kiln runner --server SERVER_URL --name INSTANCE.WORKER` with
-	// KILN_TOKEN=TOKEN. The token is valid for this instance only; kiln
+	// runs `kiln runner --server SERVER_URL --name INSTANCE.WORKER
+	// --concurrent POOL.CONCURRENT` with KILN_TOKEN=TOKEN. The token is valid for this instance only; kiln
 	// deletes it when the instance is destroyed.
 	ServerURL string `json:"server_url,omitempty"`
 	Token     string `json:"token,omitempty"`
@@ -55,6 +55,10 @@ type ExecPool struct {
 	Name          string   `json:"name"`
 	Architectures []string `json:"architectures"`
 	Backends      []string `json:"backends"`
+	// Concurrent is how many requests each instance's runner runs at
+	// once: its `kiln runner --concurrent`. The autoscaler starts an
+	// instance per that many pending requests.
+	Concurrent int `json:"concurrent"`
 	// Config is the pool's settings.config, as the admin wrote it.
 	Config json.RawMessage `json:"config"`
 }
@@ -150,7 +154,8 @@ func execPool(p *model.WorkerPool, s *ExecSettings) ExecPool {
 	if len(cfg) == 0 {
 		cfg = json.RawMessage("{}")
 	}
-	return ExecPool{Name: p.Name, Architectures: nonNil(p.Architectures), Backends: nonNil(p.Backends), Config: cfg}
+	return ExecPool{Name: p.Name, Architectures: nonNil(p.Architectures), Backends: nonNil(p.Backends),
+		Concurrent: max(p.Concurrent, 1), Config: cfg}
 }
 
 func nonNil(l []string) []string {

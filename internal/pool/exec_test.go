@@ -47,6 +47,7 @@ list) echo '{"instances": [{"name": "cloud-7", "provider_id": "vm-42"}]}' ;;
 destroy) echo '{}' ;;
 esac`)
 	pool := execPoolFor(exe, 10*time.Second)
+	pool.Concurrent = 2
 	e := &Exec{}
 	ctx := context.Background()
 	inst := Instance{Name: "cloud-7", Worker: "cloud-1", Slot: 1}
@@ -68,7 +69,7 @@ esac`)
 	if err := json.Unmarshal(b, &req); err != nil {
 		t.Fatal(err)
 	}
-	if req.Version != ExecVersion || req.Action != "create" || req.Pool.Name != "cloud" || req.Pool.Architectures[0] != "arm64" ||
+	if req.Version != ExecVersion || req.Action != "create" || req.Pool.Name != "cloud" || req.Pool.Architectures[0] != "arm64" || req.Pool.Concurrent != 2 ||
 		string(req.Pool.Config) != `{"region":"eu-west"}` || req.Instance == nil || *req.Instance != (Instance{Name: "cloud-7", Worker: "cloud-1", Slot: 1}) ||
 		req.ServerURL != "http://kiln.example:8420" || req.Token != "kiln_instance" {
 		t.Errorf("create document: %s", b)

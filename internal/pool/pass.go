@@ -28,8 +28,8 @@ import (
 //     min_idle that stay;
 //  3. pending Worker requests that no worker with room (nor an instance on
 //     its way) can take start instances of the pools that offer their
-//     architecture and backend, one per request, never above
-//     max_instances, while the pool's monthly budget allows one more and
+//     architecture and backend, one per `concurrent` requests (what each
+//     instance's runner runs at once), never above max_instances, while the pool's monthly budget allows one more and
 //     the pool does not back off; then pools with fewer than min_idle
 //     idle instances start more;
 //  4. instances known alive are touched (a lost instance's runtime ends
@@ -358,7 +358,7 @@ func (a *Autoscaler) scaleUp(ctx context.Context, v *store.PoolView, pools map[i
 			continue
 		}
 		startable = append(startable, p)
-		limit += p.MaxInstances
+		limit += p.MaxInstances * capacity(p)
 		for _, arch := range p.Architectures {
 			for _, b := range append([]string{model.BackendAuto}, p.Backends...) {
 				keys[offerKey{arch, b}] = true
@@ -371,7 +371,9 @@ func (a *Autoscaler) scaleUp(ctx context.Context, v *store.PoolView, pools map[i
 	for _, sw := range v.Spare {
 		limit += sw.Spare
 	}
-	limit += len(v.Instances)
+	for i := range v.Instances {
+		limit += capacity(pools[v.Instances[i].PoolID])
+	}
 	sorted := slices.SortedFunc(maps.Keys(keys), func(x, y offerKey) int {
 		return cmp.Or(cmp.Compare(x.arch, y.arch), cmp.Compare(x.backend, y.backend))
 	})
@@ -395,7 +397,7 @@ func (a *Autoscaler) scaleUp(ctx context.Context, v *store.PoolView, pools map[i
 		return false
 	}
 	// workers with room take what they can, then instances on their way
-	// (their pool's offer; one task each until they say otherwise)
+	// (their pool's offer, as many tasks as the pool says each runs)
 	ready := map[int64]int{} // pool → idle instances not taken by the backlog
 	taken := map[int64]bool{}
 	for _, sw := range v.Spare {
@@ -414,7 +416,14 @@ func (a *Autoscaler) scaleUp(ctx context.Context, v *store.PoolView, pools map[i
 				ready[p.ID]++
 			}
 		case model.InstanceCreating, model.InstanceDisconnected:
-			if !take(p.Offer()) {
+			took := false
+			for range capacity(p) {
+				if !take(p.Offer()) {
+					break
+				}
+				took = true
+			}
+			if !took {
 				ready[p.ID]++
 			}
 		}
@@ -441,7 +450,13 @@ func (a *Autoscaler) scaleUp(ctx context.Context, v *store.PoolView, pools map[i
 					break
 				}
 				started[p.ID]++
-				backlog[k]--
+				// the new instance takes its share of the backlog: of
+				// this key first, then of what else the pool offers
+				n := min(backlog[k], capacity(p))
+				backlog[k] -= n
+				for range capacity(p) - n {
+					take(p.Offer())
+				}
 				a.record(ctx, p, "up: "+ReasonBacklog, fmt.Sprintf("up: started instances for %d pending requests for %s (backend %s) that no idle worker can take",
 					total[k], k.arch, k.backend))
 			}
@@ -475,6 +490,10 @@ func (a *Autoscaler) scaleUp(ctx context.Context, v *store.PoolView, pools map[i
 	}
 	return nil
 }
+
+// capacity is how many requests an instance of pool p runs at once, as
+// far as the autoscaler can know before its runner says.
+func capacity(p *model.WorkerPool) int { return max(p.Concurrent, 1) }
 
 // cannotStart says why pool p may not start one more instance now (its
 // live instances insts, started more this pass), as "reason: details";

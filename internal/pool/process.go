@@ -178,7 +178,8 @@ func (p *Process) Create(ctx context.Context, req CreateRequest) (Created, error
 		c.metricsServer = addrs[req.Instance.Slot-1]
 	}
 	c.args = append(slices.Clone(p.cfg.Command[1:]), "--server", req.ServerURL, "--name", c.worker,
-		"--work-dir", filepath.Join(p.dir, c.worker), "--architectures", strings.Join(req.Pool.Architectures, ","))
+		"--work-dir", filepath.Join(p.dir, c.worker), "--architectures", strings.Join(req.Pool.Architectures, ","),
+		"--concurrent", strconv.Itoa(max(req.Pool.Concurrent, 1)))
 	if p.cfg.ShutdownGrace > 0 {
 		c.args = append(c.args, "--shutdown-grace", p.cfg.ShutdownGrace.String())
 	}

@@ -105,7 +105,7 @@ func create(t *testing.T, p *Process, pool *model.WorkerPool, name, worker strin
 
 // TestChildInheritsNothing: a child gets the server's environment without
 // any KILN_ variable but its token, and its settings as explicit flags —
-// its slot's metrics listener among them.
+// the pool's concurrent and its slot's metrics listener among them.
 func TestChildInheritsNothing(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "seen")
 	t.Setenv("POOL_TEST_OUT", out)
@@ -120,6 +120,7 @@ func TestChildInheritsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := processPool("local", `{"metrics_server": "127.0.0.1:9300"}`)
+	pool.Concurrent = 4
 	create(t, p, pool, "local-7", "local-2", 2)
 	until(t, "the child to write what it saw", func() bool {
 		b, _ := os.ReadFile(out + ".args")
@@ -155,7 +156,7 @@ func TestChildInheritsNothing(t *testing.T) {
 	args, _ := os.ReadFile(out + ".args")
 	got := strings.Fields(string(args))
 	want := []string{"--server", "http://127.0.0.1:8420", "--name", "local-2", "--work-dir", "",
-		"--architectures", "amd64,i386", "--shutdown-grace", "5s", "--metrics-server", "127.0.0.1:9301"}
+		"--architectures", "amd64,i386", "--concurrent", "4", "--shutdown-grace", "5s", "--metrics-server", "127.0.0.1:9301"}
 	if len(got) != len(want) {
 		t.Fatalf("flags %v, want %v", got, want)
 	}

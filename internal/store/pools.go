@@ -25,12 +25,12 @@ func workerPoolDef() *tableDef[model.WorkerPool] {
 	return &tableDef[model.WorkerPool]{
 		name:  "worker pool",
 		table: "worker_pools",
-		columns: []string{"name", "provider", "settings", "enabled", "architectures", "backends", "min_idle",
+		columns: []string{"name", "provider", "settings", "enabled", "architectures", "backends", "concurrent", "min_idle",
 			"max_instances", "idle_timeout", "startup_timeout", "max_seconds_per_month", "created_at"},
 		id: func(o *model.WorkerPool) *int64 { return &o.ID },
 		values: func(o *model.WorkerPool) []any {
 			return []any{o.Name, o.Provider, jsonText(o.Settings), o.Enabled, jsonList(o.Architectures), jsonList(o.Backends),
-				o.MinIdle, o.MaxInstances, time.Duration(o.IdleTimeout).Microseconds(), time.Duration(o.StartupTimeout).Microseconds(),
+				o.Concurrent, o.MinIdle, o.MaxInstances, time.Duration(o.IdleTimeout).Microseconds(), time.Duration(o.StartupTimeout).Microseconds(),
 				nullInt(o.MaxSecondsPerMonth), toMicros(o.CreatedAt)}
 		},
 		stamp: func(o *model.WorkerPool, now int64) { o.CreatedAt = fromMicros(now) },
@@ -39,7 +39,7 @@ func workerPoolDef() *tableDef[model.WorkerPool] {
 			var settings, archs, backends []byte
 			var idle, startup, created int64
 			var budget sql.NullInt64
-			if err := r.Scan(&o.ID, &o.Name, &o.Provider, &settings, &o.Enabled, &archs, &backends, &o.MinIdle,
+			if err := r.Scan(&o.ID, &o.Name, &o.Provider, &settings, &o.Enabled, &archs, &backends, &o.Concurrent, &o.MinIdle,
 				&o.MaxInstances, &idle, &startup, &budget, &created); err != nil {
 				return nil, err
 			}
@@ -111,6 +111,12 @@ func checkWorkerPool(ctx context.Context, t *tx, old, o *model.WorkerPool) error
 	}
 	if slices.Contains(o.Backends, model.BackendAuto) {
 		return invalid("backends", "%q is what requests ask for when any backend will do; list the backends the instances have, e.g. [\"unshare\"]", model.BackendAuto)
+	}
+	if o.Concurrent == 0 {
+		o.Concurrent = 1 // as a runner that does not say
+	}
+	if o.Concurrent < 1 || o.Concurrent > model.MaxConcurrent {
+		return invalid("concurrent", "must be 1 to %d requests an instance runs at once, got %d", model.MaxConcurrent, o.Concurrent)
 	}
 	switch {
 	case o.MaxInstances < 1:

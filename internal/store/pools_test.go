@@ -62,6 +62,8 @@ func TestWorkerPoolSettingsAreChecked(t *testing.T) {
 			{"architectures", store.Invalid, func(p *model.WorkerPool) { p.Architectures = []string{"AMD 64"} }},
 			{"architectures", store.Invalid, func(p *model.WorkerPool) { p.Architectures = []string{"amd64", "amd64"} }},
 			{"backends", store.Invalid, func(p *model.WorkerPool) { p.Backends = []string{"auto"} }},
+			{"concurrent", store.Invalid, func(p *model.WorkerPool) { p.Concurrent = -1 }},
+			{"concurrent", store.Invalid, func(p *model.WorkerPool) { p.Concurrent = model.MaxConcurrent + 1 }},
 			{"max_instances", store.Invalid, func(p *model.WorkerPool) { p.MaxInstances = 0 }},
 			{"min_idle", store.Invalid, func(p *model.WorkerPool) { p.MinIdle = -1 }},
 			{"min_idle", store.Invalid, func(p *model.WorkerPool) { p.MinIdle = 3 }},
@@ -77,6 +79,14 @@ func TestWorkerPoolSettingsAreChecked(t *testing.T) {
 		must(t, err)
 		if len(pools) != 1 {
 			t.Fatalf("%d pools after refused creations", len(pools))
+		}
+		// concurrent left out is 1, as from a runner that does not say
+		if pools[0].Concurrent != 1 {
+			t.Fatalf("a pool created without concurrent runs %d at once", pools[0].Concurrent)
+		}
+		four := f.pool(t, "four", func(p *model.WorkerPool) { p.Concurrent = 4 })
+		if got, err := f.s.WorkerPools().Get(ctx, four.ID, nil); err != nil || got.Concurrent != 4 {
+			t.Fatalf("concurrent 4 reads back as %+v, %v", got, err)
 		}
 	})
 }

@@ -2,7 +2,8 @@
 -- through a provider, and the instances with their runtime.
 --
 -- worker_pools takes the names of the pool settings (settings, min_idle,
--- max_instances) and gains the rest, with the status the autoscaler
+-- max_instances) and gains the rest (concurrent: the requests each
+-- instance's runner runs at once), with the status the autoscaler
 -- records (failures and backoff, last error, last decision) and the mark
 -- of a pool being drained before its deletion. runtime stays what it was:
 -- the runtime of the pool's stopped instances, in microseconds, added in
@@ -27,6 +28,7 @@ ALTER TABLE worker_pools RENAME COLUMN specifications TO settings;
 ALTER TABLE worker_pools RENAME COLUMN min_workers TO min_idle;
 ALTER TABLE worker_pools RENAME COLUMN max_workers TO max_instances;
 ALTER TABLE worker_pools ADD COLUMN backends @JSON@ NOT NULL DEFAULT '[]';
+ALTER TABLE worker_pools ADD COLUMN concurrent INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE worker_pools ADD COLUMN idle_timeout BIGINT NOT NULL DEFAULT 600000000;
 ALTER TABLE worker_pools ADD COLUMN startup_timeout BIGINT NOT NULL DEFAULT 600000000;
 ALTER TABLE worker_pools ADD COLUMN max_seconds_per_month BIGINT;
