@@ -13,7 +13,7 @@ type overviewPage struct {
 	Queue    []statusCount
 	Scopes   []model.Scope
 	Workers  workerStates
-	Pools    []store.PoolSummary
+	Pools    []poolView
 	Hours    chart
 	Days     chart
 	SignedIn bool
@@ -92,7 +92,7 @@ func (d *Dashboard) overview(v *visit) error {
 		return err
 	}
 	v.render(200, "overview", overviewPage{Now: v.now, Queue: queue(counts), Scopes: scopes, Workers: countWorkers(farm.Workers),
-		Pools: farm.Pools, SignedIn: v.signedIn(), Hours: runsChart("last-24h", "Runs in the last 24 hours", hours, true, narrowChart),
+		Pools: poolViews(farm.Pools, v.now), SignedIn: v.signedIn(), Hours: runsChart("last-24h", "Runs in the last 24 hours", hours, true, narrowChart),
 		Days: runsChart("last-30d", "Runs in the last 30 days", days, false, narrowChart)})
 	return nil
 }

@@ -19,7 +19,9 @@ type workersPage struct {
 	First   string
 	Counts  workerStates
 	Pools   []poolRow
-	URL     *url.URL
+	// PoolNames names the pools of the workers listed.
+	PoolNames map[int64]string
+	URL       *url.URL
 }
 
 func (workersPage) title() string { return "Workers and pools" }
@@ -32,26 +34,46 @@ type workerRow struct {
 	Heartbeat *time.Duration
 }
 
-// poolRow is a pool with its instances: its workers, each with the age of
-// its live instance.
+// poolRow is a pool with its live instances and the last ones that
+// stopped. Admin is set for admins, who see what the API shows them only:
+// the autoscaler's last decision, the provider's last error.
 type poolRow struct {
-	store.PoolSummary
+	poolView
 	Instances []instanceRow
 	More      bool
+	Stopped   []model.PoolInstance
+	Admin     bool
 }
 
+// instanceRow is a live instance with its age and runtime (the same, as
+// long as it lives: runtime runs from the moment kiln asked for it) and
+// the request its runner runs, if the visitor sees it.
 type instanceRow struct {
 	model.PoolInstance
-	Age time.Duration
+	Age  time.Duration
+	Task *model.WorkRequest
 }
 
-// instancesShown bounds the instances listed per pool on the page; the
-// counts cover all of them.
-const instancesShown = 50
+// Others counts the requests its runner runs besides the one shown.
+func (r instanceRow) Others() int {
+	if r.Task == nil {
+		return 0
+	}
+	return r.Running - 1
+}
+
+// instancesShown bounds the live instances listed per pool on the page
+// (the counts cover all of them), stoppedShown the stopped ones.
+const (
+	instancesShown = 50
+	stoppedShown   = 5
+)
 
 // workers lists the workers — to signed-in users, as the API lists them
-// to users only — with their state, what they run and their last
-// heartbeat, and the pools with their instances.
+// to users only — with their state, pool, what they run and their last
+// heartbeat, and the pools with their live instances (state, age, task)
+// and the last that stopped (runtime, why), their runtime and the budget
+// they used this month.
 func (d *Dashboard) workers(v *visit) error {
 	if err := v.onlyParams("state", "pool", "after"); err != nil {
 		return err
@@ -122,10 +144,16 @@ func (d *Dashboard) workers(v *visit) error {
 		return err
 	}
 	p.Counts = countWorkers(farm.Workers)
-	for _, ps := range farm.Pools {
-		row := poolRow{PoolSummary: ps}
-		insts, err := d.st.PoolInstances(v.ctx(), store.InstanceQuery{PoolID: ps.Pool.ID, Limit: instancesShown + 1})
+	p.PoolNames = map[int64]string{}
+	var held []int64 // workers of busy instances
+	for _, pv := range poolViews(farm.Pools, v.now) {
+		p.PoolNames[pv.Pool.ID] = pv.Pool.Name
+		row := poolRow{poolView: pv, Admin: v.viewer != nil && v.viewer.Admin}
+		insts, err := d.st.PoolInstances(v.ctx(), store.InstanceQuery{PoolID: pv.Pool.ID, Limit: instancesShown + 1})
 		if err != nil {
+			return err
+		}
+		if row.Stopped, err = d.st.PoolInstances(v.ctx(), store.InstanceQuery{PoolID: pv.Pool.ID, Stopped: true, Limit: stoppedShown}); err != nil {
 			return err
 		}
 		if len(insts) > instancesShown {
@@ -133,8 +161,23 @@ func (d *Dashboard) workers(v *visit) error {
 		}
 		for _, in := range insts {
 			row.Instances = append(row.Instances, instanceRow{PoolInstance: in, Age: v.now.Sub(in.CreatedAt)})
+			if in.Running > 0 {
+				held = append(held, in.WorkerID)
+			}
 		}
 		p.Pools = append(p.Pools, row)
+	}
+	tasks, err := d.st.RunningOn(v.ctx(), held, v.viewer)
+	if err != nil {
+		return err
+	}
+	for i := range p.Pools {
+		for j := range p.Pools[i].Instances {
+			in := &p.Pools[i].Instances[j]
+			if r, ok := tasks[in.WorkerID]; ok && in.Running > 0 {
+				in.Task = &r
+			}
+		}
 	}
 	v.render(200, "workers", p)
 	return nil

@@ -6,18 +6,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"time"
 
 	"github.com/kiln-build/kiln/internal/model"
 )
 
 // Farm is the state of the farm that the dashboard's overview and workers
 // page show beside their statistics: how many workers are in which state,
-// and the pools. Neither names a workspace, so it is the same for every
-// visitor (the public metrics publish the same figures).
+// and the pools with their status (live instances by state, runtime,
+// budget used this month). Neither names a workspace, so it is the same
+// for every visitor (the public metrics publish the same figures).
 type Farm struct {
 	Workers []WorkerCount
-	Pools   []PoolSummary
+	Pools   []model.WorkerPool
 }
 
 // WorkerCount is how many workers of a type (and pool) are in a state.
@@ -27,16 +27,6 @@ type WorkerCount struct {
 	Connected bool
 	Busy      bool
 	N         int64
-}
-
-// PoolSummary is a worker pool with its accounted runtime — stopped
-// instances' runtime plus live instances' age, as worker_pool_runtime
-// counts it — and the number of its workers and live instances.
-type PoolSummary struct {
-	Pool      model.WorkerPool
-	Workers   int64
-	Instances int64
-	Runtime   time.Duration
 }
 
 // Farm reads the figures of Farm in one read transaction. Worker counts
@@ -90,36 +80,19 @@ func (s *SQL) Farm(ctx context.Context) (*Farm, error) {
 		if err := t.each(ctx, pools.selectSQL()+" ORDER BY name", nil, func(r *sql.Rows) error {
 			p, err := pools.def.scan(r)
 			if err == nil {
-				out.Pools = append(out.Pools, PoolSummary{Pool: *p})
+				out.Pools = append(out.Pools, *p)
 			}
 			return err
 		}); err != nil {
 			return err
 		}
-		if len(out.Pools) == 0 {
-			return nil
-		}
-		byID := map[int64]*PoolSummary{}
+		// O(pools + live instances), as the public endpoint's runtime
 		for i := range out.Pools {
-			p := &out.Pools[i]
-			if err := t.poolStatus(ctx, &p.Pool); err != nil {
+			if err := t.poolStatus(ctx, &out.Pools[i]); err != nil {
 				return err
 			}
-			byID[p.Pool.ID] = p
-			p.Instances = int64(p.Pool.Status.Live())
-			p.Runtime = time.Duration(p.Pool.RuntimeSeconds * float64(time.Second))
 		}
-		return t.each(ctx, `SELECT worker_pool_id, COUNT(*) FROM workers WHERE worker_pool_id IS NOT NULL GROUP BY worker_pool_id`,
-			nil, func(r *sql.Rows) error {
-				var id, workers int64
-				if err := r.Scan(&id, &workers); err != nil {
-					return err
-				}
-				if p := byID[id]; p != nil {
-					p.Workers = workers
-				}
-				return nil
-			})
+		return nil
 	})
 	return out, err
 }

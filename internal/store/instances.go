@@ -196,11 +196,15 @@ type InstanceQuery struct {
 	All bool
 	// After is the last id of the previous page.
 	After int64
-	Limit int
+	// Stopped lists only stopped instances, the last stopped first
+	// (through pool_instances_stopped), instead of a page by id: the
+	// dashboard's "recently stopped". After is ignored.
+	Stopped bool
+	Limit   int
 }
 
-// PoolInstances lists a pool's instances: what `kiln pool instances` and
-// the dashboard show.
+// PoolInstances lists a pool's instances by id, or its last stopped ones:
+// what `kiln pool instances` and the dashboard show.
 func (s *SQL) PoolInstances(ctx context.Context, q InstanceQuery) ([]model.PoolInstance, error) {
 	limit := q.Limit
 	if limit <= 0 {
@@ -208,7 +212,12 @@ func (s *SQL) PoolInstances(ctx context.Context, q InstanceQuery) ([]model.PoolI
 	}
 	limit = min(limit, MaxPageSize)
 	cond, args := []string{"i.pool_id = $1", "i.id > $2"}, []any{q.PoolID, q.After}
-	if !q.All {
+	order := " ORDER BY i.id"
+	switch {
+	case q.Stopped:
+		cond, args = []string{"i.pool_id = $1", "i.stopped_at IS NOT NULL"}, []any{q.PoolID}
+		order = " ORDER BY i.stopped_at DESC"
+	case !q.All:
 		cond = append(cond, "i.stopped_at IS NULL")
 	}
 	out := []model.PoolInstance{}
@@ -219,7 +228,7 @@ func (s *SQL) PoolInstances(ctx context.Context, q InstanceQuery) ([]model.PoolI
 			}
 			return err
 		}
-		lis, err := t.liveInstances(ctx, strings.Join(cond, " AND ")+" ORDER BY i.id LIMIT "+strconv.Itoa(limit), args...)
+		lis, err := t.liveInstances(ctx, strings.Join(cond, " AND ")+order+" LIMIT "+strconv.Itoa(limit), args...)
 		for i := range lis {
 			out = append(out, lis[i].PoolInstance)
 		}

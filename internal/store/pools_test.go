@@ -366,3 +366,46 @@ func TestSessionLockIsOneHolderAtATime(t *testing.T) {
 	must(t, taken.Held(ctx))
 	taken.Release()
 }
+
+// TestFarmPoolsAndLastStopped: what the dashboard reads — Farm's pools,
+// by name, with their status (live instances by state, runtime, budget
+// used), and a pool's last stopped instances, the last stopped first.
+func TestFarmPoolsAndLastStopped(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		now := f.fakeClock()
+		start := *now
+		p := f.pool(t, "zeta", func(p *model.WorkerPool) { p.MaxInstances = 4 })
+		f.pool(t, "alpha", nil)
+		var ids []int64
+		for range 4 {
+			inst, _, err := f.s.StartPoolInstance(ctx, p.ID)
+			must(t, err)
+			ids = append(ids, inst.ID)
+		}
+		// the first three stop a minute apart, in the order 2, 0, 1
+		for _, i := range []int{2, 0, 1} {
+			*now = now.Add(time.Minute)
+			must(t, f.s.StopPoolInstance(ctx, ids[i], *now, "idle_timeout"))
+		}
+		last, err := f.s.PoolInstances(ctx, store.InstanceQuery{PoolID: p.ID, Stopped: true, Limit: 2})
+		must(t, err)
+		if len(last) != 2 || last[0].ID != ids[1] || last[1].ID != ids[0] || last[0].RuntimeSeconds != 180 {
+			t.Fatalf("the last two stopped: %+v", last)
+		}
+		farm, err := f.s.Farm(ctx)
+		must(t, err)
+		if len(farm.Pools) != 2 || farm.Pools[0].Name != "alpha" || farm.Pools[1].Name != "zeta" {
+			t.Fatalf("Farm's pools: %+v", farm.Pools)
+		}
+		z := farm.Pools[1]
+		// 1 + 2 + 3 minutes stopped, and the live one 3 minutes old
+		if z.Status.Instances[model.InstanceCreating] != 1 || z.Status.Live() != 1 || z.RuntimeSeconds != 540 {
+			t.Fatalf("pool zeta's status %+v, runtime %v", z.Status, z.RuntimeSeconds)
+		}
+		if month := store.MonthStart(*now); !month.After(start) && z.Status.BudgetUsedSeconds != 540 {
+			t.Fatalf("pool zeta used %v s this month, want 540", z.Status.BudgetUsedSeconds)
+		}
+	})
+}
