@@ -404,6 +404,51 @@ func TestBudgetHoldsScaleUp(t *testing.T) {
 	})
 }
 
+// TestBudgetStopsScaleUpAtTheLimit: a pool that used most of its month's
+// budget may start one more instance — the runtime used, plus what its
+// live instances run at least, plus one idle_timeout must fit — and no
+// second one however long the backlog stays, and says why.
+func TestBudgetStopsScaleUpAtTheLimit(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		e := newEnv(t, dsn, func(p *model.WorkerPool) {
+			p.MaxInstances = 3
+			p.IdleTimeout = model.Duration(10 * time.Second)
+		})
+		// an hour of runtime earlier (less if this month began since)
+		past := time.Now().Add(-2 * time.Hour)
+		e.st.SetClock(func() time.Time { return past })
+		old, _, err := e.st.StartPoolInstance(ctx, e.pool.ID)
+		must(t, err)
+		e.st.SetClock(func() time.Time { return past.Add(time.Hour) })
+		must(t, e.st.StopPoolInstance(ctx, old.ID, past.Add(time.Hour), pool.ReasonIdleTimeout))
+		e.st.SetClock(time.Now)
+		used := int64(e.poolNow().Status.BudgetUsedSeconds)
+		// room for one instance's idle_timeout (10 s), not for two
+		budget := used + 15
+		_, err = e.st.WorkerPools().Update(ctx, e.pool.ID, nil, func(p *model.WorkerPool) error {
+			p.MaxSecondsPerMonth = &budget
+			return nil
+		})
+		must(t, err)
+
+		ids := e.submit(6, "riscv64")
+		e.start(pool.Config{})
+		e.until("the one instance to run the six requests", func() bool { return e.completed(ids) })
+		if created, _ := e.cloud.counts(); created != 1 {
+			t.Fatalf("%d instances created with room in the budget for one", created)
+		}
+		want := fmt.Sprintf("hold: budget: %d s of max_seconds_per_month %d s used this month and 10 s more that its instances run at least; one more instance runs at least idle_timeout 10s",
+			used, budget)
+		if got := e.poolNow().Status.LastDecision; got != want {
+			t.Errorf("last decision %q, want %q", got, want)
+		}
+		if got := e.metric("kiln_pool_scale_decisions_total", "worker_pool", "cloud", "direction", "hold", "reason", "budget"); got < 1 {
+			t.Errorf("hold decisions for the budget: %v", got)
+		}
+	})
+}
+
 // TestFailingProviderBacksOff: a provider whose create fails is reported
 // on the pool and the instance, and after the second failure in a row the
 // pool backs off instead of calling it at every pass; once it works again

@@ -29,9 +29,11 @@ import (
 //  3. pending Worker requests that no worker with room (nor an instance on
 //     its way) can take start instances of the pools that offer their
 //     architecture and backend, one per `concurrent` requests (what each
-//     instance's runner runs at once), never above max_instances, while the pool's monthly budget allows one more and
-//     the pool does not back off; then pools with fewer than min_idle
-//     idle instances start more;
+//     instance's runner runs at once), never above max_instances, while
+//     the pool's monthly budget allows one more (the month's runtime, what
+//     its live instances run at least, and one idle_timeout) and the pool
+//     does not back off; then pools with fewer than min_idle idle
+//     instances start more;
 //  4. instances known alive are touched (a lost instance's runtime ends
 //     at its last sighting), deleted pools whose instances are all gone
 //     go, and each provider's list is compared with what kiln knows every
@@ -507,14 +509,39 @@ func (a *Autoscaler) cannotStart(p *model.WorkerPool, insts []*store.LiveInstanc
 		return fmt.Sprintf("%s: %d of %d instances live", ReasonMaxInstances, live, p.MaxInstances)
 	}
 	if b := p.MaxSecondsPerMonth; b != nil {
-		// an instance runs at least idle_timeout before it may be stopped
-		least := time.Duration(p.IdleTimeout).Seconds()
-		if used := p.Status.BudgetUsedSeconds + least*float64(started); used+least > float64(*b) {
-			return fmt.Sprintf("%s: %.0f s of max_seconds_per_month %d s used this month; one more instance runs at least idle_timeout %s",
-				ReasonBudget, p.Status.BudgetUsedSeconds, *b, time.Duration(p.IdleTimeout))
+		least := time.Duration(p.IdleTimeout)
+		committed := committedRuntime(p, insts, now) + least*time.Duration(started)
+		if p.Status.BudgetUsedSeconds+committed.Seconds()+least.Seconds() > float64(*b) {
+			more := ""
+			if committed > 0 {
+				more = fmt.Sprintf(" and %.0f s more that its instances run at least", committed.Seconds())
+			}
+			return fmt.Sprintf("%s: %.0f s of max_seconds_per_month %d s used this month%s; one more instance runs at least idle_timeout %s",
+				ReasonBudget, p.Status.BudgetUsedSeconds, *b, more, least)
 		}
 	}
 	return ""
+}
+
+// committedRuntime is the runtime pool p's live instances insts will
+// still use at least, from now: an instance is stopped once it has been
+// idle for idle_timeout, so one that is busy, starting or away runs at
+// least that long again, an idle one the rest of it; one stopping, none.
+// The budget counts it before an instance starts, or a pool would start
+// one per pass while its instances' runtime has not caught up yet.
+func committedRuntime(p *model.WorkerPool, insts []*store.LiveInstance, now time.Time) time.Duration {
+	least := time.Duration(p.IdleTimeout)
+	var out time.Duration
+	for _, inst := range insts {
+		switch {
+		case inst.State == model.InstanceStopping:
+		case inst.State == model.InstanceIdle && inst.IdleSince != nil:
+			out += max(0, least-now.Sub(*inst.IdleSince))
+		default:
+			out += least
+		}
+	}
+	return out
 }
 
 // start records a new instance of pool p and asks the provider for it.
