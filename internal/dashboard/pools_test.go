@@ -154,7 +154,7 @@ func TestPoolsOnTheOverviewAndWorkersPage(t *testing.T) {
 		want := map[string][]string{
 			"cloud": {"cloud", "exec", "failing", "4 of 5 (1 creating, 1 idle, 2 busy)", "2 h 10 min", used + " of 10 h 00 min (" +
 				percent(p.used/36000) + ")"},
-			"spare": {"spare", "process", "disabled", "0 of 1", "0 µs", "0 µs"},
+			"spare": {"spare", "process", "disabled", "0 of 1", "0 s", "0 s"},
 		}
 		for name, w := range want {
 			if strings.Join(rows[name], " | ") != strings.Join(w, " | ") {

@@ -130,11 +130,14 @@ func ago(now, t time.Time) string {
 	return duration(d) + " ago"
 }
 
-// duration rounds d to two units at most: "1 h 05 min", "3.2 s".
+// duration rounds d to two units at most: "1 h 05 min", "3.2 s"; nothing
+// at all is "0 s", not a precision the figure never had.
 func duration(d time.Duration) string {
 	switch {
 	case d < 0:
 		return "-" + duration(-d)
+	case d == 0:
+		return "0 s"
 	case d < time.Millisecond:
 		return strconv.FormatInt(d.Microseconds(), 10) + " µs"
 	case d < time.Second:

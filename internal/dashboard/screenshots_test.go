@@ -31,11 +31,12 @@ var screenshots = []struct{ file, path string }{
 }
 
 // TestScreenshots takes the README's screenshots of a farm with a week of
-// varied work, in Chromium: each page renders to a PNG of the browser's
+// varied work and two worker pools, in Chromium: each page renders to a PNG of the browser's
 // width. With -update-screenshots they replace the files in docs/, which
 // must exist either way (the README shows them).
 func TestScreenshots(t *testing.T) {
 	f := newFarm(t, testdb.SQLite(t))
+	f.seedPools()
 	shown := f.week()
 	tb := newTab(t)
 	for _, s := range screenshots {
