@@ -137,8 +137,13 @@ func (s *SQL) settleParent(ctx context.Context, t *tx, child *model.WorkRequest)
 	if child.ParentID == nil {
 		return nil
 	}
+	// The parent's lock orders the children that end together, on this
+	// replica or another: under READ COMMITTED each would otherwise read
+	// its siblings before the others commit, see one still running, and
+	// leave the workflow running forever. The one that waited reads them
+	// afterwards, each statement with a fresh snapshot.
 	var typ, status string
-	if err := t.queryRow(ctx, "SELECT task_type, status FROM work_requests WHERE id = $1", *child.ParentID).Scan(&typ, &status); err != nil {
+	if err := t.queryRow(ctx, "SELECT task_type, status FROM work_requests WHERE id = $1"+t.forUpdate(), *child.ParentID).Scan(&typ, &status); err != nil {
 		return err
 	}
 	if typ != string(model.TaskWorkflow) || status != string(model.StatusRunning) {
@@ -164,8 +169,15 @@ func (s *SQL) settleParent(ctx context.Context, t *tx, child *model.WorkRequest)
 // pending once all their dependencies succeeded, aborted as soon as one did
 // not.
 func (s *SQL) settleDependents(ctx context.Context, t *tx, done *model.WorkRequest) error {
+	// The dependents' locks order the dependencies that end together,
+	// as the parent's lock does in settleParent: the last one to commit
+	// sees all the others done.
+	lock := ""
+	if s.dialect == Postgres {
+		lock = " FOR UPDATE OF w"
+	}
 	ids, err := t.ids(ctx, `SELECT work_request_id FROM work_request_dependencies d JOIN work_requests w ON w.id = d.work_request_id
-		WHERE d.depends_on_id = $1 AND w.status = 'blocked' ORDER BY work_request_id`, done.ID)
+		WHERE d.depends_on_id = $1 AND w.status = 'blocked' ORDER BY work_request_id`+lock, done.ID)
 	if err != nil {
 		return err
 	}
@@ -301,7 +313,9 @@ func (s *SQL) RetryWorkRequest(ctx context.Context, id int64, v *Viewer) (*model
 func (s *SQL) reopenWorkflow(ctx context.Context, t *tx, id *int64) error {
 	for id != nil {
 		var typ, status string
-		if err := t.queryRow(ctx, "SELECT task_type, status FROM work_requests WHERE id = $1", *id).Scan(&typ, &status); err != nil {
+		// locked, as settleParent does: two steps retried together
+		// reopen it once
+		if err := t.queryRow(ctx, "SELECT task_type, status FROM work_requests WHERE id = $1"+t.forUpdate(), *id).Scan(&typ, &status); err != nil {
 			return err
 		}
 		if typ != string(model.TaskWorkflow) || !model.Status(status).Finished() {
@@ -320,12 +334,25 @@ func (s *SQL) reopenWorkflow(ctx context.Context, t *tx, id *int64) error {
 	return nil
 }
 
-// requeue gives a running request of a lost worker back to the queue, or
-// ends it with an error once it has used its retries.
-func (s *SQL) requeue(ctx context.Context, t *tx, id int64, why string) (*model.WorkRequest, error) {
+// errNotHeld is requeue's answer when the request, once locked, is no
+// longer running on the worker the caller read it from: another
+// transaction (maybe another replica's) requeued, completed or aborted it
+// first, and it may already run elsewhere.
+var errNotHeld = errors.New("not running on this worker")
+
+// requeue gives a request that worker holder was running back to the
+// queue, or ends it with an error once it has used its retries. It reads
+// the request under its lock and returns errNotHeld, changing nothing,
+// when holder no longer runs it: callers find requests with reads that
+// do not lock, and a requeue must happen once, not once per replica that
+// noticed.
+func (s *SQL) requeue(ctx context.Context, t *tx, id, holder int64, why string) (*model.WorkRequest, error) {
 	cur, err := s.workRequests().get(ctx, t, id, nil, true)
 	if err != nil {
 		return nil, err
+	}
+	if cur.Status != model.StatusRunning || cur.WorkerID == nil || *cur.WorkerID != holder {
+		return nil, errNotHeld
 	}
 	if cur.Retries >= cur.MaxRetries {
 		b, _ := json.Marshal(map[string]string{"error": why + fmt.Sprintf("; gave up after %d retries", cur.Retries)})
@@ -345,14 +372,11 @@ func (s *SQL) requeue(ctx context.Context, t *tx, id int64, why string) (*model.
 func (s *SQL) RequeueWorkRequest(ctx context.Context, id, workerID int64, why string) (*model.WorkRequest, error) {
 	var out *model.WorkRequest
 	err := s.inTx(ctx, func(t *tx) error {
-		cur, err := s.workRequests().get(ctx, t, id, nil, true)
-		if err != nil {
-			return err
-		}
-		if cur.Status != model.StatusRunning || cur.WorkerID == nil || *cur.WorkerID != workerID {
+		var err error
+		out, err = s.requeue(ctx, t, id, workerID, why)
+		if errors.Is(err, errNotHeld) {
 			return conflict("worker", "work request %d is not running on this worker", id)
 		}
-		out, err = s.requeue(ctx, t, id, why)
 		return err
 	})
 	return out, err
@@ -382,7 +406,9 @@ func (s *SQL) ConnectWorker(ctx context.Context, id int64, meta model.WorkerMeta
 			if kept[wr] {
 				continue
 			}
-			if _, err := s.requeue(ctx, t, wr, "worker restarted while running it"); err != nil {
+			if _, err := s.requeue(ctx, t, wr, id, "worker restarted while running it"); errors.Is(err, errNotHeld) {
+				continue // requeued meanwhile by the heartbeat rule
+			} else if err != nil {
 				return err
 			}
 			requeued = append(requeued, wr)
@@ -445,13 +471,21 @@ func (s *SQL) TouchWorker(ctx context.Context, id int64) (connected bool, runnin
 // RequeueLostWork finds workers whose last heartbeat is older than timeout,
 // marks them disconnected and requeues their running requests. It returns
 // the requeued request ids.
+//
+// Every replica applies the rule, often at the same moment. Each request
+// goes back once: the running requests of a lost worker are read under
+// their locks (a replica that waits for another's then finds them no
+// longer running), the requests first and the worker after, the order of
+// every path that locks both; and a worker whose heartbeat arrived
+// meanwhile keeps what it runs.
 func (s *SQL) RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int64, error) {
-	cutoff := toMicros(s.now().Add(-timeout))
+	cutoff := fromMicros(toMicros(s.now().Add(-timeout)))
 	var requeued []int64
 	err := s.inTx(ctx, func(t *tx) error {
+		requeued = nil
 		lost, err := t.ids(ctx, `SELECT id FROM workers WHERE worker_type <> 'server' AND (last_seen_at IS NULL OR last_seen_at < $1)
 			AND (connected_at IS NOT NULL OR id IN (SELECT worker_id FROM work_requests WHERE status = 'running' AND worker_id IS NOT NULL))
-			ORDER BY id`, cutoff)
+			ORDER BY id`, toMicros(cutoff))
 		if err != nil {
 			return err
 		}
@@ -462,12 +496,24 @@ func (s *SQL) RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int
 			if err != nil {
 				return err
 			}
+			wk, err := s.workers().get(ctx, t, w, nil, true)
+			if err != nil {
+				return err
+			}
+			if wk.LastSeenAt != nil && !wk.LastSeenAt.Before(cutoff) {
+				continue // it spoke since the first read
+			}
 			for _, wr := range wrs {
-				if _, err := s.requeue(ctx, t, wr, fmt.Sprintf("worker %d stopped sending heartbeats", w)); err != nil {
+				if _, err := s.requeue(ctx, t, wr, w, fmt.Sprintf("worker %d stopped sending heartbeats", w)); errors.Is(err, errNotHeld) {
+					continue
+				} else if err != nil {
 					return err
 				}
+				requeued = append(requeued, wr)
 			}
-			requeued = append(requeued, wrs...)
+			if wk.ConnectedAt == nil {
+				continue
+			}
 			if _, err := s.workers().update(ctx, t, w, nil, func(wk *model.Worker) error {
 				wk.ConnectedAt = nil
 				return nil

@@ -1,0 +1,182 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/store"
+	"github.com/kiln-build/kiln/internal/testdb"
+)
+
+// Several server replicas share one database: each test here opens the
+// database once per replica and has the replicas do at the same moment
+// what, done one after the other, is plainly right. On SQLite (one writer)
+// they serialise; on PostgreSQL their transactions really overlap, under
+// READ COMMITTED, and each must still see what the others committed.
+
+const replicas = 3
+
+// openReplicas opens the farm's database once more per extra replica.
+func openReplicas(t *testing.T, f *farm, dsn string) []*store.SQL {
+	t.Helper()
+	out := []*store.SQL{f.s}
+	for len(out) < replicas {
+		out = append(out, open(t, dsn))
+	}
+	return out
+}
+
+// together runs fn(i) for i in [0, n) at the same moment, as far as
+// goroutines allow, and waits for all of them.
+func together(n int, fn func(i int)) {
+	var ready, wg sync.WaitGroup
+	start := make(chan struct{})
+	ready.Add(n)
+	wg.Add(n)
+	for i := range n {
+		go func() {
+			defer wg.Done()
+			ready.Done()
+			<-start
+			fn(i)
+		}()
+	}
+	ready.Wait()
+	close(start)
+	wg.Wait()
+}
+
+// connectWorkers creates n enabled amd64 workers, connected.
+func connectWorkers(t *testing.T, s *store.SQL, prefix string, n int) []*model.Worker {
+	t.Helper()
+	ctx := context.Background()
+	var ws []*model.Worker
+	for i := range n {
+		w := &model.Worker{Name: fmt.Sprintf("%s-%d", prefix, i), WorkerType: model.WorkerExternal, Enabled: true}
+		must(t, s.Workers().Create(ctx, w))
+		w, _, err := s.ConnectWorker(ctx, w.ID, model.WorkerMetadata{Architectures: []string{"amd64"}})
+		must(t, err)
+		ws = append(ws, w)
+	}
+	return ws
+}
+
+func amd64Step() *model.WorkRequest {
+	return &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop", Data: json.RawMessage(`{"host_architecture": "amd64"}`), MaxRetries: 3}
+}
+
+// TestSiblingsFinishingTogetherSettleTheirWorkflow: the last two steps of
+// a workflow end at the same moment on two replicas. Each must not
+// conclude from a snapshot taken before the other committed that a
+// sibling still runs, or the workflow would run forever.
+func TestSiblingsFinishingTogetherSettleTheirWorkflow(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		rs := openReplicas(t, f, dsn)
+		ws := connectWorkers(t, f.s, "sibling", replicas)
+		for round := range 15 {
+			root := &model.WorkRequest{TaskName: "matrix", WorkspaceID: f.ws.ID, CreatedBy: &f.admin}
+			steps := make([]store.WorkflowStep, replicas)
+			for i := range steps {
+				steps[i] = store.WorkflowStep{Request: amd64Step()}
+			}
+			must(t, f.s.SubmitWorkflow(ctx, root, steps))
+			held := make([]int64, replicas)
+			for i, w := range ws {
+				wr, err := f.s.ClaimWorkRequest(ctx, w.ID)
+				must(t, err)
+				held[i] = wr.ID
+			}
+			together(replicas, func(i int) {
+				if _, err := rs[i].CompleteWorkRequest(ctx, held[i], ws[i].ID, store.Completion{Result: model.ResultSuccess}); err != nil {
+					t.Error(err)
+				}
+			})
+			got, err := f.s.WorkRequests().Get(ctx, root.ID, nil)
+			must(t, err)
+			if got.Status != model.StatusCompleted || got.Result != model.ResultSuccess {
+				t.Fatalf("round %d: the workflow is %s/%s after its last steps ended together, want completed/success", round, got.Status, got.Result)
+			}
+		}
+	})
+}
+
+// TestDependenciesFinishingTogetherReleaseTheirDependent: a request
+// waits for several others, which end at the same moment on different
+// replicas; it must become pending, not stay blocked forever.
+func TestDependenciesFinishingTogetherReleaseTheirDependent(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		rs := openReplicas(t, f, dsn)
+		ws := connectWorkers(t, f.s, "dep", replicas)
+		for round := range 15 {
+			deps := make([]int64, replicas)
+			for i := range deps {
+				deps[i] = f.worker(t, "amd64").ID
+			}
+			dependent := f.worker(t, "arm64", deps...)
+			held := make([]int64, replicas)
+			for i, w := range ws {
+				wr, err := f.s.ClaimWorkRequest(ctx, w.ID)
+				must(t, err)
+				held[i] = wr.ID
+			}
+			together(replicas, func(i int) {
+				if _, err := rs[i].CompleteWorkRequest(ctx, held[i], ws[i].ID, store.Completion{Result: model.ResultSuccess}); err != nil {
+					t.Error(err)
+				}
+			})
+			got, err := f.s.WorkRequests().Get(ctx, dependent.ID, nil)
+			must(t, err)
+			if got.Status != model.StatusPending {
+				t.Fatalf("round %d: the dependent is %s after its dependencies succeeded together, want pending", round, got.Status)
+			}
+		}
+	})
+}
+
+// TestLostWorkIsRequeuedOnce: every replica runs the heartbeat rule; when
+// they judge one silent runner at the same moment, its request goes back
+// to the queue once — one retry counted, one requeue reported — and a
+// request that meanwhile went to another runner stays with it.
+func TestLostWorkIsRequeuedOnce(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		rs := openReplicas(t, f, dsn)
+		for round := range 15 {
+			lost := connectWorkers(t, f.s, fmt.Sprintf("lost-%d", round), 1)[0]
+			wr := f.worker(t, "amd64") // one retry: a second requeue would fail it
+			claimed, err := f.s.ClaimWorkRequest(ctx, lost.ID)
+			must(t, err)
+			if claimed.ID != wr.ID {
+				t.Fatalf("claimed %d, want %d", claimed.ID, wr.ID)
+			}
+			var mu sync.Mutex
+			var requeued []int64
+			together(replicas, func(i int) {
+				ids, err := rs[i].RequeueLostWork(ctx, 0)
+				if err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				requeued = append(requeued, ids...)
+				mu.Unlock()
+			})
+			got, err := f.s.WorkRequests().Get(ctx, wr.ID, nil)
+			must(t, err)
+			if len(requeued) != 1 || got.Retries != 1 || got.Status != model.StatusPending {
+				t.Fatalf("round %d: requeued %v, request %s with %d retries; want requeued once: pending with 1 retry", round, requeued, got.Status, got.Retries)
+			}
+			// leave nothing pending for the next round's claim
+			_, err = f.s.AbortWorkRequest(ctx, wr.ID, "done with it", nil)
+			must(t, err)
+		}
+	})
+}
