@@ -178,6 +178,13 @@ type Store interface {
 	// request that becomes pending in this process.
 	OnPending(h PendingHook)
 
+	// Live logs of running requests, readable through every replica
+	// (livelog.go).
+	AppendLiveLog(ctx context.Context, id int64, attempt int, offset int64, data []byte) error
+	ReadLiveLog(ctx context.Context, id, offset int64, limit int) (data []byte, from int64, running bool, err error)
+	DropLiveLog(ctx context.Context, id int64, attempt int) error
+	SweepLiveLogs(ctx context.Context) (int64, error)
+
 	// Workers' connection state.
 	ConnectWorker(ctx context.Context, id int64, meta model.WorkerMetadata, keep ...int64) (*model.Worker, []int64, error)
 	RequeueWorkRequest(ctx context.Context, id, workerID int64, why string) (*model.WorkRequest, error)
