@@ -17,21 +17,18 @@ import (
 // Dispatcher is the part of the scheduler the API talks to: it serves
 // runner connections and is told when the queue changes. The server passes
 // its *scheduler.Scheduler in Options.Dispatcher; without one, runners
-// cannot connect (503) and the rest of the API works as usual.
+// cannot connect (503) and the rest of the API works as usual. What the
+// store records reaches the scheduler of every replica without the API:
+// requests that become pending wake runners, aborted ones are cancelled
+// on their runners (store.OnPending, store.OnFinish), and the logs
+// runners stream are read from the store.
 type Dispatcher interface {
 	// ServeRunner speaks the runner protocol on an accepted WebSocket
 	// until it ends.
 	ServeRunner(ctx context.Context, conn *websocket.Conn, w *model.Worker)
-	// Poke says that runners may now get work although no request
-	// became pending (a worker was enabled). Requests that become pending
-	// the scheduler hears of from the store itself (store.OnPending).
+	// Poke says that runners, wherever they are connected, may now get
+	// work although no request became pending (a worker was enabled).
 	Poke()
-	// Cancel tells the runner holding a request, if it is connected to
-	// this process, to stop it.
-	Cancel(id int64, reason string)
-	// LiveLog returns what a running request has logged so far, from
-	// offset on, when its runner streams to this process.
-	LiveLog(id, offset int64) (data []byte, from int64, ok bool)
 }
 
 // nopDispatcher stands in when the API runs without a scheduler.
@@ -40,8 +37,6 @@ type nopDispatcher struct{}
 // The methods of nopDispatcher do nothing: there is no scheduler.
 func (nopDispatcher) ServeRunner(context.Context, *websocket.Conn, *model.Worker) {}
 func (nopDispatcher) Poke()                                                       {}
-func (nopDispatcher) Cancel(int64, string)                                        {}
-func (nopDispatcher) LiveLog(int64, int64) ([]byte, int64, bool)                  { return nil, 0, false }
 
 func (a *API) dispatcher() Dispatcher {
 	if a.opts.Dispatcher == nil {

@@ -206,8 +206,8 @@ func startWorkflow(c *call) error {
 }
 
 // abortWorkflow aborts the root and, in the same transaction, every child
-// that has not finished; runners connected to this process stop the
-// children they were running.
+// that has not finished; the runners of its running steps stop them,
+// wherever they are connected.
 func abortWorkflow(c *call) error {
 	if err := c.requireUser(); err != nil {
 		return err
@@ -226,21 +226,13 @@ func abortWorkflow(c *call) error {
 	if err := c.decode(abortSpec, &in); err != nil {
 		return err
 	}
-	kids, err := c.children(root.ID)
-	if err != nil {
-		return err
-	}
 	reason := fmt.Sprintf("aborted by %s", c.user().Username)
 	if in.Reason != nil && *in.Reason != "" {
 		reason += ": " + *in.Reason
 	}
+	// the runners of its running steps hear of it from the store's hook
 	if _, err := c.a.st.AbortWorkRequest(c.ctx(), root.ID, reason, c.viewer()); err != nil {
 		return err
-	}
-	for _, k := range kids {
-		if k.Status == model.StatusRunning {
-			c.a.dispatcher().Cancel(k.ID, reason)
-		}
 	}
 	root, err = c.a.st.WorkRequests().Get(c.ctx(), root.ID, nil)
 	if err != nil {

@@ -164,11 +164,9 @@ func lifecycle(c *call, res *resource[model.WorkRequest, workRequestInput], spec
 		if in.Reason != nil && *in.Reason != "" {
 			reason += ": " + *in.Reason
 		}
+		// its runner, if it runs, hears of it from the store's hook
 		if out, err = c.a.st.AbortWorkRequest(c.ctx(), wr.ID, reason, c.viewer()); err != nil {
 			return err
-		}
-		if wr.Status == model.StatusRunning {
-			c.a.dispatcher().Cancel(wr.ID, reason)
 		}
 	} else {
 		var in retryInput
@@ -193,8 +191,8 @@ const LogOffsetHeader = "X-Kiln-Log-Offset"
 const LogSourceHeader = "X-Kiln-Log-Source"
 
 // workRequestLog answers the request's log as text: while it runs, what its
-// runner has streamed to this server so far (?offset= skips what the
-// client has); afterwards, the log artifact the runner uploaded.
+// runner has streamed so far, through whichever replica (?offset= skips
+// what the client has); afterwards, the log artifact the runner uploaded.
 func workRequestLog(c *call, res *resource[model.WorkRequest, workRequestInput]) error {
 	if err := c.anyone(); err != nil {
 		return err
@@ -217,14 +215,27 @@ func workRequestLog(c *call, res *resource[model.WorkRequest, workRequestInput])
 	c.w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	c.w.Header().Set("X-Content-Type-Options", "nosniff")
 	c.w.Header().Set("Cache-Control", "no-store")
-	if wr.Status == model.StatusRunning {
-		if data, from, ok := c.a.dispatcher().LiveLog(wr.ID, offset); ok {
-			c.w.Header().Set(LogSourceHeader, "live")
-			c.w.Header().Set(LogOffsetHeader, strconv.FormatInt(from, 10))
-			c.w.WriteHeader(http.StatusOK)
-			c.w.Write(data)
-			return nil
+	live := func(data []byte, from int64) error {
+		c.w.Header().Set(LogSourceHeader, "live")
+		c.w.Header().Set(LogOffsetHeader, strconv.FormatInt(from, 10))
+		c.w.WriteHeader(http.StatusOK)
+		c.w.Write(data)
+		return nil
+	}
+	// only runners stream logs (Worker and Signing tasks): a running
+	// workflow, Wait or Server request has no live log to follow
+	running := false
+	if wt := model.WorkerTypeFor(wr.TaskType); wr.Status == model.StatusRunning && wt != "" && wt != model.WorkerServer {
+		data, from, ok, err := c.a.st.ReadLiveLog(c.ctx(), wr.ID, offset, 0)
+		if err != nil {
+			return err
 		}
+		if ok && len(data) > 0 {
+			return live(data, from)
+		}
+		// nothing new live: the log artifact, if the runner has uploaded
+		// it already (it does just before its result), has the rest
+		running = ok
 	}
 	// the newest log artifact: a retried request has one per attempt
 	var logArt *model.Artifact
@@ -243,8 +254,8 @@ func workRequestLog(c *call, res *resource[model.WorkRequest, workRequestInput])
 		q.After = page[len(page)-1].ID
 	}
 	if logArt == nil {
-		if wr.Status == model.StatusRunning {
-			return errorf(http.StatusNotFound, "", "work request %d runs on a runner connected to another server replica; its log is readable there, or here once it ends", wr.ID)
+		if running {
+			return live(nil, offset)
 		}
 		return errorf(http.StatusNotFound, "", "work request %d has no log (it is %s; only command tasks write logs)", wr.ID, wr.Status)
 	}

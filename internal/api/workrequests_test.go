@@ -1,9 +1,12 @@
 package api_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/testdb"
 )
 
@@ -95,6 +98,15 @@ func TestWorkRequestLifecycle(t *testing.T) {
 
 		// no log before a runner wrote one
 		e.do("GET", base+itoa(id(first))+"/logs/", e.tok["alice"], nil).wantProblem(t, 404, "")
+		// nor ever for a running request no runner runs (a Wait): no live
+		// log to follow
+		_, err := e.st.WorkRequests().Update(context.Background(), id(pub), nil, func(wr *model.WorkRequest) error {
+			now := time.Now()
+			wr.Status, wr.StartedAt = model.StatusRunning, &now
+			return nil
+		})
+		e.must(err)
+		e.do("GET", base+itoa(id(pub))+"/logs/", e.tok["alice"], nil).wantProblem(t, 404, "")
 		e.do("GET", base+itoa(id(first))+"/logs/?offset=x", e.tok["alice"], nil).wantProblem(t, 400, "offset")
 		// requests are not patched or deleted: they move through their lifecycle
 		e.do("DELETE", base+itoa(id(first))+"/", adminSecret, nil).wantProblem(t, 405, "")

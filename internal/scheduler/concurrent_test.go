@@ -151,10 +151,9 @@ func TestSessionRunsUpToItsCapacity(t *testing.T) {
 			t.Fatalf("running %v, want %v", got, held)
 		}
 
-		// aborting one stops that one only
+		// aborting one stops that one only, told by the store's hook
 		_, err := f.st.AbortWorkRequest(ctx, held[0], "test", nil)
 		must(t, err)
-		f.s.Cancel(held[0], "aborted")
 		var cancel protocol.Cancel
 		r.expect(protocol.TypeCancel, &cancel)
 		if cancel.WorkRequest != held[0] {
@@ -209,9 +208,22 @@ func TestSessionRunsUpToItsCapacity(t *testing.T) {
 		}
 
 		// silent past the timeout: all three go back to the queue, and the
-		// runner is told to stop each
+		// runner is told to stop each at once (were its connection still
+		// alive on some replica), and again when it next speaks
 		f.clock.Advance(timeout + time.Microsecond)
 		f.requeueLost(t, held...)
+		var told []int64
+		for range held {
+			var cancel protocol.Cancel
+			r.expect(protocol.TypeCancel, &cancel)
+			if !strings.Contains(cancel.Reason, "heartbeats") {
+				t.Fatalf("cancel %+v, want one for the runner's heartbeats", cancel)
+			}
+			told = append(told, cancel.WorkRequest)
+		}
+		if slices.Sort(told); !slices.Equal(told, held) {
+			t.Fatalf("after losing %v the runner was told at once to stop %v", held, told)
+		}
 		if c := r.heartbeats(held...); !slices.Equal(c, held) {
 			t.Fatalf("after losing %v the runner was told to stop %v", held, c)
 		}

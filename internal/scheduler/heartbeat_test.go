@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -252,12 +253,17 @@ func TestSessionHeartbeats(t *testing.T) {
 		f.holds(t)
 
 		// silent past the timeout: the request goes back to the queue, and
-		// the runner is told to stop it when it next speaks
+		// the runner is told to stop it at once (were its connection still
+		// alive on some replica), and again when it next speaks
 		f.clock.Advance(timeout + time.Microsecond)
 		f.requeueLost(t, f.wr.ID)
+		var cancel protocol.Cancel
+		r.expect(protocol.TypeCancel, &cancel)
+		if cancel.WorkRequest != f.wr.ID || !strings.Contains(cancel.Reason, "heartbeats") {
+			t.Fatalf("cancel %+v, want one of %d for its heartbeats", cancel, f.wr.ID)
+		}
 		r.send(protocol.TypeHeartbeat, protocol.Heartbeat{Running: f.wr.ID})
 		r.expect(protocol.TypeHeartbeat, nil)
-		var cancel protocol.Cancel
 		r.expect(protocol.TypeCancel, &cancel)
 		if cancel.WorkRequest != f.wr.ID {
 			t.Fatalf("cancel of %d, want %d", cancel.WorkRequest, f.wr.ID)

@@ -13,12 +13,11 @@ import (
 // assigned, finished and requeued. Labels are bounded: task types, worker
 // types and results are enumerations.
 type metrics struct {
-	queueWait  *prometheus.HistogramVec
-	assigns    *prometheus.CounterVec
-	finished   *prometheus.CounterVec
-	requeued   prometheus.Counter
-	runners    prometheus.Gauge
-	logDropped prometheus.Counter
+	queueWait *prometheus.HistogramVec
+	assigns   *prometheus.CounterVec
+	finished  *prometheus.CounterVec
+	requeued  prometheus.Counter
+	runners   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,10 +43,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kiln_scheduler_runner_connections",
 			Help: "Runners connected to this server process.",
 		}),
-		logDropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "kiln_scheduler_live_log_dropped_bytes_total",
-			Help: "Bytes of live logs dropped because a log outgrew its in-memory buffer (the complete log is still uploaded as an artifact).",
-		}),
 	}
 	// Series of what this scheduler hands out exist from the start, so
 	// that dashboards and rate() see 0 rather than nothing before the
@@ -62,7 +57,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queueWait, m.assigns, m.finished, m.requeued, m.runners, m.logDropped} {
+		for _, c := range []prometheus.Collector{m.queueWait, m.assigns, m.finished, m.requeued, m.runners} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

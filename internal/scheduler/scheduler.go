@@ -9,8 +9,9 @@
 // one database never hand out the same request, and a server that restarts
 // loses nothing: the database is the queue. What the scheduler holds in
 // memory is only what belongs to this process — the WebSocket sessions of
-// the runners connected to it, and the live logs they stream — and all of
-// it may vanish with the process without harm.
+// the runners connected to it — and all of it may vanish with the process
+// without harm. The logs runners stream go to the database (package
+// livelog), so that any replica can serve them.
 //
 // Why runners talk WebSocket rather than long-poll: a runner's connection
 // state is part of the domain (workers are "connected" while their
@@ -30,21 +31,35 @@
 //     request it can run (ClaimWorkRequest), and as many more as it asks
 //     for up to its capacity (the runner's concurrent setting, reported as
 //     system:concurrent; the store refuses claims beyond it, so no state
-//     of a session can make a runner hold more); while none matches it waits
-//     until a request that runners run becomes pending in this process
-//     (the store's OnPending hook: a submission, a retry, a requeue, a
-//     completion that unblocks dependents) or ClaimInterval passes,
-//     whichever comes first, so a request submitted on another replica is
-//     picked up within ClaimInterval. The server worker and the Wait loop
-//     wait the same way for their own task types only: a completion that
-//     makes nothing pending, the common case, wakes no one.
+//     of a session can make a runner hold more); while none matches it
+//     waits until a request that runners run becomes pending in any
+//     process of the database or ClaimInterval passes, whichever comes
+//     first. The store's OnPending hook (a submission, a retry, a requeue,
+//     a completion that unblocks dependents) publishes the request's task
+//     type as a signal (package signal) to every server process, this one
+//     included, so that a request submitted on one replica starts at once
+//     on a runner connected to another; ClaimInterval is the safety net
+//     for signals lost while a process's signal connection was down. The
+//     server worker and the Wait loop wait the same way for their own
+//     task types only: a completion that makes nothing pending, the
+//     common case, wakes no one.
+//   - A request taken from its runner — aborted (the store's OnFinish
+//     hook), or requeued because the runner went silent — is announced
+//     the same way, naming the request, its worker and its attempt, and
+//     the process the runner is connected to tells it to stop that one
+//     request (the others it runs go on); the runner's next heartbeat
+//     would tell it too, later.
 //   - A runner that stops sending heartbeats for HeartbeatTimeout loses its
 //     requests: RequeueLostWork puts them back to pending (or fails them
 //     after max_retries), and whoever completes one is the only one allowed
-//     to.
+//     to. Every replica applies the rule; the store makes each requeue
+//     happen once.
 //   - Wait requests become running when they turn pending, due after
 //     their delay (due_at), and complete when it has passed; the loop
 //     reads both through indexes and sleeps until the next one is due.
+//     Every replica runs the loop: starting and completing are
+//     transactions that check the request's state, so one replica wins
+//     and the others change nothing.
 //   - Server requests run one at a time on this server's worker of type
 //     server, registered at start.
 package scheduler
@@ -61,7 +76,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kiln-build/kiln/internal/livelog"
 	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/signal"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/tasks"
 )
@@ -88,6 +105,14 @@ type Config struct {
 	// stay the same across restarts, so that a restarted server requeues
 	// what its previous life was running. Default "server-<hostname>".
 	ServerWorkerName string
+	// Signals carries wake-ups and cancellations between the server
+	// processes of the database; the scheduler subscribes to it in New,
+	// and its owner runs it. nil means this process only, right for
+	// SQLite (one server per database file) and for tests.
+	Signals *signal.Bus
+	// LiveLogs stores the logs runners stream, for every replica to read;
+	// nil means a relay over the store and Signals.
+	LiveLogs *livelog.Relay
 	// Registerer receives the scheduler's metrics; nil means none.
 	Registerer prometheus.Registerer
 	// Logger receives the scheduler's logs; nil discards them.
@@ -101,7 +126,8 @@ type Scheduler struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
-	logs    *liveLogs
+	bus     *signal.Bus
+	logs    *livelog.Relay
 
 	// Who waits for what: the runners' sessions (Worker and Signing
 	// tasks), the server worker (Server tasks), the Wait loop.
@@ -113,7 +139,8 @@ type Scheduler struct {
 	stop     chan struct{} // closed by Close: ends every session
 }
 
-// New returns a scheduler over st. It fails only when its metrics cannot be
+// New returns a scheduler over st and subscribes it to the store's hooks
+// and to cfg.Signals. It fails only when its metrics cannot be
 // registered.
 func New(st store.Store, cfg Config) (*Scheduler, error) {
 	if cfg.HeartbeatTimeout <= 0 {
@@ -133,9 +160,19 @@ func New(st store.Store, cfg Config) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Scheduler{st: st, cfg: cfg, log: cfg.Logger, metrics: m, logs: newLiveLogs(),
+	if cfg.Signals == nil {
+		if cfg.Signals, err = signal.NewLocal(signal.Options{Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.LiveLogs == nil {
+		if cfg.LiveLogs, err = livelog.New(st, cfg.Signals, livelog.Options{Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	s := &Scheduler{st: st, cfg: cfg, log: cfg.Logger, metrics: m, bus: cfg.Signals, logs: cfg.LiveLogs,
 		sessions: map[int64]*session{}, stop: make(chan struct{})}
-	st.OnPending(s.pending)
+	s.subscribe()
 	return s, nil
 }
 
@@ -166,28 +203,11 @@ func (s *Scheduler) HeartbeatInterval() time.Duration {
 	return max(s.cfg.HeartbeatTimeout/3, 50*time.Millisecond)
 }
 
-// Poke tells everyone waiting for work in this process to look at the
-// queue now: for changes the store does not report as a request becoming
-// pending (a worker enabled, say). It never blocks.
-func (s *Scheduler) Poke() {
-	s.runnersWake.poke()
-	s.serverWake.poke()
-	s.waitWake.poke()
-}
-
-// pending is the store's OnPending hook: it wakes only those who can run
-// the request, so that a completion that unblocks nothing, the common
-// case, costs no one a look at the queue.
-func (s *Scheduler) pending(wr model.WorkRequest) {
-	switch {
-	case wr.TaskType == model.TaskWait:
-		s.waitWake.poke()
-	case model.WorkerTypeFor(wr.TaskType) == model.WorkerServer:
-		s.serverWake.poke()
-	case model.WorkerTypeFor(wr.TaskType) != "":
-		s.runnersWake.poke()
-	}
-}
+// Poke tells everyone waiting for work, in every server process of the
+// database, to look at the queue now: for changes the store does not
+// report as a request becoming pending (a worker enabled, say). It never
+// blocks.
+func (s *Scheduler) Poke() { s.bus.Publish(topicPoke, "") }
 
 // wake is a broadcast signal: everyone waiting on the channel of waiting
 // returns at the next poke. The zero value is ready to use.
@@ -272,15 +292,23 @@ func (s *Scheduler) requeueLoop(ctx context.Context) {
 // requeueLost applies the heartbeat rule once: the requests of runners
 // silent for longer than HeartbeatTimeout go back to the queue (or fail
 // after max_retries) and are counted; those back in the queue wake
-// whoever can run them (the store's OnPending hook). It returns the
-// requests it took away.
+// whoever can run them (the store's OnPending hook), and the runners that
+// lost them are told to stop, wherever they are connected. It returns
+// the requests it took away.
 func (s *Scheduler) requeueLost(ctx context.Context) []int64 {
-	ids, err := s.st.RequeueLostWork(ctx, s.cfg.HeartbeatTimeout)
+	revoked, err := s.st.RequeueLostWork(ctx, s.cfg.HeartbeatTimeout)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("requeueing lost work", "error", err)
 		}
 		return nil
+	}
+	var ids []int64
+	for _, r := range revoked {
+		ids = append(ids, r.WorkRequest)
+		// a runner judged lost may still be connected somewhere, its
+		// heartbeats lost on the way to the database: it must stop
+		s.publishCancel(r, "the runner stopped sending heartbeats; the request went back to the queue")
 	}
 	if len(ids) > 0 {
 		s.log.Info("requeued the work of runners that stopped sending heartbeats", "work_requests", ids,

@@ -55,10 +55,20 @@ type session struct {
 	claimMu sync.Mutex
 
 	mu       sync.Mutex
-	held     map[int64]bool // the requests the runner holds, as far as we know
-	want     int            // tasks the runner asked for and has not been sent
-	claiming bool           // a claimer goroutine runs
-	warned   bool           // "not enabled" logged once per session
+	held     map[int64]*holding // the requests the runner holds, as far as we know
+	want     int                // tasks the runner asked for and has not been sent
+	claiming bool               // a claimer goroutine runs
+	warned   bool               // "not enabled" logged once per session
+}
+
+// holding is what a session knows of one request its runner holds.
+type holding struct {
+	// attempt is the request's retries when this attempt started: its
+	// live log's, and the one a cancel signal names.
+	attempt int
+	// logged says the attempt may have live-log chunks to drop when it
+	// ends.
+	logged bool
 }
 
 // ServeRunner speaks the runner protocol (package protocol) with one
@@ -72,7 +82,7 @@ func (s *Scheduler) ServeRunner(ctx context.Context, conn *websocket.Conn, w *mo
 	conn.SetReadLimit(MaxMessage)
 	ctx, cancel := context.WithCancel(ctx)
 	ss := &session{s: s, conn: conn, worker: w.ID, name: w.Name, ctx: ctx, cancel: cancel, done: make(chan struct{}),
-		log: s.log.With("worker", w.Name), held: map[int64]bool{}}
+		log: s.log.With("worker", w.Name), held: map[int64]*holding{}}
 	defer close(ss.done)
 	defer cancel()
 
@@ -107,10 +117,11 @@ func (s *Scheduler) ServeRunner(ctx context.Context, conn *websocket.Conn, w *mo
 	if len(requeued) > 0 {
 		ss.log.Info("requeued requests the runner no longer runs", "work_requests", requeued)
 	}
-	// every request the runner still runs and still holds stays its own
-	keep := ss.kept(hello.Running)
-	for _, id := range keep {
-		ss.held[id] = true
+	// every request the runner still runs and still holds stays its own;
+	// its log may have chunks stored through another replica
+	keep, attempts := ss.kept(hello.Running)
+	for i, id := range keep {
+		ss.held[id] = &holding{attempt: attempts[i], logged: true}
 	}
 	if err := ss.send(protocol.TypeWelcome, protocol.Welcome{WorkerID: worker.ID, Name: worker.Name, Enabled: worker.Enabled,
 		HeartbeatMillis: s.HeartbeatInterval().Milliseconds(), Keep: keep,
@@ -192,16 +203,17 @@ func (ss *session) send(typ string, body any) error {
 }
 
 // kept returns which of the requests a reconnecting runner says it still
-// runs are still assigned to it.
-func (ss *session) kept(running []int64) []int64 {
-	keep := []int64{}
+// runs are still assigned to it, with the attempt of each.
+func (ss *session) kept(running []int64) (keep []int64, attempts []int) {
+	keep = []int64{}
 	for _, id := range running {
 		wr, err := ss.s.st.WorkRequests().Get(ss.ctx, id, nil)
 		if err == nil && wr.Status == model.StatusRunning && wr.WorkerID != nil && *wr.WorkerID == ss.worker {
 			keep = append(keep, id)
+			attempts = append(attempts, wr.Retries)
 		}
 	}
-	return keep
+	return keep, attempts
 }
 
 // loop reads messages until the connection ends. A runner silent for three
@@ -256,9 +268,7 @@ func (ss *session) handle(env *protocol.Envelope) error {
 		if err := env.Decode(&l); err != nil {
 			return err
 		}
-		if dropped := ss.s.logs.append(l.WorkRequest, l.Offset, []byte(l.Data)); dropped > 0 {
-			ss.s.metrics.logDropped.Add(float64(dropped))
-		}
+		ss.appendLog(l)
 	case protocol.TypeResult:
 		var r protocol.Result
 		if err := env.Decode(&r); err != nil {
@@ -324,17 +334,19 @@ func (ss *session) stop(id int64, reason string) {
 
 // forget drops requests the runner no longer holds (their result is
 // recorded, they were handed back, or the runner was told to stop them),
-// which frees their slots.
+// which frees their slots, and their live logs.
 func (ss *session) forget(ids ...int64) {
 	if len(ids) == 0 {
 		return
 	}
+	var ended []endedAttempt
 	ss.mu.Lock()
 	for _, id := range ids {
-		delete(ss.held, id)
+		ended = ss.letGo(id, ended)
 	}
 	ss.mu.Unlock()
 	ss.slotFreed.poke()
+	ss.dropLogs(ended)
 }
 
 // ready records that the runner wants r.Slots more tasks and makes sure a
@@ -346,8 +358,11 @@ func (ss *session) forget(ids ...int64) {
 func (ss *session) ready(r *protocol.Ready) {
 	ss.mu.Lock()
 	n := 1
+	var ended []endedAttempt
 	if r == nil {
-		clear(ss.held)
+		for id := range ss.held {
+			ended = ss.letGo(id, ended)
+		}
 		ss.want = 0
 	} else {
 		n = r.Slots
@@ -357,6 +372,7 @@ func (ss *session) ready(r *protocol.Ready) {
 	ss.want = min(ss.want+n, ss.capacity)
 	start := ss.startClaimer()
 	ss.mu.Unlock()
+	ss.dropLogs(ended)
 	if start {
 		go ss.claim()
 	}
@@ -434,10 +450,66 @@ func (ss *session) claimOne() (*model.WorkRequest, error) {
 		return nil, err
 	}
 	ss.mu.Lock()
-	ss.held[wr.ID] = true
+	ss.held[wr.ID] = &holding{attempt: wr.Retries}
 	ss.want = max(ss.want-1, 0)
 	ss.mu.Unlock()
 	return wr, nil
+}
+
+// appendLog stores a chunk of the log of a request the runner holds, for
+// every replica to read (package livelog). A chunk of another request —
+// one the runner lost, as far as this session knows — is ignored: nobody
+// would read it. A chunk that cannot be stored is lost from the live log
+// only; the runner uploads the complete log at the end.
+func (ss *session) appendLog(l protocol.Log) {
+	ss.mu.Lock()
+	h := ss.held[l.WorkRequest]
+	var attempt int
+	if h != nil {
+		h.logged, attempt = true, h.attempt
+	}
+	ss.mu.Unlock()
+	if h == nil {
+		return
+	}
+	if err := ss.s.logs.Append(ss.ctx, l.WorkRequest, attempt, l.Offset, []byte(l.Data)); err != nil && ss.ctx.Err() == nil {
+		ss.log.Warn("storing a live-log chunk", "work_request", l.WorkRequest, "error", err)
+	}
+}
+
+// endedAttempt is an attempt whose live log a session drops: its result
+// is recorded, or its runner no longer holds it.
+type endedAttempt struct {
+	id      int64
+	attempt int
+}
+
+// letGo removes request id from held and returns the attempt whose live
+// log must be dropped, if any; ss.mu must be held.
+func (ss *session) letGo(id int64, ended []endedAttempt) []endedAttempt {
+	if h := ss.held[id]; h != nil && h.logged {
+		ended = append(ended, endedAttempt{id, h.attempt})
+	}
+	delete(ss.held, id)
+	return ended
+}
+
+// dropLogs drops the live logs of attempts that ended, in the background:
+// the ack and the next task need not wait for it (the sweep of package
+// livelog deletes what a failed drop leaves).
+func (ss *session) dropLogs(ended []endedAttempt) {
+	if len(ended) == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ss.ctx), 10*time.Second)
+		defer cancel()
+		for _, e := range ended {
+			if err := ss.s.logs.Drop(ctx, e.id, e.attempt); err != nil {
+				ss.log.Info("dropping a live log; the sweep will", "work_request", e.id, "error", err)
+			}
+		}
+	}()
 }
 
 // handOut sends a request claimed for this runner, which the session
@@ -464,7 +536,7 @@ func (ss *session) requeueStale() int {
 	n := 0
 	for _, wr := range assigned {
 		ss.mu.Lock()
-		held := ss.held[wr.ID]
+		held := ss.held[wr.ID] != nil
 		ss.mu.Unlock()
 		if held {
 			continue
@@ -511,22 +583,21 @@ func (ss *session) result(r protocol.Result) {
 	}
 	// not recorded: the runner sends the result (and its ask) again
 	recorded := err == nil || ack.Gone
+	var ended []endedAttempt
 	ss.mu.Lock()
 	if recorded {
-		delete(ss.held, r.WorkRequest)
+		ended = ss.letGo(r.WorkRequest, ended)
 		if r.Ready && next == nil {
 			ss.want = min(ss.want+1, ss.capacity)
 		}
 	}
 	if next != nil {
-		ss.held[next.ID] = true
+		ss.held[next.ID] = &holding{attempt: next.Retries}
 	}
 	start := ss.startClaimer()
 	ss.mu.Unlock()
 	ss.claimMu.Unlock()
-	if recorded {
-		ss.s.logs.drop(r.WorkRequest)
-	}
+	ss.dropLogs(ended)
 	if ss.send(protocol.TypeAck, ack) != nil {
 		return
 	}
@@ -558,7 +629,6 @@ func (ss *session) release(r protocol.Release) {
 	default:
 		ack.Error = "the server could not requeue the request; send it again"
 	}
-	ss.s.logs.drop(r.WorkRequest)
 	ss.send(protocol.TypeAck, ack)
 	if err == nil || ack.Gone {
 		ss.forget(r.WorkRequest)
@@ -585,30 +655,4 @@ func (s *Scheduler) unregister(ss *session) {
 		delete(s.sessions, ss.worker)
 	}
 	s.mu.Unlock()
-}
-
-// Cancel tells the runner connected to this process that holds request id,
-// if any, to stop it now (it was aborted); the others it runs go on.
-// Runners connected to other replicas learn it at their next heartbeat.
-func (s *Scheduler) Cancel(id int64, reason string) {
-	s.mu.Lock()
-	var target *session
-	for _, ss := range s.sessions {
-		ss.mu.Lock()
-		if ss.held[id] {
-			target = ss
-		}
-		ss.mu.Unlock()
-	}
-	s.mu.Unlock()
-	if target != nil {
-		target.stop(id, reason)
-	}
-}
-
-// LiveLog returns the log a running request has streamed to this process
-// so far, from offset on, with the offset of the first byte returned; ok is
-// false when this process has no live log of it.
-func (s *Scheduler) LiveLog(id, offset int64) (data []byte, from int64, ok bool) {
-	return s.logs.read(id, offset)
 }

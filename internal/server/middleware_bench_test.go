@@ -35,7 +35,7 @@ func benchHandlers(b *testing.B) (plain, instrumented http.Handler, token string
 		}
 	}
 	logger := slog.New(slog.DiscardHandler)
-	instrumented, err = newHandler(st, Config{}, logger, prometheus.NewRegistry(), nil)
+	instrumented, err = newHandler(st, localBus(b), Config{}, logger, prometheus.NewRegistry(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

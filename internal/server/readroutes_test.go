@@ -69,7 +69,7 @@ func TestPublicPortReadRoutes(t *testing.T) {
 			CreatedBy: &u.ID, Data: json.RawMessage(`{"host_architecture": "amd64"}`)}))
 
 		logger := slog.New(slog.DiscardHandler)
-		h, err := newHandler(st, Config{}, logger, prometheus.NewRegistry(), nil)
+		h, err := newHandler(st, localBus(t), Config{}, logger, prometheus.NewRegistry(), nil)
 		must(t, err)
 		srv := httptest.NewServer(h)
 		t.Cleanup(srv.Close)
@@ -82,7 +82,7 @@ func TestPublicPortReadRoutes(t *testing.T) {
 		for _, r := range append(a.Routes(), dash.Routes()...) {
 			tested[r.Pattern] = true
 		}
-		routes, err := publicRoutes(st, Config{}, logger, nil, nil)
+		routes, err := publicRoutes(st, localBus(t), Config{}, logger, nil, nil)
 		must(t, err)
 		seen := map[string]bool{}
 		for _, r := range routes {

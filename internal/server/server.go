@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,9 +29,11 @@ import (
 
 	"github.com/kiln-build/kiln/internal/api"
 	"github.com/kiln-build/kiln/internal/blobs"
+	"github.com/kiln-build/kiln/internal/livelog"
 	"github.com/kiln-build/kiln/internal/pool"
 	"github.com/kiln-build/kiln/internal/report"
 	"github.com/kiln-build/kiln/internal/runner/protocol"
+	"github.com/kiln-build/kiln/internal/signal"
 	"github.com/kiln-build/kiln/internal/statistics"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/telemetry"
@@ -336,11 +339,19 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	defer stopNotifier()
 	cfg.blobs = blobs.New(st, blobs.Options{Logger: logger.With("component", "blobs")})
 	defer cfg.blobs.Close()
-	sched, err := newScheduler(st, cfg, reg, logger, ln.Addr())
+	bus, err := newSignals(st, cfg, reg, logger)
 	if err != nil {
 		return err
 	}
-	handler, err := newHandler(st, cfg, logger, reg, sched)
+	liveLogs, err := livelog.New(st, bus, livelog.Options{Logger: logger.With("component", "live-logs"), Registerer: reg})
+	if err != nil {
+		return err
+	}
+	sched, err := newScheduler(st, bus, liveLogs, cfg, reg, logger, ln.Addr())
+	if err != nil {
+		return err
+	}
+	handler, err := newHandler(st, bus, cfg, logger, reg, sched)
 	if err != nil {
 		return err
 	}
@@ -397,6 +408,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	} else {
 		close(reportsDone)
 	}
+	// the bus and the relay serve the scheduler and the API alike
+	sideDone := make(chan struct{})
+	go func() {
+		defer close(sideDone)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); liveLogs.Run(runCtx) }()
+		bus.Run(runCtx)
+		wg.Wait()
+	}()
 	schedDone := make(chan struct{})
 	go func() {
 		defer close(schedDone)
@@ -405,6 +426,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 	}()
 
+	// Wait, briefly, until the replica hears the others: a server that
+	// says it listens is ready (see ready), unless its database is not.
+	select {
+	case <-bus.Listening():
+	case <-time.After(signalWait):
+		logger.Warn("not hearing the other replicas yet; serving anyway, not ready until the signal connection is up", "error", bus.Err())
+	case <-ctx.Done():
+	}
 	addrs := Addresses{API: "http://" + ln.Addr().String()}
 	logger.Info("kiln server listening", "url", addrs.API, "version", telemetry.ReadBuildInfo().Version)
 	if internal != nil {
@@ -455,6 +484,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	<-sweepDone
 	<-incompleteDone
 	<-reportsDone
+	<-sideDone
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}
@@ -707,14 +737,21 @@ func healthy() http.Handler {
 	})
 }
 
+// signalWait bounds how long a starting server waits for its signal
+// connection before it serves anyway.
+const signalWait = 10 * time.Second
+
 // readyTimeout bounds the database ping of a readiness probe, which must
 // answer before the prober's own timeout.
 const readyTimeout = 2 * time.Second
 
-// ready answers 200 when the database answers a ping and 503 otherwise: the
-// readiness probe that takes a replica out of a load balancer when it loses
-// its database.
-func ready(st store.Store, logger *slog.Logger) http.Handler {
+// ready answers 200 when the database answers a ping and the process hears
+// the other replicas' signals, and 503 otherwise: the readiness probe that
+// takes a replica out of a load balancer when it loses its database, or
+// its signal connection — a replica deaf to the others would still work,
+// but its runners would wait for the next poll for work submitted
+// elsewhere, and a log followed through it would lag.
+func ready(st store.Store, bus *signal.Bus, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
@@ -724,6 +761,12 @@ func ready(st store.Store, logger *slog.Logger) http.Handler {
 			logger.Warn("readiness probe: database does not answer", "error", err)
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, "kiln is not ready: the database does not answer.\n")
+			return
+		}
+		if err := bus.Err(); err != nil {
+			logger.Warn("readiness probe: not hearing the other replicas", "error", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "kiln is not ready: it does not hear the other replicas (its signal connection to the database is down).\n")
 			return
 		}
 		io.WriteString(w, "kiln is ready.\n")
@@ -750,14 +793,14 @@ var uninstrumented = map[string]bool{
 // publicRoutes lists every route of the public port — the API, the public
 // metrics, the dashboard and the probes — so that the handler and the tests that check
 // who may read each route are built from one list.
-func publicRoutes(st store.Store, cfg Config, logger *slog.Logger, d api.Dispatcher, events *telemetry.EventMetrics) ([]api.Route, error) {
+func publicRoutes(st store.Store, bus *signal.Bus, cfg Config, logger *slog.Logger, d api.Dispatcher, events *telemetry.EventMetrics) ([]api.Route, error) {
 	routes, err := apiRoutes(st, cfg, logger, d, events)
 	if err != nil {
 		return nil, err
 	}
 	return append(routes,
 		api.Route{Pattern: healthyPattern, Handler: healthy()},
-		api.Route{Pattern: readyPattern, Handler: ready(st, logger)}), nil
+		api.Route{Pattern: readyPattern, Handler: ready(st, bus, logger)}), nil
 }
 
 // newHandler builds the public port's handler from publicRoutes: each
@@ -766,12 +809,12 @@ func publicRoutes(st store.Store, cfg Config, logger *slog.Logger, d api.Dispatc
 // handler that panics is answered 500, logged and counted
 // (kiln_http_panics_total). Nothing of the internal listener (/metrics,
 // pprof) is ever registered here.
-func newHandler(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.Registerer, d api.Dispatcher) (http.Handler, error) {
+func newHandler(st store.Store, bus *signal.Bus, cfg Config, logger *slog.Logger, reg prometheus.Registerer, d api.Dispatcher) (http.Handler, error) {
 	events, err := telemetry.NewEventMetrics(reg, "kiln")
 	if err != nil {
 		return nil, err
 	}
-	routes, err := publicRoutes(st, cfg, logger, d, events)
+	routes, err := publicRoutes(st, bus, cfg, logger, d, events)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/signal"
 	"github.com/kiln-build/kiln/internal/store"
 	"github.com/kiln-build/kiln/internal/testdb"
 
@@ -330,12 +332,69 @@ func (failingStore) Ping(context.Context) error { return errors.New("connection 
 
 func TestReadyWhenDatabaseIsDown(t *testing.T) {
 	rec := httptest.NewRecorder()
-	ready(failingStore{}, slog.New(slog.DiscardHandler)).ServeHTTP(rec, httptest.NewRequest("GET", "/-/ready", nil))
+	ready(failingStore{}, localBus(t), slog.New(slog.DiscardHandler)).ServeHTTP(rec, httptest.NewRequest("GET", "/-/ready", nil))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("ready with a dead database = %d, want 503", rec.Code)
 	}
 	if strings.Contains(rec.Body.String(), "connection refused") {
 		t.Error("the readiness answer leaks the database error")
+	}
+}
+
+// localBus is the signal bus of a SQLite server, for handlers built
+// without Run.
+func localBus(t testing.TB) *signal.Bus {
+	t.Helper()
+	b, err := signal.NewLocal(signal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestReadyWhenSignalsAreDown: a replica on PostgreSQL whose signal
+// connection is down still answers the API, but is not ready: its
+// runners would wait for the next poll for work submitted elsewhere. The
+// test cuts the connection from the database side, over and over so that
+// the bus spends most of its time reconnecting, until the probe says so;
+// then lets it come back, and the probe says ready again.
+func TestReadyWhenSignalsAreDown(t *testing.T) {
+	dsn := testdb.Postgres(t)
+	r := start(t, Config{Database: dsn, BootstrapToken: "kiln_signals_bootstrap_0123456789abcdef"})
+	if code, body := get(t, r.API+"/-/ready", ""); code != 200 {
+		t.Fatalf("ready = %d %s", code, body)
+	}
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE application_name = $1 AND datname = current_database()`, signal.ApplicationName); err != nil {
+			t.Fatal(err)
+		}
+		code, body := get(t, r.API+"/-/ready", "")
+		if code == http.StatusServiceUnavailable {
+			if !strings.Contains(body, "signal connection") {
+				t.Fatalf("not ready, but for another reason: %s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the probe never said not-ready while the signal connection was being cut")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for code, body := get(t, r.API+"/-/ready", ""); code != 200; code, body = get(t, r.API+"/-/ready", "") {
+		if time.Now().After(deadline) {
+			t.Fatalf("still not ready once the connection was left alone: %d %s", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := get(t, r.API+"/-/healthy", ""); code != 200 {
+		t.Fatalf("healthy = %d: a replica without signals is alive", code)
 	}
 }
 

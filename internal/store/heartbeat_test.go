@@ -33,9 +33,13 @@ func (f *farm) claim(t *testing.T, w *model.Worker) *model.WorkRequest {
 // requeueLost runs the heartbeat rule and checks what it requeued.
 func (f *farm) requeueLost(t *testing.T, want ...int64) {
 	t.Helper()
-	got, err := f.s.RequeueLostWork(context.Background(), heartbeatTimeout)
+	revoked, err := f.s.RequeueLostWork(context.Background(), heartbeatTimeout)
 	must(t, err)
-	if !slices.Equal(got, want) {
+	got := []int64{}
+	for _, r := range revoked {
+		got = append(got, r.WorkRequest)
+	}
+	if !slices.Equal(got, append([]int64{}, want...)) {
 		t.Fatalf("RequeueLostWork requeued %v, want %v", got, want)
 	}
 }

@@ -468,9 +468,19 @@ func (s *SQL) TouchWorker(ctx context.Context, id int64) (connected bool, runnin
 	return connected, running, nil
 }
 
+// Revoked is a running request taken from the worker that ran it, which
+// must stop it: the attempt is the request's retries while that worker
+// ran it, so that the runner that may get it next is not told to stop
+// too.
+type Revoked struct {
+	WorkRequest int64
+	Worker      int64
+	Attempt     int
+}
+
 // RequeueLostWork finds workers whose last heartbeat is older than timeout,
 // marks them disconnected and requeues their running requests. It returns
-// the requeued request ids.
+// what it took from whom.
 //
 // Every replica applies the rule, often at the same moment. Each request
 // goes back once: the running requests of a lost worker are read under
@@ -478,9 +488,9 @@ func (s *SQL) TouchWorker(ctx context.Context, id int64) (connected bool, runnin
 // longer running), the requests first and the worker after, the order of
 // every path that locks both; and a worker whose heartbeat arrived
 // meanwhile keeps what it runs.
-func (s *SQL) RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int64, error) {
+func (s *SQL) RequeueLostWork(ctx context.Context, timeout time.Duration) ([]Revoked, error) {
 	cutoff := fromMicros(toMicros(s.now().Add(-timeout)))
-	var requeued []int64
+	var requeued []Revoked
 	err := s.inTx(ctx, func(t *tx) error {
 		requeued = nil
 		lost, err := t.ids(ctx, `SELECT id FROM workers WHERE worker_type <> 'server' AND (last_seen_at IS NULL OR last_seen_at < $1)
@@ -504,12 +514,17 @@ func (s *SQL) RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int
 				continue // it spoke since the first read
 			}
 			for _, wr := range wrs {
-				if _, err := s.requeue(ctx, t, wr, w, fmt.Sprintf("worker %d stopped sending heartbeats", w)); errors.Is(err, errNotHeld) {
+				out, err := s.requeue(ctx, t, wr, w, fmt.Sprintf("worker %d stopped sending heartbeats", w))
+				if errors.Is(err, errNotHeld) {
 					continue
 				} else if err != nil {
 					return err
 				}
-				requeued = append(requeued, wr)
+				attempt := out.Retries
+				if out.Status == model.StatusPending {
+					attempt-- // the requeue counted one more
+				}
+				requeued = append(requeued, Revoked{WorkRequest: wr, Worker: w, Attempt: attempt})
 			}
 			if wk.ConnectedAt == nil {
 				continue

@@ -159,20 +159,23 @@ func TestLostWorkIsRequeuedOnce(t *testing.T) {
 				t.Fatalf("claimed %d, want %d", claimed.ID, wr.ID)
 			}
 			var mu sync.Mutex
-			var requeued []int64
+			var requeued []store.Revoked
 			together(replicas, func(i int) {
-				ids, err := rs[i].RequeueLostWork(ctx, 0)
+				revoked, err := rs[i].RequeueLostWork(ctx, 0)
 				if err != nil {
 					t.Error(err)
 				}
 				mu.Lock()
-				requeued = append(requeued, ids...)
+				requeued = append(requeued, revoked...)
 				mu.Unlock()
 			})
 			got, err := f.s.WorkRequests().Get(ctx, wr.ID, nil)
 			must(t, err)
 			if len(requeued) != 1 || got.Retries != 1 || got.Status != model.StatusPending {
 				t.Fatalf("round %d: requeued %v, request %s with %d retries; want requeued once: pending with 1 retry", round, requeued, got.Status, got.Retries)
+			}
+			if want := (store.Revoked{WorkRequest: wr.ID, Worker: lost.ID, Attempt: 0}); requeued[0] != want {
+				t.Fatalf("round %d: revoked %+v, want %+v: the attempt the lost worker ran", round, requeued[0], want)
 			}
 			// leave nothing pending for the next round's claim
 			_, err = f.s.AbortWorkRequest(ctx, wr.ID, "done with it", nil)

@@ -190,7 +190,7 @@ type Store interface {
 	RequeueWorkRequest(ctx context.Context, id, workerID int64, why string) (*model.WorkRequest, error)
 	DisconnectWorker(ctx context.Context, id int64) error
 	TouchWorker(ctx context.Context, id int64) (connected bool, running []int64, err error)
-	RequeueLostWork(ctx context.Context, timeout time.Duration) ([]int64, error)
+	RequeueLostWork(ctx context.Context, timeout time.Duration) ([]Revoked, error)
 
 	// Artifacts and the content of their files (artifacts.go).
 	Artifacts() Table[model.Artifact]

@@ -1,0 +1,183 @@
+package scheduler_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/api"
+	"github.com/kiln-build/kiln/internal/livelog"
+	"github.com/kiln-build/kiln/internal/model"
+	"github.com/kiln-build/kiln/internal/scheduler"
+	"github.com/kiln-build/kiln/internal/signal"
+	"github.com/kiln-build/kiln/internal/store"
+	"github.com/kiln-build/kiln/internal/testdb"
+)
+
+// newReplica starts another server process of the farm's database, as
+// internal/server wires one: its own pool, signal bus (listening on its
+// own connection), live-log relay, scheduler and API. Idle runners look
+// at the queue every claimEvery when nothing wakes them.
+func (f *farm) newReplica(dsn string, heartbeat, claimEvery time.Duration) *farm {
+	t := f.t
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.Open(ctx, dsn)
+	must(t, err)
+	bus, err := signal.NewPostgres(dsn, st.DB(), signal.Options{Logger: f.log})
+	must(t, err)
+	logs, err := livelog.New(st, bus, livelog.Options{Logger: f.log})
+	must(t, err)
+	sched, err := scheduler.New(st, scheduler.Config{HeartbeatTimeout: heartbeat, ClaimInterval: claimEvery,
+		ServerWorkerName: fmt.Sprintf("server-replica-%p", st), Signals: bus, LiveLogs: logs, Logger: f.log})
+	must(t, err)
+	srv := httptest.NewServer(api.New(st, f.log, api.Options{Dispatcher: sched}).Handler())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); bus.Run(ctx) }()
+	go func() { defer wg.Done(); sched.Run(ctx) }()
+	t.Cleanup(func() {
+		sched.Close()
+		cancel()
+		wg.Wait()
+		srv.Close()
+		st.Close()
+	})
+	select {
+	case <-bus.Listening():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("replica's bus does not listen: %v", bus.Err())
+	}
+	return &farm{t: t, st: st, sched: sched, srv: srv, ws: f.ws, admin: f.admin, log: f.log}
+}
+
+// TestReplicasSignalEachOther: two server processes on one PostgreSQL
+// database whose idle runners would look at the queue only once an hour.
+// Work submitted on one starts at once on a runner connected to the
+// other; the task's log is followed through the first while it runs;
+// aborting it there stops it on its runner at once, not at the runner's
+// next heartbeat; and enabling a worker there gives its runner, connected
+// to the other, the work that waited for it.
+func TestReplicasSignalEachOther(t *testing.T) {
+	dsn := testdb.Postgres(t)
+	const heartbeat = 30 * time.Second // runners heartbeat every 10 s
+	seed := newFarm(t, dsn, heartbeat)
+	a := seed.newReplica(dsn, heartbeat, time.Hour)
+	b := seed.newReplica(dsn, heartbeat, time.Hour)
+
+	b.startRunner("on-b", a.worker("on-b"), "amd64")
+	awaitIdle(t, a, "on-b")
+
+	dir := t.TempDir()
+	// backend host: $$ is the pid this test sees
+	script := fmt.Sprintf(`echo $$ > %[1]s/pid; echo started; while [ ! -e %[1]s/go ]; do sleep 0.05; done; echo finished`, dir)
+	submitted := time.Now()
+	wr := a.submit(model.TaskWorker, "command", map[string]any{"host_architecture": "amd64", "backend": "host", "script": script})
+	got := awaitStatus(t, a, wr.ID, model.StatusRunning, 10*time.Second)
+	if took := time.Since(submitted); took > 5*time.Second {
+		t.Fatalf("the runner of replica B started work submitted on A after %s: signals did not wake it", took)
+	}
+	t.Logf("submitted on A, running on B's runner after %s (queue wait %s)", time.Since(submitted).Round(time.Millisecond),
+		got.StartedAt.Sub(got.CreatedAt).Round(time.Microsecond))
+
+	// followed through A, the replica the runner is not connected to
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var log []byte
+		a.call("GET", fmt.Sprintf("/api/1.0/work-requests/%d/logs/", wr.ID), "", 200, &log)
+		if strings.Contains(string(log), "started\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live log read through replica A is %q, want the task's first line", log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pidText, err := os.ReadFile(filepath.Join(dir, "pid"))
+	must(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidText)))
+	must(t, err)
+
+	// aborted through A: B tells its runner, which stops the script
+	aborted := time.Now()
+	a.call("POST", fmt.Sprintf("/api/1.0/work-requests/%d/abort/", wr.ID), `{"reason": "test"}`, 200, nil)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Since(aborted) > 5*time.Second {
+			t.Fatal("the task still runs 5 s after it was aborted on the other replica (heartbeats come every 10 s)")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("aborted on A, stopped on B's runner after %s", time.Since(aborted).Round(time.Millisecond))
+
+	// a request for arm64 waits for a disabled worker connected to B;
+	// enabling it through A gives it the request at once
+	waiting := a.submit(model.TaskWorker, "noop", map[string]any{"host_architecture": "arm64"})
+	var nw struct {
+		ID    int64 `json:"id"`
+		Token struct {
+			Secret string `json:"secret"`
+		} `json:"token"`
+	}
+	a.call("POST", "/api/1.0/workers/", `{"name": "arm-on-b", "enabled": false}`, 201, &nw)
+	b.startRunner("arm-on-b", nw.Token.Secret, "arm64")
+	awaitConnected(t, a, "arm-on-b")
+	time.Sleep(100 * time.Millisecond) // its session has looked at the queue, and waits
+	if s := a.get(waiting.ID).Status; s != model.StatusPending {
+		t.Fatalf("the request for a disabled worker is %s", s)
+	}
+	enabled := time.Now()
+	a.call("PATCH", fmt.Sprintf("/api/1.0/workers/%d/", nw.ID), `{"enabled": true}`, 200, nil)
+	awaitStatus(t, a, waiting.ID, model.StatusCompleted, 10*time.Second)
+	if took := time.Since(enabled); took > 5*time.Second {
+		t.Fatalf("the worker enabled on A started its work on B after %s", took)
+	}
+}
+
+// awaitStatus waits until request id has status s, and returns it.
+func awaitStatus(t *testing.T, f *farm, id int64, s model.Status, timeout time.Duration) *model.WorkRequest {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		wr := f.get(id)
+		if wr.Status == s {
+			return wr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("work request %d is %s after %s, want %s", id, wr.Status, timeout, s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// awaitConnected waits until the worker called name is connected.
+func awaitConnected(t *testing.T, f *farm, name string) *model.Worker {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ws, err := f.st.Workers().List(context.Background(), store.Query{Filter: map[string]string{"name": name}})
+		must(t, err)
+		if len(ws) == 1 && ws[0].ConnectedAt != nil {
+			return &ws[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker %s did not connect", name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// awaitIdle waits until the runner called name is connected and its
+// session has had a first look at the (empty) queue.
+func awaitIdle(t *testing.T, f *farm, name string) {
+	t.Helper()
+	awaitConnected(t, f, name)
+	time.Sleep(100 * time.Millisecond)
+}
