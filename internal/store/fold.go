@@ -24,10 +24,6 @@ type FoldResult struct {
 // after a long pause stays a short transaction.
 const foldBatch = 5000
 
-// foldLockKey is the PostgreSQL advisory lock that makes one folder at a
-// time fold (migrations hold 8420).
-const foldLockKey = 8421
-
 // Fold merges the journal of running-total changes into the totals tables,
 // in one transaction that takes the journal entries it merges: a reader
 // sees either an entry or its sum in the totals, never both or neither,

@@ -20,12 +20,6 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migrationLockID is the PostgreSQL advisory lock that replicas starting
-// together on one database take to migrate one at a time. It is the key
-// kiln's earlier migration runner locked, so that an old and a new
-// replica of a rolling upgrade also wait for each other.
-const migrationLockID = 8420
-
 // legacyVersionTable is where kiln's earlier migration runner recorded
 // applied versions; the first goose run carries them over and drops it.
 const legacyVersionTable = "schema_migrations"

@@ -124,7 +124,7 @@ func (s *SQL) Bootstrap(ctx context.Context, adminSecret, fileRoot string) (bool
 	created := false
 	err := s.inTx(ctx, func(t *tx) error {
 		if s.dialect == Postgres {
-			if _, err := t.exec(ctx, "SELECT pg_advisory_xact_lock(8421)"); err != nil {
+			if _, err := t.exec(ctx, "SELECT pg_advisory_xact_lock($1)", bootstrapLockID); err != nil {
 				return err
 			}
 		}
