@@ -181,3 +181,49 @@ func awaitIdle(t *testing.T, f *farm, name string) {
 	awaitConnected(t, f, name)
 	time.Sleep(100 * time.Millisecond)
 }
+
+// TestDeadReplicasServerTasksMoveOn: a replica died while its server
+// worker ran a Server task. Its server worker, silent, is judged lost
+// like a runner, and the task runs on a surviving replica's server
+// worker (before, it stayed running until a replica of the same host and
+// port came back).
+func TestDeadReplicasServerTasksMoveOn(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn, time.Second)
+		dead := &model.Worker{Name: "server-dead-replica-8420", WorkerType: model.WorkerServer, Enabled: true}
+		must(t, f.st.Workers().Create(ctx, dead))
+		_, _, err := f.st.ConnectWorker(ctx, dead.ID, model.WorkerMetadata{})
+		must(t, err)
+		coll := &model.Collection{Category: "debian:suite", Name: "trixie", WorkspaceID: f.ws.ID}
+		must(t, f.st.Collections().Create(ctx, coll))
+		art := &model.Artifact{Category: "debian:binary-package", WorkspaceID: f.ws.ID}
+		must(t, f.st.Artifacts().Create(ctx, art))
+		// the dead replica's worker claimed it while the live one was
+		// disabled (so that it could not take it first)
+		live := awaitConnected(t, f, "server-test")
+		enable := func(on bool) {
+			_, err := f.st.Workers().Update(ctx, live.ID, nil, func(w *model.Worker) error { w.Enabled = on; return nil })
+			must(t, err)
+		}
+		enable(false)
+		wr := &model.WorkRequest{TaskType: model.TaskServer, TaskName: "add-to-collection", WorkspaceID: f.ws.ID, MaxRetries: 3,
+			Data: []byte(fmt.Sprintf(`{"collection": %d, "artifact": %d, "name": "hello_1.0"}`, coll.ID, art.ID))}
+		must(t, f.st.SubmitWorkRequest(ctx, wr))
+		claimed, err := f.st.ClaimWorkRequest(ctx, dead.ID)
+		must(t, err)
+		if claimed.ID != wr.ID {
+			t.Fatalf("the dead replica's worker claimed %d, want %d", claimed.ID, wr.ID)
+		}
+		enable(true)
+		f.waitFinished(10*time.Second, wr.ID)
+		got := f.get(wr.ID)
+		if got.Result != model.ResultSuccess || got.WorkerID == nil || *got.WorkerID == dead.ID || got.Retries != 1 {
+			t.Fatalf("the dead replica's Server task ended %s/%s on worker %v after %d retries, want success on the live one after 1",
+				got.Status, got.Result, got.WorkerID, got.Retries)
+		}
+		if w, _ := f.st.Workers().Get(ctx, dead.ID, nil); w.ConnectedAt != nil {
+			t.Fatal("the dead replica's server worker is still marked connected")
+		}
+	})
+}

@@ -72,6 +72,7 @@ import (
 	"os"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,6 +133,10 @@ type Scheduler struct {
 	// Who waits for what: the runners' sessions (Worker and Signing
 	// tasks), the server worker (Server tasks), the Wait loop.
 	runnersWake, serverWake, waitWake wake
+
+	// serverRunning is the Server task the server worker runs, 0 when
+	// idle.
+	serverRunning atomic.Int64
 
 	mu       sync.Mutex
 	sessions map[int64]*session
@@ -249,7 +254,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.serverWorker(ctx, w) }()
 	go func() { defer wg.Done(); s.waitLoop(ctx) }()
-	s.requeueLoop(ctx)
+	s.requeueLoop(ctx, w)
 	wg.Wait()
 	return nil
 }
@@ -274,8 +279,11 @@ func (s *Scheduler) Close() {
 	}
 }
 
-// requeueLoop runs requeueLost a few times per heartbeat timeout.
-func (s *Scheduler) requeueLoop(ctx context.Context) {
+// requeueLoop runs requeueLost a few times per heartbeat timeout, and
+// keeps the process's server worker alive by the same rule: a replica
+// that dies loses its Server tasks to the others once its server worker
+// falls silent, as a runner does.
+func (s *Scheduler) requeueLoop(ctx context.Context, server *model.Worker) {
 	every := max(s.cfg.HeartbeatTimeout/4, 20*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -285,7 +293,31 @@ func (s *Scheduler) requeueLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		s.serverHeartbeat(ctx, server)
 		s.requeueLost(ctx)
+	}
+}
+
+// serverHeartbeat records that the server worker lives. Marked lost
+// meanwhile (this process stalled past the timeout, and another replica
+// judged it), it connects again, keeping the Server task it runs unless
+// that went to someone else.
+func (s *Scheduler) serverHeartbeat(ctx context.Context, w *model.Worker) {
+	connected, _, err := s.st.TouchWorker(ctx, w.ID)
+	if err != nil || connected {
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("server worker heartbeat", "error", err)
+		}
+		return
+	}
+	var keep []int64
+	if id := s.serverRunning.Load(); id != 0 {
+		keep = append(keep, id)
+	}
+	if _, requeued, err := s.st.ConnectWorker(ctx, w.ID, w.Metadata, keep...); err != nil {
+		s.log.Warn("server worker heartbeat", "error", err)
+	} else {
+		s.log.Warn("the server worker had been judged lost; connected again", "worker", w.Name, "requeued", requeued)
 	}
 }
 

@@ -89,6 +89,7 @@ func (s *Scheduler) serverWorker(ctx context.Context, w *model.Worker) {
 			continue
 		}
 		s.metrics.assigned(wr, model.WorkerServer)
+		s.serverRunning.Store(wr.ID)
 		out := tasks.RunServer(ctx, wr, env)
 		output, _ := json.Marshal(out.Output)
 		stats := out.Statistics
@@ -97,6 +98,7 @@ func (s *Scheduler) serverWorker(ctx context.Context, w *model.Worker) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		_, err = s.st.CompleteWorkRequest(cctx, wr.ID, w.ID, c)
 		cancel()
+		s.serverRunning.Store(0)
 		if err != nil {
 			s.log.Warn("server worker: recording a result", "work_request", wr.ID, "error", err)
 			continue

@@ -69,8 +69,9 @@ func (f *farm) connected(t *testing.T, w *model.Worker, want bool) {
 // that has just sent one keeps its work however long it has run it; at
 // exactly the timeout it still keeps it; one microsecond later it loses it
 // (the request goes back to pending, counting a retry) and is marked
-// disconnected. The server's own in-process worker never sends
-// heartbeats and is never judged by them.
+// disconnected. A server's own in-process worker is judged alike (its
+// scheduler touches it): a replica that died loses its Server tasks to
+// the others.
 func TestHeartbeatRule(t *testing.T) {
 	ctx := context.Background()
 	testdb.Each(t, func(t *testing.T, dsn string) {
@@ -81,6 +82,7 @@ func TestHeartbeatRule(t *testing.T) {
 		f.claim(t, f.arm64)
 		touch(t, f.s, f.amd64.ID)
 		touch(t, f.s, f.arm64.ID)
+		touch(t, f.s, f.server.ID)
 
 		f.requeueLost(t) // just heard from both
 		f.holds(t, f.amd64, a.ID)
@@ -91,6 +93,7 @@ func TestHeartbeatRule(t *testing.T) {
 		f.holds(t, f.arm64, b.ID)
 
 		touch(t, f.s, f.arm64.ID)
+		touch(t, f.s, f.server.ID)
 		*now = now.Add(time.Microsecond)
 		f.requeueLost(t, a.ID) // amd64: a microsecond too long; arm64: just heard
 		got, err := f.s.WorkRequests().Get(ctx, a.ID, nil)
@@ -110,6 +113,8 @@ func TestHeartbeatRule(t *testing.T) {
 			f.requeueLost(t)
 		}
 		f.holds(t, f.arm64, b.ID)
+		// the server worker, silent all that time, was judged lost too
+		f.connected(t, f.server, false)
 		diffs, err := f.s.CheckTotals(ctx)
 		must(t, err)
 		if len(diffs) > 0 {

@@ -480,7 +480,9 @@ type Revoked struct {
 
 // RequeueLostWork finds workers whose last heartbeat is older than timeout,
 // marks them disconnected and requeues their running requests. It returns
-// what it took from whom.
+// what it took from whom. Server workers heartbeat too (their scheduler
+// touches them), so that the Server tasks of a replica that died go to
+// the others.
 //
 // Every replica applies the rule, often at the same moment. Each request
 // goes back once: the running requests of a lost worker are read under
@@ -493,7 +495,7 @@ func (s *SQL) RequeueLostWork(ctx context.Context, timeout time.Duration) ([]Rev
 	var requeued []Revoked
 	err := s.inTx(ctx, func(t *tx) error {
 		requeued = nil
-		lost, err := t.ids(ctx, `SELECT id FROM workers WHERE worker_type <> 'server' AND (last_seen_at IS NULL OR last_seen_at < $1)
+		lost, err := t.ids(ctx, `SELECT id FROM workers WHERE (last_seen_at IS NULL OR last_seen_at < $1)
 			AND (connected_at IS NOT NULL OR id IN (SELECT worker_id FROM work_requests WHERE status = 'running' AND worker_id IS NOT NULL))
 			ORDER BY id`, toMicros(cutoff))
 		if err != nil {
