@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -136,11 +137,31 @@ func TestRunnerArtifacts(t *testing.T) {
 				return fmt.Sprintf(`{"category": "kiln:work-request-debug-logs", "created_by_work_request": %d,
 				"files": [{"path": "cmd-output.log", "sha256": %q, "size": %d}]}`, wrID, sum(content), len(content))
 			}
+			// while it runs, its log is what the runner streamed (through
+			// whichever replica); once nothing is new, the uploaded log
+			// artifact has the rest, and until it is uploaded the answer
+			// is the live log as it is
+			logs := "/api/1.0/work-requests/" + itoa(wr.ID) + "/logs/"
+			liveAt := func(offset int, want string) {
+				t.Helper()
+				r := e.do("GET", logs+"?offset="+strconv.Itoa(offset), e.tok["alice"], nil).want(t, 200)
+				if string(r.body) != want || r.header.Get("X-Kiln-Log-Source") != "live" || r.header.Get("X-Kiln-Log-Offset") != strconv.Itoa(offset) {
+					t.Fatalf("live log from %d: %q %v, want %q", offset, r.body, r.header, want)
+				}
+			}
+			liveAt(0, "")
+			e.must(e.st.AppendLiveLog(ctx, wr.ID, wr.Retries, 0, []byte("lo")))
+			liveAt(0, "lo")
+			liveAt(2, "")
 			art := e.do("POST", "/api/1.0/artifacts/", e.tok["worker"], body(wr.ID)).want(t, 201).obj(t)
 			if art["workspace"] != float64(e.ids["priv"]) || art["created_by_work_request"] != float64(wr.ID) {
 				t.Fatalf("runner artifact: %v", art)
 			}
+			liveAt(2, "") // declared, not uploaded yet
 			e.doCT("PUT", "/api/1.0/artifacts/"+itoa(id(art))+"/files/cmd-output.log", e.tok["worker"], "text/plain", content).want(t, 201)
+			if r := e.do("GET", logs+"?offset=2", e.tok["alice"], nil).want(t, 200); string(r.body) != "g\n" || r.header.Get("X-Kiln-Log-Source") != "artifact" {
+				t.Fatalf("after the upload, still running: %q %v", r.body, r.header)
+			}
 			// not for a request it does not run
 			e.do("POST", "/api/1.0/artifacts/", e.tok["worker"], body(wr.ID+1000)).wantProblem(t, 403, "")
 			_, err = e.st.CompleteWorkRequest(ctx, wr.ID, w.ID, store.Completion{Result: model.ResultSuccess})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -253,10 +254,15 @@ func workRequestLog(c *call, res *resource[model.WorkRequest, workRequestInput])
 		}
 		q.After = page[len(page)-1].ID
 	}
+	uploaded := logArt != nil && slices.ContainsFunc(logArt.Files, func(f model.ArtifactFile) bool {
+		return f.Path == tasks.LogFileName && f.Complete
+	})
+	if running && !uploaded {
+		// nothing new yet, and no uploaded log: the live log as it is
+		// (a declared log artifact is uploading; its bytes are live)
+		return live(nil, offset)
+	}
 	if logArt == nil {
-		if running {
-			return live(nil, offset)
-		}
 		return errorf(http.StatusNotFound, "", "work request %d has no log (it is %s; only command tasks write logs)", wr.ID, wr.Status)
 	}
 	f, storeID, err := c.a.st.FileLocation(c.ctx(), logArt.ID, tasks.LogFileName, nil)
