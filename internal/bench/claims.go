@@ -367,24 +367,42 @@ var listening = regexp.MustCompile(`^kiln server listening on (\S+)`)
 var internalMetrics = regexp.MustCompile(`^Internal metrics on (\S+)/metrics`)
 
 func (f *claimFarm) startServer(ctx context.Context, admin string) error {
-	logf, err := os.Create(filepath.Join(f.dir, "server.log"))
+	srv, err := startKilnServer(ctx, f.kiln, f.dir, f.dsn, admin, "server.log")
 	if err != nil {
 		return err
 	}
+	f.server, f.apiURL, f.metrics = srv.cmd, srv.api, srv.metrics
+	return nil
+}
+
+// kilnServer is a `kiln server` process a benchmark started.
+type kilnServer struct {
+	cmd          *exec.Cmd
+	api, metrics string // base URLs of the API and the internal listener
+}
+
+// startKilnServer starts kiln's server on database dsn with data directory
+// dir (its log in dir/logName), bootstrapping it with the admin token
+// admin, and waits until it listens.
+func startKilnServer(ctx context.Context, kiln, dir, dsn, admin, logName string) (*kilnServer, error) {
+	logf, err := os.Create(filepath.Join(dir, logName))
+	if err != nil {
+		return nil, err
+	}
 	defer logf.Close()
-	cmd := exec.Command(f.kiln, "server", "--listen", "127.0.0.1:0", "--metrics-server", "127.0.0.1:"+freePort(),
-		"--data-dir", f.dir, "--database", f.dsn)
+	cmd := exec.Command(kiln, "server", "--listen", "127.0.0.1:0", "--metrics-server", "127.0.0.1:"+freePort(),
+		"--data-dir", dir, "--database", dsn)
 	cmd.Env = append(cleanEnv(), "KILN_BOOTSTRAP_TOKEN="+admin)
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, err
 	}
-	f.server = cmd
+	srv := &kilnServer{cmd: cmd}
 	lines := make(chan string, 16)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -397,25 +415,27 @@ func (f *claimFarm) startServer(ctx context.Context, admin string) error {
 		close(lines)
 	}()
 	timeout := time.After(60 * time.Second)
-	for f.apiURL == "" || f.metrics == "" {
+	for srv.api == "" || srv.metrics == "" {
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				return fmt.Errorf("the server exited; see %s", logf.Name())
+				return nil, fmt.Errorf("the server exited; see %s", logf.Name())
 			}
 			if m := listening.FindStringSubmatch(line); m != nil {
-				f.apiURL = m[1]
+				srv.api = m[1]
 			}
 			if m := internalMetrics.FindStringSubmatch(line); m != nil {
-				f.metrics = m[1]
+				srv.metrics = m[1]
 			}
 		case <-timeout:
-			return fmt.Errorf("the server did not start within a minute; see %s", logf.Name())
+			stopProcess(cmd, time.Second)
+			return nil, fmt.Errorf("the server did not start within a minute; see %s", logf.Name())
 		case <-ctx.Done():
-			return ctx.Err()
+			stopProcess(cmd, time.Second)
+			return nil, ctx.Err()
 		}
 	}
-	return nil
+	return srv, nil
 }
 
 func (f *claimFarm) close() {

@@ -29,7 +29,7 @@ func newDevCommand() *cobra.Command {
 		Short: "Developer tools: seed a synthetic farm, benchmark scrapes",
 	}
 	cmd.AddCommand(newDevSeedCommand(), newDevBenchScrapeCommand(), newDevBenchScrapeLoadCommand(), newDevServeBytesCommand(),
-		newDevBenchWritesCommand(), newDevBenchClaimsCommand(), newDevBenchDashboardCommand())
+		newDevBenchWritesCommand(), newDevBenchClaimsCommand(), newDevBenchDashboardCommand(), newDevBenchWakeupCommand())
 	return cmd
 }
 
@@ -345,6 +345,40 @@ Prints a Markdown table of medians and 99th percentiles.`,
 			return err
 		}
 		bench.DashboardTable(cmd.OutOrStdout(), small.WorkRequests, large.WorkRequests, rs)
+		return nil
+	}
+	return cmd
+}
+
+func newDevBenchWakeupCommand() *cobra.Command {
+	var cfg bench.WakeupConfig
+	cmd := &cobra.Command{
+		Use:   "bench-wakeup",
+		Short: "Benchmark how soon a runner of one replica starts work submitted through another",
+		Long: `Start two 'kiln server' replicas on a fresh PostgreSQL database and a 'kiln
+runner' connected to the second only, then, one at a time after a random pause,
+submit a noop through the first and time how long it waits before the runner's
+replica claims it for the runner: from the commit of the submission
+(created_at) and from the moment the client sent it, to the claim
+(started_at). --baseline measures another kiln build the same way on a
+database of its own, its samples interleaved. Prints a Markdown table of
+quantiles.`,
+		Args: cobra.NoArgs,
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Postgres, "postgres", "", "postgres:// URL of a server where the benchmark may create databases (required)")
+	f.StringVar(&cfg.Baseline, "baseline", "", "another kiln binary to measure the same way, interleaved")
+	f.IntVar(&cfg.Samples, "samples", 200, "requests measured per build")
+	f.DurationVar(&cfg.MaxPause, "max-pause", time.Second, "pause before each submission, uniform in [0, max-pause): where in a polling runner's interval it falls")
+	f.String("config", "", "TOML config file")
+	_ = cmd.MarkFlagRequired("postgres")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg.Log = cmd.ErrOrStderr()
+		res, err := bench.RunWakeup(cmd.Context(), cfg)
+		if err != nil {
+			return err
+		}
+		bench.WakeupTable(cmd.OutOrStdout(), res)
 		return nil
 	}
 	return cmd
