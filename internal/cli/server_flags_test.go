@@ -97,3 +97,31 @@ func TestHeartbeatTimeoutRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeReplicaConfig: the config file that "Running several
+// replicas" shows is one `kiln server` accepts, and it sets what it says.
+func TestReadmeReplicaConfig(t *testing.T) {
+	for _, k := range []string{"KILN_CONFIG", "KILN_DATABASE", "KILN_LISTEN", "KILN_DATA_DIR", "KILN_HEARTBEAT_TIMEOUT", "KILN_LOG_FORMAT"} {
+		t.Setenv(k, "")
+	}
+	var toml string
+	for _, b := range readmeBlocks(t, "## Running several replicas") {
+		if b.lang == "toml" {
+			toml = b.text
+		}
+	}
+	if toml == "" {
+		t.Fatal("the README's replicas section shows no config file")
+	}
+	p := filepath.Join(t.TempDir(), "kiln.toml")
+	if err := os.WriteFile(p, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := serverFlags(t, []string{"--config", p}, "database", "listen", "heartbeat-timeout")
+	if err != nil {
+		t.Fatalf("kiln server refuses the README's replica config: %v", err)
+	}
+	if !strings.HasPrefix(got[0], "postgres://") || got[1] != "0.0.0.0:8420" || got[2] != "30s" {
+		t.Errorf("the README's replica config sets database, listen, heartbeat-timeout to %q", got)
+	}
+}
