@@ -62,10 +62,11 @@ func (f *farm) newReplica(dsn string, heartbeat, claimEvery time.Duration) *farm
 // TestReplicasSignalEachOther: two server processes on one PostgreSQL
 // database whose idle runners would look at the queue only once an hour.
 // Work submitted on one starts at once on a runner connected to the
-// other; the task's log is followed through the first while it runs;
-// aborting it there stops it on its runner at once, not at the runner's
-// next heartbeat; and enabling a worker there gives its runner, connected
-// to the other, the work that waited for it.
+// other, which runs two tasks at once; the two tasks' logs are followed
+// through the first while they run, each its own; aborting one there
+// stops it on its runner at once, not at the runner's next heartbeat,
+// and leaves the other running; and enabling a worker there gives its
+// runner, connected to the other, the work that waited for it.
 func TestReplicasSignalEachOther(t *testing.T) {
 	dsn := testdb.Postgres(t)
 	const heartbeat = 30 * time.Second // runners heartbeat every 10 s
@@ -73,49 +74,80 @@ func TestReplicasSignalEachOther(t *testing.T) {
 	a := seed.newReplica(dsn, heartbeat, time.Hour)
 	b := seed.newReplica(dsn, heartbeat, time.Hour)
 
-	b.startRunner("on-b", a.worker("on-b"), "amd64")
+	b.startConcurrentRunner("on-b", a.worker("on-b"), 2, "amd64")
 	awaitIdle(t, a, "on-b")
 
-	dir := t.TempDir()
 	// backend host: $$ is the pid this test sees
-	script := fmt.Sprintf(`echo $$ > %[1]s/pid; echo started; while [ ! -e %[1]s/go ]; do sleep 0.05; done; echo finished`, dir)
-	submitted := time.Now()
-	wr := a.submit(model.TaskWorker, "command", map[string]any{"host_architecture": "amd64", "backend": "host", "script": script})
-	got := awaitStatus(t, a, wr.ID, model.StatusRunning, 10*time.Second)
-	if took := time.Since(submitted); took > 5*time.Second {
-		t.Fatalf("the runner of replica B started work submitted on A after %s: signals did not wake it", took)
+	type task struct {
+		dir string
+		wr  *model.WorkRequest
+		pid int
 	}
-	t.Logf("submitted on A, running on B's runner after %s (queue wait %s)", time.Since(submitted).Round(time.Millisecond),
-		got.StartedAt.Sub(got.CreatedAt).Round(time.Microsecond))
-
-	// followed through A, the replica the runner is not connected to
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var log []byte
-		a.call("GET", fmt.Sprintf("/api/1.0/work-requests/%d/logs/", wr.ID), "", 200, &log)
-		if strings.Contains(string(log), "started\n") {
-			break
+	tasks := make([]*task, 2)
+	for i := range tasks {
+		dir := t.TempDir()
+		script := fmt.Sprintf(`echo $$ > %[1]s/pid; echo started %[2]d; while [ ! -e %[1]s/go ]; do sleep 0.05; done; echo finished %[2]d`, dir, i)
+		submitted := time.Now()
+		wr := a.submit(model.TaskWorker, "command", map[string]any{"host_architecture": "amd64", "backend": "host", "script": script})
+		got := awaitStatus(t, a, wr.ID, model.StatusRunning, 10*time.Second)
+		if took := time.Since(submitted); took > 5*time.Second {
+			t.Fatalf("the runner of replica B started work submitted on A after %s: signals did not wake it", took)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the live log read through replica A is %q, want the task's first line", log)
-		}
-		time.Sleep(50 * time.Millisecond)
+		t.Logf("submitted on A, running on B's runner after %s (queue wait %s)", time.Since(submitted).Round(time.Millisecond),
+			got.StartedAt.Sub(got.CreatedAt).Round(time.Microsecond))
+		tasks[i] = &task{dir: dir, wr: wr}
 	}
-	pidText, err := os.ReadFile(filepath.Join(dir, "pid"))
-	must(t, err)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(pidText)))
-	must(t, err)
 
-	// aborted through A: B tells its runner, which stops the script
+	// each followed through A, the replica the runner is not connected
+	// to: its own log only
+	for i, tk := range tasks {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var log []byte
+			a.call("GET", fmt.Sprintf("/api/1.0/work-requests/%d/logs/", tk.wr.ID), "", 200, &log)
+			if strings.Contains(string(log), "started") {
+				if !strings.HasSuffix(string(log), fmt.Sprintf("\nstarted %d\n", i)) || strings.Count(string(log), "started") != 1 {
+					t.Fatalf("the live log of task %d read through replica A is %q, want its own first line", i, log)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the live log of task %d read through replica A is %q, want its first line", i, log)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		pidText, err := os.ReadFile(filepath.Join(tk.dir, "pid"))
+		must(t, err)
+		tk.pid, err = strconv.Atoi(strings.TrimSpace(string(pidText)))
+		must(t, err)
+	}
+
+	// the first aborted through A: B tells its runner, which stops that
+	// script and runs the other on
 	aborted := time.Now()
-	a.call("POST", fmt.Sprintf("/api/1.0/work-requests/%d/abort/", wr.ID), `{"reason": "test"}`, 200, nil)
-	for syscall.Kill(pid, 0) == nil {
+	a.call("POST", fmt.Sprintf("/api/1.0/work-requests/%d/abort/", tasks[0].wr.ID), `{"reason": "test"}`, 200, nil)
+	for syscall.Kill(tasks[0].pid, 0) == nil {
 		if time.Since(aborted) > 5*time.Second {
 			t.Fatal("the task still runs 5 s after it was aborted on the other replica (heartbeats come every 10 s)")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("aborted on A, stopped on B's runner after %s", time.Since(aborted).Round(time.Millisecond))
+	if err := syscall.Kill(tasks[1].pid, 0); err != nil {
+		t.Fatalf("the other task of the runner stopped too: %v", err)
+	}
+	if s := a.get(tasks[1].wr.ID).Status; s != model.StatusRunning {
+		t.Fatalf("the other task of the runner is %s", s)
+	}
+	must(t, os.WriteFile(filepath.Join(tasks[1].dir, "go"), nil, 0o600))
+	if got := awaitStatus(t, a, tasks[1].wr.ID, model.StatusCompleted, 10*time.Second); got.Result != model.ResultSuccess {
+		t.Fatalf("the other task ended %s", got.Result)
+	}
+	var log []byte
+	a.call("GET", fmt.Sprintf("/api/1.0/work-requests/%d/logs/", tasks[1].wr.ID), "", 200, &log)
+	if !strings.Contains(string(log), "\nstarted 1\nfinished 1\n") || strings.Contains(string(log), "started 0") {
+		t.Fatalf("the stored log of the other task is %q", log)
+	}
 
 	// a request for arm64 waits for a disabled worker connected to B;
 	// enabling it through A gives it the request at once

@@ -162,11 +162,18 @@ func (f *farm) worker(name string) string {
 // startRunner runs an in-process runner until the test ends.
 func (f *farm) startRunner(name, token string, archs ...string) (stop func()) {
 	f.t.Helper()
+	return f.startConcurrentRunner(name, token, 1, archs...)
+}
+
+// startConcurrentRunner starts a runner that runs up to concurrent tasks
+// at once.
+func (f *farm) startConcurrentRunner(name, token string, concurrent int, archs ...string) (stop func()) {
+	f.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- runner.Run(ctx, runner.Config{Server: f.srv.URL, Token: token, Name: name, WorkDir: f.t.TempDir(),
-			Architectures: archs, ShutdownGrace: 5 * time.Second, MaxBackoff: time.Second, Logger: f.log})
+			Architectures: archs, Concurrent: concurrent, ShutdownGrace: 5 * time.Second, MaxBackoff: time.Second, Logger: f.log})
 	}()
 	var once sync.Once
 	stop = func() {
