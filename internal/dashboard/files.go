@@ -20,12 +20,13 @@ import (
 //
 // One answer differs, for the script that follows a log (static/log.js):
 // a request the visitor sees but whose log the API cannot give yet — it
-// has not started, its runner has sent nothing, or it streams to another
-// replica — is an empty log with X-Kiln-Log-Source "none" and the API's
-// reason in X-Kiln-Log-Detail, not a 404. Nothing is missing, so the
-// browser must not report a failed load; whether the request exists is
-// still decided by the store with the visitor's viewer, and a hidden one
-// is the API's 404 as ever.
+// has not started, or its task writes none — is an empty log with
+// X-Kiln-Log-Source "none" and the API's reason in X-Kiln-Log-Detail, not
+// a 404. (A running request's log is live through every replica,
+// whichever its runner streams to: package livelog.) Nothing is missing,
+// so the browser must not report a failed load; whether the request
+// exists is still decided by the store with the visitor's viewer, and a
+// hidden one is the API's 404 as ever.
 func (d *Dashboard) logs(w http.ResponseWriter, r *http.Request) {
 	d.serve(w, r, func(v *visit) error {
 		script := !acceptsPage(r)

@@ -24,13 +24,34 @@ import (
 // first line appears while the request runs, the second joins it without a
 // reload, and when the request ends the page reads the stored log.
 func TestBrowserFollowsALiveLog(t *testing.T) {
-	dir := t.TempDir()
+	url := startServer(t, testdb.SQLite(t))
+	followLiveLog(t, url, url)
+}
+
+// TestBrowserFollowsALiveLogThroughAnotherReplica: the same with two
+// server replicas on one PostgreSQL database, the runner connected to one
+// and the browser to the other, as behind a load balancer. The page
+// follows the log while the task runs, through the replica that does not
+// hear from the runner.
+func TestBrowserFollowsALiveLogThroughAnotherReplica(t *testing.T) {
+	db := testdb.Postgres(t)
+	// the first migrates and bootstraps the database, then the second
+	// starts on it
+	browsed := startServer(t, db)
+	streamed := startServer(t, db)
+	followLiveLog(t, browsed, streamed)
+}
+
+// startServer runs a kiln server on database db until the test ends and
+// returns its URL.
+func startServer(t *testing.T, db string) string {
+	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	started := make(chan server.Addresses, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- server.Run(ctx, server.Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"),
-			Database: testdb.SQLite(t), BootstrapToken: adminSecret, ClaimInterval: 100 * time.Millisecond,
+		done <- server.Run(ctx, server.Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data"),
+			Database: db, BootstrapToken: adminSecret, ClaimInterval: 100 * time.Millisecond,
 			Started: func(a server.Addresses) { started <- a }}, slog.New(slog.DiscardHandler))
 	}()
 	t.Cleanup(func() {
@@ -39,13 +60,20 @@ func TestBrowserFollowsALiveLog(t *testing.T) {
 			t.Errorf("server: %v", err)
 		}
 	})
-	var url string
 	select {
 	case a := <-started:
-		url = a.API
+		return a.API
 	case err := <-done:
 		t.Fatalf("server did not start: %v", err)
 	}
+	return ""
+}
+
+// followLiveLog sets up a farm through the server at url, starts a
+// runner connected to the server at runnerURL, and watches the page of
+// its running request through url.
+func followLiveLog(t *testing.T, url, runnerURL string) {
+	dir := t.TempDir()
 	call := func(method, path string, body any, out any) {
 		t.Helper()
 		b, _ := json.Marshal(body)
@@ -76,7 +104,7 @@ func TestBrowserFollowsALiveLog(t *testing.T) {
 	rctx, stopRunner := context.WithCancel(context.Background())
 	runnerDone := make(chan error, 1)
 	go func() {
-		runnerDone <- runner.Run(rctx, runner.Config{Server: url, Token: worker.Token.Secret, WorkDir: filepath.Join(dir, "runner"),
+		runnerDone <- runner.Run(rctx, runner.Config{Server: runnerURL, Token: worker.Token.Secret, WorkDir: filepath.Join(dir, "runner"),
 			Architectures: []string{"amd64"}, HostArchitecture: "amd64", MaxBackoff: time.Second, ShutdownGrace: time.Second})
 	}()
 	t.Cleanup(func() {

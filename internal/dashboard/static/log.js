@@ -59,7 +59,7 @@
     const body = new Uint8Array(await res.arrayBuffer());
     const stick = atBottom();
     if (from > offset) {
-      pre.append(document.createTextNode("[… " + (from - offset) + " bytes no longer kept in memory …]\n"));
+      pre.append(document.createTextNode("[… " + (from - offset) + " bytes no longer kept while it runs …]\n"));
     }
     if (body.length > 0) {
       pre.append(document.createTextNode(decoder.decode(body, { stream: live })));
