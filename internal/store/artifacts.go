@@ -177,8 +177,22 @@ func checkFilePath(p string) error {
 // releaseFiles detaches an artifact's files; content that no artifact uses
 // any more leaves its file store, whose total_size shrinks in the same
 // transaction. The bytes are deleted after commit (ReleasedBlobs).
+//
+// The artifact's file stores and then its files rows are locked before
+// anything is read of who else holds the content — AttachFile's order,
+// after the artifact's own lock — so that artifacts sharing content and
+// deleted at the same moment on several replicas take turns, and the last
+// one reads that the others are gone and releases the content, once.
+// Without the locks each read the others' files still there, under READ
+// COMMITTED, and nobody released it: counted in total_size, and stored,
+// for ever. An upload attaching the same content waits the same way, or
+// finds the files row gone and makes a new one.
 func (t *tx) releaseFiles(ctx context.Context, artifactID int64) error {
-	ids, err := t.ids(ctx, "SELECT DISTINCT file_id FROM artifact_files WHERE artifact_id = $1 AND file_id IS NOT NULL ORDER BY file_id", artifactID)
+	if _, err := t.ids(ctx, `SELECT id FROM file_stores WHERE id IN (SELECT f.file_store_id FROM artifact_files a JOIN files f ON f.id = a.file_id
+		WHERE a.artifact_id = $1) ORDER BY id`+t.forUpdate(), artifactID); err != nil {
+		return err
+	}
+	ids, err := t.ids(ctx, "SELECT id FROM files WHERE id IN (SELECT file_id FROM artifact_files WHERE artifact_id = $1) ORDER BY id"+t.forUpdate(), artifactID)
 	if err != nil {
 		return err
 	}
@@ -300,8 +314,11 @@ func (s *SQL) AttachFile(ctx context.Context, artifactID int64, filePath string,
 		if err != nil {
 			return err
 		}
+		// locked, after the store, as releaseFiles locks them: content
+		// being released meanwhile is either kept for this file or gone,
+		// and then made anew
 		var fileID int64
-		err = t.queryRow(ctx, "SELECT id FROM files WHERE file_store_id = $1 AND sha256 = $2", storeID, f.SHA256).Scan(&fileID)
+		err = t.queryRow(ctx, "SELECT id FROM files WHERE file_store_id = $1 AND sha256 = $2"+t.forUpdate(), storeID, f.SHA256).Scan(&fileID)
 		if errors.Is(err, sql.ErrNoRows) {
 			if fs.MaxSize != nil && fs.TotalSize+f.Size > *fs.MaxSize {
 				return fullError(fs, f.Size)

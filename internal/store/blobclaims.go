@@ -1,9 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -141,32 +144,46 @@ func (s *SQL) ReleaseBlobClaim(ctx context.Context, id int64) error {
 
 // ExpireBlobClaims removes the claims of processes that died: 'delete'
 // claims older than DeleteClaimTTL and 'upload' claims older than
-// UploadClaimTTL. It returns the content of the expired upload claims,
+// UploadClaimTTL. It returns the content of the upload claims it removed,
 // which the caller deletes unless referenced (ClaimBlobDeletion decides).
+//
+// Every replica's sweeper calls it, often at the same moment: a claim's
+// content goes to the one whose DELETE removed the claim (RETURNING), so
+// that its bytes are deleted once. (Reading the expired claims first, as
+// it did, let two replicas read the same ones before either deleted
+// them, and both deleted the bytes.)
 func (s *SQL) ExpireBlobClaims(ctx context.Context) ([]Blob, error) {
 	var out []Blob
 	err := s.inTx(ctx, func(t *tx) error {
 		out = nil
-		rows, err := t.query(ctx, "SELECT DISTINCT file_store_id, sha256 FROM blob_claims WHERE kind = 'upload' AND created_at <= $1 ORDER BY file_store_id, sha256",
+		if _, err := t.exec(ctx, "DELETE FROM blob_claims WHERE kind = 'delete' AND created_at <= $1",
+			toMicros(s.now().Add(-DeleteClaimTTL))); err != nil {
+			return err
+		}
+		rows, err := t.query(ctx, "DELETE FROM blob_claims WHERE kind = 'upload' AND created_at <= $1 RETURNING file_store_id, sha256",
 			toMicros(s.now().Add(-UploadClaimTTL)))
 		if err != nil {
 			return err
 		}
+		defer rows.Close()
+		seen := map[Blob]bool{}
 		for rows.Next() {
 			var b Blob
 			if err := rows.Scan(&b.FileStoreID, &b.SHA256); err != nil {
-				rows.Close()
 				return err
 			}
-			out = append(out, b)
+			if !seen[b] {
+				seen[b] = true
+				out = append(out, b)
+			}
 		}
-		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		_, err = t.exec(ctx, "DELETE FROM blob_claims WHERE (kind = 'upload' AND created_at <= $1) OR (kind = 'delete' AND created_at <= $2)",
-			toMicros(s.now().Add(-UploadClaimTTL)), toMicros(s.now().Add(-DeleteClaimTTL)))
-		return err
+		slices.SortFunc(out, func(a, b Blob) int {
+			return cmp.Or(cmp.Compare(a.FileStoreID, b.FileStoreID), strings.Compare(a.SHA256, b.SHA256))
+		})
+		return nil
 	})
 	return out, err
 }

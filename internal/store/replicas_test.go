@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/store"
@@ -180,6 +181,99 @@ func TestLostWorkIsRequeuedOnce(t *testing.T) {
 			// leave nothing pending for the next round's claim
 			_, err = f.s.AbortWorkRequest(ctx, wr.ID, "done with it", nil)
 			must(t, err)
+		}
+	})
+}
+
+// TestSharedContentReleasedOnce: artifacts that share a file's content
+// are deleted at the same moment on different replicas (kiln expire, the
+// sweep of incomplete artifacts, the API). The last one gone releases the
+// content: exactly one replica reports it, for its bytes to be deleted
+// once, and the file store's total_size drops by its size. Before, each
+// replica saw the others' artifacts still holding it, and the content
+// stayed counted, and stored, for ever.
+func TestSharedContentReleasedOnce(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		rs := openReplicas(t, f, dsn)
+		fs, err := f.s.DefaultFileStore(ctx)
+		must(t, err)
+		for round := range 15 {
+			sha := fmt.Sprintf("%064x", round+1)
+			arts := make([]*model.Artifact, replicas)
+			for i := range arts {
+				arts[i] = &model.Artifact{Category: "test:shared", WorkspaceID: f.ws.ID,
+					Files: []model.ArtifactFile{{Path: "f", SHA256: sha, Size: 1000}}}
+				must(t, f.s.Artifacts().Create(ctx, arts[i]))
+				must(t, f.s.AttachFile(ctx, arts[i].ID, "f", fs.ID, nil))
+			}
+			released := make([][]store.Blob, replicas)
+			together(replicas, func(i int) {
+				var err error
+				if released[i], err = rs[i].DeleteArtifact(ctx, arts[i].ID, nil); err != nil {
+					t.Error(err)
+				}
+			})
+			n := 0
+			for _, r := range released {
+				n += len(r)
+			}
+			got, err := f.s.FileStores().Get(ctx, fs.ID, nil)
+			must(t, err)
+			if n != 1 || got.TotalSize != fs.TotalSize {
+				t.Fatalf("round %d: the content of %d artifacts deleted together was released %d times, total_size %d, want once and %d",
+					round, replicas, n, got.TotalSize, fs.TotalSize)
+			}
+		}
+		if diffs, err := f.s.CheckTotals(ctx); err != nil || len(diffs) > 0 {
+			t.Fatal(err, diffs)
+		}
+	})
+}
+
+// TestExpiredUploadClaimsHandedOutOnce: every replica's sweeper expires
+// the upload claims of processes that died, often at the same moment;
+// each claim's content goes to one of them, so that its bytes are
+// deleted once.
+func TestExpiredUploadClaimsHandedOutOnce(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		rs := openReplicas(t, f, dsn)
+		fs, err := f.s.DefaultFileStore(ctx)
+		must(t, err)
+		later := time.Now().Add(store.UploadClaimTTL + time.Minute)
+		for _, r := range rs[1:] {
+			r.SetClock(func() time.Time { return later })
+		}
+		for round := range 15 {
+			const claims = 20
+			for i := range claims {
+				_, err := f.s.ClaimBlobUpload(ctx, fs.ID, fmt.Sprintf("%032x%032x", round+1, i))
+				must(t, err)
+			}
+			got := make([][]store.Blob, replicas)
+			together(replicas-1, func(i int) {
+				var err error
+				if got[i], err = rs[i+1].ExpireBlobClaims(ctx); err != nil {
+					t.Error(err)
+				}
+			})
+			seen := map[string]int{}
+			for _, bs := range got {
+				for _, b := range bs {
+					seen[b.SHA256]++
+				}
+			}
+			for sha, n := range seen {
+				if n != 1 {
+					t.Fatalf("round %d: the content %s of an expired upload claim was handed out %d times", round, sha, n)
+				}
+			}
+			if len(seen) != claims {
+				t.Fatalf("round %d: %d of %d expired claims handed out", round, len(seen), claims)
+			}
 		}
 	})
 }
