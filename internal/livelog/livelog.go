@@ -12,11 +12,14 @@
 // polling. The alternative was to relay the chunks themselves through
 // PostgreSQL's NOTIFY. Measured on PostgreSQL 15 (BenchmarkRelay, both
 // ways interleaved in one run; docs/benchmarks.md#live-logs has the
-// table), appending a chunk to the table and signalling it costs about
-// what notifying the chunk costs — the table is cheaper for the 64 KiB
-// chunks a busy log streams (a NOTIFY payload holds at most 8000 bytes of
-// text, so binary log bytes go base64-encoded in nine payloads) and a
-// little dearer for small ones — so cost did not decide. What did:
+// table), appending a chunk to the table — what the runner's session
+// waits for — costs about what notifying the chunk costs: 0.8-0.9× for
+// the 64 KiB chunks a busy log streams (a NOTIFY payload holds at most
+// 8000 bytes of text, so binary log bytes go base64-encoded in nine
+// payloads), 1.0-1.1× for small ones. The signal comes on top, sent by
+// the bus's goroutine and batched per burst; signalled one by one, the
+// table does up to twice the database work for small chunks. So cost did
+// not decide. What did:
 //
 //   - A reader who comes late needs the log so far. With NOTIFY every
 //     replica would have to keep every running log in memory, from the
@@ -27,7 +30,7 @@
 //     notifications in one queue per server (8 GB) until every listener
 //     has read them; a replica that stalls (a long GC pause, a stopped
 //     process, a slow network) lets the queue grow with every log byte
-//     of the farm, about 1.4 bytes of queue per log byte as measured, and
+//     of the farm, about 1.5 bytes of queue per log byte as measured, and
 //     once it is full every NOTIFY fails — the wake-up signals of package
 //     signal included. Through the table, a stalled reader delays only
 //     itself, and the queue carries only ~30-byte signals.
