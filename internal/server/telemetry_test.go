@@ -243,6 +243,8 @@ func TestServerMetricsPromtool(t *testing.T) {
 		"go_memstats_alloc_bytes", "go_gc_duration_seconds",
 		"kiln_totals_folded_entries_total", "kiln_totals_fold_errors_total", "kiln_totals_fold_duration_seconds",
 		"kiln_report_attempts_total", "kiln_report_attempt_duration_seconds", "kiln_report_last_success_timestamp_seconds", "kiln_report_interval_seconds",
+		"kiln_signals_published_total", "kiln_signals_received_total", "kiln_signals_dropped_total", "kiln_signals_listening",
+		"kiln_live_log_received_bytes_total", "kiln_live_log_swept_chunks_total",
 	} {
 		if fams[name] == nil {
 			t.Errorf("internal /metrics lacks %s", name)
