@@ -18,7 +18,11 @@ const (
 	bootstrapLockID = 8421
 	// foldLockKey: the running-totals folder, one process at a time
 	// (pg_try_advisory_xact_lock: the others skip their turn). 8422 is
-	// the worker pools' autoscaler's (package pool), 8423 runners
-	// registering themselves, 8424 the rollups' corrections.
+	// the worker pools' autoscaler's (package pool), 8424 the rollups'
+	// corrections.
 	foldLockKey = 8425
+	// registrationLockKey: runners registering themselves, one at a
+	// time, so that replicas cannot overshoot --max-pending-registrations
+	// together.
+	registrationLockKey = 8423
 )

@@ -22,7 +22,7 @@ func (s *SQL) RegisterWorker(ctx context.Context, name, secretHash string, maxPe
 	var out *model.Worker
 	err := s.inTx(ctx, func(t *tx) error {
 		if s.dialect == Postgres {
-			if _, err := t.exec(ctx, "SELECT pg_advisory_xact_lock(8423)"); err != nil {
+			if _, err := t.exec(ctx, "SELECT pg_advisory_xact_lock($1)", registrationLockKey); err != nil {
 				return err
 			}
 		}
