@@ -17,9 +17,9 @@ import (
 )
 
 // LockKey is the PostgreSQL advisory lock that the farm's one autoscaler
-// holds (store.SessionLock). Migrations hold 8420 and first-start setup
-// 8421.
-const LockKey = 8422
+// holds (store.SessionLock), listed with every other key of kiln in
+// package store.
+const LockKey = store.AutoscalerLockKey
 
 // Defaults of Config.
 const (

@@ -277,3 +277,28 @@ func TestExpiredUploadClaimsHandedOutOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestFoldWhileTheAutoscalerHoldsItsLock: one replica holds the worker
+// pools' autoscaler lock for as long as it lives, on a connection of its
+// own; every replica's folder must still fold the running totals. When
+// the two used one advisory key, no fold ever happened on PostgreSQL
+// while an autoscaler ran: every folder found the key taken and skipped
+// its turn, and the totals stood still.
+func TestFoldWhileTheAutoscalerHoldsItsLock(t *testing.T) {
+	ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, dsn string) {
+		f := newFarm(t, dsn)
+		rs := openReplicas(t, f, dsn)
+		lock, err := rs[1].SessionLock(ctx, store.AutoscalerLockKey)
+		must(t, err)
+		defer lock.Release()
+		f.worker(t, "amd64") // a write, journaled
+		for i, r := range rs {
+			res, err := r.Fold(ctx)
+			must(t, err)
+			if res.Busy {
+				t.Fatalf("replica %d's folder found the lock taken while the autoscaler held its own", i)
+			}
+		}
+	})
+}

@@ -17,11 +17,6 @@ import (
 // kept one compare as text; TestStatisticsRecount holds the two to the
 // same keys.
 
-// statisticsLockKey is the PostgreSQL advisory lock under which rollups
-// are corrected: two corrections at once would both journal the same
-// difference.
-const statisticsLockKey = 8424
-
 // recountStatisticsSQL is a query of (family, labels, value) with every
 // rollup as the work requests give it now.
 func recountStatisticsSQL() string {
