@@ -44,6 +44,11 @@ type SQL struct {
 	// unvacuumed counts the journal entries folded since this process
 	// last vacuumed the journal (vacuumJournal).
 	unvacuumed atomic.Int64
+	// backlog says that the journal may hold empty pages a shrink would
+	// give back (vacuumJournal): a fold of this process left More since
+	// the last shrink, or the process has not shrunk it yet (what happened
+	// before it started, it cannot tell).
+	backlog atomic.Bool
 	// labels decodes each stored label set once (ledgerRead).
 	labels labelCache
 	// totalsHint is the number of totals the last ledger read returned,
@@ -64,6 +69,7 @@ type SQL struct {
 // prefixed with sqlite:// or file:) — and brings its schema up to date.
 func Open(ctx context.Context, dsn string) (*SQL, error) {
 	s := &SQL{now: time.Now, defs: newDefs(), ledgers: append(defaultLedgers(), statisticsLedger())}
+	s.backlog.Store(true)
 	var err error
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		s.dialect = Postgres

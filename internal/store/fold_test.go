@@ -482,6 +482,56 @@ func TestJournalStaysSmall(t *testing.T) {
 	}
 }
 
+// TestJournalShrinksAfterBacklog: a backlog bigger than one fold takes
+// (a server that was down, a correction of every total) grows the journal
+// table; once it is folded, the table gives its empty pages back, or every
+// fold and every snapshot would read through them.
+func TestJournalShrinksAfterBacklog(t *testing.T) {
+	dsn := testdb.Postgres(t)
+	ctx := context.Background()
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.db.Exec("ALTER TABLE metric_journal SET (autovacuum_enabled = false)"); err != nil {
+		t.Fatal(err)
+	}
+	// entries of about 1 kB: the backlog takes more than journalShrinkBytes
+	entry := `[["artifacts","{\"category\":\"debian:binary-package\",\"scope_id\":\"1\"}",1],` +
+		`["artifacts","{\"category\":\"` + strings.Repeat("x", 1000) + `\",\"scope_id\":\"1\"}",0]]`
+	const backlog = 3*foldBatch + 10
+	size := func() int64 {
+		t.Helper()
+		var n int64
+		if err := s.db.QueryRow("SELECT pg_relation_size('metric_journal')").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// a store shrinks the journal at its first fold, whatever it saw; the
+	// second backlog is one this store folds itself
+	for round := 1; round <= 2; round++ {
+		if _, err := s.db.Exec("INSERT INTO metric_journal (entries) SELECT $1 FROM generate_series(1, $2)", entry, backlog); err != nil {
+			t.Fatal(err)
+		}
+		before := size()
+		if before <= journalShrinkBytes {
+			t.Fatalf("the backlog takes %d bytes, no more than journalShrinkBytes", before)
+		}
+		if n, err := s.FoldAll(ctx); err != nil || n != backlog {
+			t.Fatalf("round %d: folded %d (%v), want %d", round, n, err, backlog)
+		}
+		if after := size(); after > 64<<10 {
+			t.Errorf("round %d: the journal takes %d bytes once its backlog (%d bytes) is folded", round, after, before)
+		}
+	}
+	var v int64
+	if err := s.db.QueryRow("SELECT value FROM metric_totals WHERE family = 'artifacts'").Scan(&v); err != nil || v != 2*backlog {
+		t.Errorf("artifacts total %d (%v), want %d", v, err, 2*backlog)
+	}
+}
+
 // countingFolder reports More for its first more calls.
 type countingFolder struct {
 	mu    sync.Mutex
