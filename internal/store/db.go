@@ -37,6 +37,9 @@ type SQL struct {
 	// pendingHooks about requests that became pending (OnPending).
 	finishHooks  []FinishHook
 	pendingHooks []PendingHook
+	// notifications, when set, makes finishing a work request write its
+	// notification to the outbox (KeepNotifications).
+	notifications NotificationEncoder
 	// noTotals turns running totals off (SkipTotalsForBenchmark).
 	noTotals atomic.Bool
 	// ledgers are the tables of running totals that Fold feeds.

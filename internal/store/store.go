@@ -177,6 +177,14 @@ type Store interface {
 	// OnPending registers a hook called after commit for every work
 	// request that becomes pending in this process.
 	OnPending(h PendingHook)
+	// KeepNotifications makes finishing a work request write its
+	// notification in the same transaction; the others claim, deliver
+	// and count them from any replica (outbox.go).
+	KeepNotifications(encode NotificationEncoder)
+	ClaimNotifications(ctx context.Context, owner string, lease time.Duration, limit int) ([]Notification, error)
+	DeleteNotification(ctx context.Context, id int64, owner string) (bool, error)
+	PostponeNotification(ctx context.Context, id int64, owner string, at time.Time, uncount bool, delivered string) (bool, error)
+	PendingNotifications(ctx context.Context) (int64, error)
 
 	// Live logs of running requests, readable through every replica
 	// (livelog.go).

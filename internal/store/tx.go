@@ -31,6 +31,9 @@ type tx struct {
 	// released collects content that left its file store in this
 	// transaction.
 	released []Blob
+	// outbox collects the notifications of the requests this
+	// transaction finished, written at commit (KeepNotifications).
+	outbox []outboxRow
 }
 
 // isolation is the isolation level of a write transaction on PostgreSQL.
@@ -136,9 +139,14 @@ func (t *tx) rollback(ctx context.Context) {
 	_, _ = t.conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 }
 
-// commitSQLite writes the journal as the transaction's last statement and
-// commits. SQLite runs in-process: a statement costs no round trip.
+// commitSQLite writes the outbox's notifications and the journal as the
+// transaction's last statements and commits. SQLite runs in-process: a
+// statement costs no round trip.
 func (t *tx) commitSQLite(ctx context.Context) error {
+	if err := t.writeOutbox(ctx); err != nil {
+		t.rollback(ctx)
+		return err
+	}
 	if err := t.writeJournal(ctx); err != nil {
 		t.rollback(ctx)
 		return err
@@ -157,9 +165,9 @@ func (t *tx) commitSQLite(ctx context.Context) error {
 // that an earlier, ignored error aborted.
 var errCommitRolledBack = errors.New("commit: the transaction was rolled back by an earlier error")
 
-// commitPostgres sends the journal insert and COMMIT in one pipelined
-// batch: one round trip, as a bare COMMIT would be, so keeping totals adds
-// no wait to a writer, and the journal row locks nothing that another
+// commitPostgres sends the outbox's notifications, the journal insert and
+// COMMIT in one pipelined batch: one round trip, as a bare COMMIT would
+// be, so keeping totals and notifications adds no wait to a writer, and the journal row locks nothing that another
 // writer needs. An error anywhere in the batch skips the rest of it
 // (PostgreSQL's pipeline semantics) and rolls the transaction back.
 func (t *tx) commitPostgres(ctx context.Context) error {
@@ -167,6 +175,12 @@ func (t *tx) commitPostgres(ctx context.Context) error {
 	err := t.conn.Raw(func(dc any) error {
 		c := dc.(*stdlib.Conn).Conn()
 		b := &pgx.Batch{}
+		if len(t.outbox) > 0 {
+			now := toMicros(t.s.now())
+			for _, r := range t.outbox {
+				b.Queue(notificationInsert, r.workRequest, r.payload, now)
+			}
+		}
 		if entry != "" {
 			if t.s.faultAt(stepJournal) {
 				b.Queue(t.s.faultSQL(stepJournal))

@@ -259,8 +259,12 @@ func executionTime(o *model.WorkRequest) (int64, bool) {
 }
 
 // transitioned queues the hooks of a request that moved from old (nil: it
-// is new) to o (nil: deleted), to run after commit.
+// is new) to o (nil: deleted), to run after commit, and the notification
+// of a finished one, to commit with the transaction.
 func (t *tx) transitioned(old, o *model.WorkRequest) {
+	if old != nil && o != nil && !old.Status.Finished() && o.Status.Finished() && t.s.notifications != nil {
+		t.outbox = append(t.outbox, outboxRow{workRequest: o.ID, payload: t.s.notifications(*o)})
+	}
 	if old != nil && o != nil && !old.Status.Finished() && o.Status.Finished() && len(t.s.finishHooks) > 0 {
 		done := *o
 		t.after = append(t.after, func() { t.s.finished(done) })
