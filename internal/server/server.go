@@ -123,6 +123,9 @@ type Config struct {
 	// request this process finishes; delivery is asynchronous, bounded
 	// and counted under service "notify" in kiln_outgoing_requests_total.
 	NotifyURLs []string
+	// notifyRetry shortens the pause before a notification's first retry
+	// (tests; notifyRetry when zero).
+	notifyRetry time.Duration
 	// WebhookSecret signs outgoing notifications and verifies signed
 	// incoming webhooks (POST /api/1.0/hooks/{source}/); empty means
 	// unsigned notifications and token-authenticated webhooks only.
