@@ -56,6 +56,7 @@ const (
 	ReasonNUL       = "must not contain NUL characters (\\u0000)"
 	ReasonDepth     = "nests arrays and objects too deeply"
 	ReasonSyntax    = "is not valid JSON"
+	ReasonRange     = "is a number too large to be read (beyond ±1.8e308)"
 )
 
 // Check reports the first duplicate key, invalid UTF-8 text, lone
@@ -154,6 +155,13 @@ func check(data []byte, allowNUL bool) error {
 		case string:
 			if err := checkString(raw, t, path, allowNUL); err != nil {
 				return err
+			}
+		case json.Number:
+			// encoding/json reads a number into a float64 and refuses one
+			// beyond its range: say so with the path, before a decoder does
+			// without it
+			if _, err := strconv.ParseFloat(string(t), 64); err != nil {
+				return &Error{Path: path, Reason: ReasonRange}
 			}
 		}
 		if top == nil {

@@ -35,6 +35,8 @@ func TestCheck(t *testing.T) {
 		{`{"d": {"a\u0000": 1}}`, `d["a\x00"]`, strictjson.ReasonNUL},
 		{`[[["\u0000"]]]`, "[0][0][0]", strictjson.ReasonNUL},
 		{strings.Repeat("[", strictjson.MaxDepth+1) + strings.Repeat("]", strictjson.MaxDepth+1), strings.Repeat("[0]", strictjson.MaxDepth), strictjson.ReasonDepth},
+		{`{"n": [1, 2e400]}`, "n[1]", strictjson.ReasonRange},
+		{`{"n": -1e309}`, "n", strictjson.ReasonRange},
 		{`{"a": `, "", strictjson.ReasonSyntax},
 		{`{"a": 1} {"b": 2}`, "", strictjson.ReasonSyntax},
 		{``, "", strictjson.ReasonSyntax},
