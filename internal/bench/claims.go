@@ -31,6 +31,7 @@ import (
 	prommodel "github.com/prometheus/common/model"
 
 	"github.com/kiln-build/kiln/internal/client"
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/store"
 )
@@ -758,15 +759,7 @@ func freePort() string {
 
 // cleanEnv is this process's environment without KILN_ settings, which
 // would reconfigure the server and runners the benchmark starts.
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KILN_") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
+func cleanEnv() []string { return config.WithoutKilnSettings(os.Environ()) }
 
 // stopProcess sends SIGTERM and waits, then SIGKILL.
 func stopProcess(cmd *exec.Cmd, timeout time.Duration) {

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/config"
 )
 
 // LoadConfig says how to load a real kiln server and the bare handler.
@@ -399,11 +401,7 @@ func start(ctx context.Context, bin, logPath string, args ...string) (*process, 
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KILN_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = config.WithoutKilnSettings(os.Environ())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/tasks"
 	"github.com/kiln-build/kiln/internal/testkit"
 )
@@ -33,13 +34,7 @@ const adminToken = "kiln_faults_admin_token_0123456789"
 
 // cleanEnv is the test's environment without KILN_ variables, plus extra.
 func cleanEnv(extra ...string) []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KILN_") {
-			out = append(out, kv)
-		}
-	}
-	return append(out, extra...)
+	return append(config.WithoutKilnSettings(os.Environ()), extra...)
 }
 
 // proc is a kiln process of a test, stopped when the test ends.

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/model"
 )
 
@@ -179,7 +180,7 @@ func (e *Exec) call(ctx context.Context, s *ExecSettings, req ExecRequest) ([]by
 	if env == nil {
 		env = os.Environ()
 	}
-	cmd.Env = withoutKiln(env)
+	cmd.Env = config.WithoutKilnSettings(env)
 	cmd.Stdin = bytes.NewReader(doc)
 	stdout := &capped{max: maxExecStdout}
 	stderr := &tail{keep: keptStderr}
@@ -216,17 +217,6 @@ func (e *Exec) call(ctx context.Context, s *ExecSettings, req ExecRequest) ([]by
 		return nil, ce
 	}
 	return stdout.buf.Bytes(), nil
-}
-
-// withoutKiln is environ minus every KILN_ variable.
-func withoutKiln(environ []string) []string {
-	out := make([]string, 0, len(environ))
-	for _, kv := range environ {
-		if !strings.HasPrefix(kv, "KILN_") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // capped keeps up to max bytes and notes whether more came.

@@ -20,6 +20,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/model"
 )
 
@@ -215,13 +216,7 @@ func (p *Process) forget(c *child) {
 // childEnv is the server's environment without any KILN_ variable, plus
 // the child's token.
 func childEnv(environ []string, token string) []string {
-	out := make([]string, 0, len(environ)+1)
-	for _, kv := range environ {
-		if !strings.HasPrefix(kv, "KILN_") {
-			out = append(out, kv)
-		}
-	}
-	return append(out, "KILN_TOKEN="+token)
+	return append(config.WithoutKilnSettings(environ), "KILN_TOKEN="+token)
 }
 
 // start starts one run of c and returns its pid.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/tasks"
 	"github.com/kiln-build/kiln/internal/testkit"
 )
@@ -31,13 +32,7 @@ const adminToken = "kiln_e2e_admin_token_0123456789"
 
 // env is the test's environment without KILN_ variables, plus extra.
 func env(extra ...string) []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KILN_") {
-			out = append(out, kv)
-		}
-	}
-	return append(out, extra...)
+	return append(config.WithoutKilnSettings(os.Environ()), extra...)
 }
 
 // proc is a kiln process of a test; it is stopped when the test ends.

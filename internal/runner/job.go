@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/model"
 	"github.com/kiln-build/kiln/internal/runner/protocol"
 	"github.com/kiln-build/kiln/internal/tasks"
@@ -143,16 +144,7 @@ func failureOf(out tasks.Outcome) tasks.Failure {
 
 // baseEnv is the environment scripts start from: the runner's own minus
 // its secrets (KILN_TOKEN and whatever the runner was configured with).
-func baseEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "KILN_") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
-}
+func baseEnv() []string { return config.WithoutKilnSettings(os.Environ()) }
 
 // upload stores a file as a new artifact of the running request:
 // declare it (category, name, sha256, size), then stream its bytes.
