@@ -31,12 +31,13 @@ func TestE2EMixedFarm(t *testing.T) {
 	ws := s.setup(t)
 	x86 := s.workerToken(t, "x86")
 	arm := s.workerToken(t, "arm")
-	s.runner(t, "x86", x86, filepath.Join(t.TempDir(), "x86"), "--architectures", "amd64,i386")
+	x86Dir, armDir := filepath.Join(t.TempDir(), "x86"), filepath.Join(t.TempDir(), "arm")
+	s.runner(t, "x86", x86, x86Dir, "--architectures", "amd64,i386")
 	conf := filepath.Join(t.TempDir(), "arm.toml")
 	if err := os.WriteFile(conf, []byte("architectures = [\"arm64\"]\nhost_architecture = \"arm64\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.runner(t, "arm", arm, filepath.Join(t.TempDir(), "arm"), "--config", conf)
+	s.runner(t, "arm", arm, armDir, "--config", conf)
 
 	archs := []string{"amd64", "i386", "arm64"}
 	type expect struct {
@@ -113,6 +114,15 @@ func TestE2EMixedFarm(t *testing.T) {
 		s.call(t, "GET", fmt.Sprintf("/api/1.0/work-requests/%d/logs/", id), nil, 200, &log)
 		if !strings.Contains(string(log), e.log) {
 			t.Errorf("request %d: log lacks %q:\n%s", id, e.log, log)
+		}
+	}
+	// no task left its working directory or its log behind (a noop never
+	// had either: tasks.TestPrepareOnlyWhenUsed)
+	for _, dir := range []string{x86Dir, armDir} {
+		for _, sub := range []string{"tasks", "logs"} {
+			if ents, err := os.ReadDir(filepath.Join(dir, sub)); err != nil || len(ents) != 0 {
+				t.Errorf("%s/%s holds %v (%v) once every request finished", dir, sub, ents, err)
+			}
 		}
 	}
 	// dependencies held: a dependent started after its dependency ended

@@ -72,34 +72,46 @@ func (r *Runner) run(ctx context.Context, j *job) {
 }
 
 // execute runs the task in a fresh working directory and, unless the
-// request was taken away, uploads its log.
+// request was taken away, uploads its log. The directory and the log are
+// made when the task asks for them (tasks.Env.Prepare): a noop makes
+// neither.
 func (r *Runner) execute(ctx context.Context, j *job) tasks.Outcome {
 	dir := filepath.Join(r.cfg.WorkDir, "tasks", strconv.FormatInt(j.wr.ID, 10))
-	os.RemoveAll(dir)
-	defer func() {
-		// the task killed what it started (tasks.RunWorker)
-		os.RemoveAll(dir)
-		os.Remove(j.logPath)
-	}()
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return failed("cannot create the working directory: %v", err)
-	}
-	logf, err := os.OpenFile(j.logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o640)
-	if err != nil {
-		return failed("cannot create the log: %v", err)
-	}
 	env := &tasks.Env{
-		Dir: dir, Log: logf, Backends: r.meta.Backends, BaseEnv: baseEnv(),
+		Dir: dir, Backends: r.meta.Backends, BaseEnv: baseEnv(),
 		Guard: r.cfg.TaskGuard, Cgroups: r.cgroups,
 		Record: filepath.Join(r.cfg.WorkDir, "procs", strconv.FormatInt(j.wr.ID, 10)),
 		Upload: func(ctx context.Context, u tasks.Upload) (int64, error) {
 			r.setStage(j, StageUploadingArtifacts) // outputs go up once the script is done
 			return r.upload(ctx, j.wr.ID, u.Category, u.Data, u.Name, u.Open)
 		},
+		Prepare: func() (*os.File, error) {
+			os.RemoveAll(dir) // left by an earlier attempt at this request
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return nil, fmt.Errorf("cannot create the working directory: %w", err)
+			}
+			f, err := os.OpenFile(j.logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o640)
+			if err != nil {
+				os.RemoveAll(dir)
+				return nil, fmt.Errorf("cannot create the log: %w", err)
+			}
+			return f, nil
+		},
 	}
+	defer func() {
+		if env.Log == nil {
+			return // nothing was made
+		}
+		// the task killed what it started (tasks.RunWorker)
+		os.RemoveAll(dir)
+		os.Remove(j.logPath)
+	}()
 	r.setStage(j, StageRunningScript)
 	out := tasks.RunWorker(ctx, &j.wr, env)
-	logf.Close()
+	if env.Log == nil {
+		return out
+	}
+	env.Log.Close()
 	r.mu.Lock()
 	skip := j.release || j.dropped
 	r.mu.Unlock()
@@ -120,11 +132,6 @@ func (r *Runner) execute(ctx context.Context, j *job) tasks.Outcome {
 		}
 	}
 	return out
-}
-
-func failed(format string, args ...any) tasks.Outcome {
-	return tasks.Outcome{Result: model.ResultError, Failure: tasks.FailureSystem,
-		Output: map[string]any{"error": fmt.Sprintf(format, args...)}}
 }
 
 // failureOf is why a task that did not succeed failed: what the task

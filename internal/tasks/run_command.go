@@ -32,6 +32,9 @@ func runCommand(ctx context.Context, wr *model.WorkRequest, env *Env, sampler *d
 	if err != nil {
 		return errorOutcome("%v", err)
 	}
+	if err := env.prepare(); err != nil {
+		return errorOutcome("%v", err)
+	}
 	logf := func(format string, args ...any) { fmt.Fprintf(env.Log, "kiln: "+format+"\n", args...) }
 	timeout := time.Duration(*c.Timeout)
 	logf("work request %d: command on backend %s, timeout %s", wr.ID, backend, timeout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -273,6 +274,53 @@ func TestNoop(t *testing.T) {
 	out = tasks.RunWorker(context.Background(), &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "nope"}, fx.env)
 	if out.Result != model.ResultError || out.Failure != tasks.FailureSystem {
 		t.Fatalf("%+v", out)
+	}
+}
+
+// TestPrepareOnlyWhenUsed: the working directory and the log are made
+// when a task uses them — a command, even one whose script fails at once
+// — and never for a noop, an unknown task or a command whose data is
+// refused before anything runs. A failing Prepare fails the task as the
+// runner's fault.
+func TestPrepareOnlyWhenUsed(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		wr       *model.WorkRequest
+		prepares bool
+	}{
+		{"noop", &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "noop"}, false},
+		{"unknown task", &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "nope"}, false},
+		{"refused command", &model.WorkRequest{TaskType: model.TaskWorker, TaskName: "command", Data: []byte(`{"script": 3}`)}, false},
+		{"command", command(t, map[string]any{"script": "echo hi > f; exit 1"}), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fx := newFixture(t)
+			dir, log := fx.env.Dir, fx.env.Log
+			if err := os.Remove(dir); err != nil {
+				t.Fatal(err)
+			}
+			fx.env.Log = nil
+			calls := 0
+			fx.env.Prepare = func() (*os.File, error) {
+				calls++
+				return log, os.Mkdir(dir, 0o750)
+			}
+			tasks.RunWorker(context.Background(), c.wr, fx.env)
+			_, statErr := os.Stat(dir)
+			if want := map[bool]int{false: 0, true: 1}[c.prepares]; calls != want || (statErr == nil) != c.prepares || (fx.env.Log != nil) != c.prepares {
+				t.Fatalf("Prepare called %d times (want %d), directory: %v, log %v", calls, want, statErr, fx.env.Log)
+			}
+			if c.prepares && !strings.Contains(fx.log(t), "the script failed") {
+				t.Fatalf("log: %q", fx.log(t))
+			}
+		})
+	}
+	fx := newFixture(t)
+	fx.env.Log = nil
+	fx.env.Prepare = func() (*os.File, error) { return nil, errors.New("cannot create the working directory: disk full") }
+	out := tasks.RunWorker(context.Background(), command(t, map[string]any{"script": "true"}), fx.env)
+	if out.Result != model.ResultError || out.Failure != tasks.FailureSystem || !strings.Contains(fmt.Sprint(out.Output["error"]), "disk full") {
+		t.Fatalf("a failing Prepare: %+v", out)
 	}
 }
 

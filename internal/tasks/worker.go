@@ -40,13 +40,21 @@ type Upload struct {
 // Env is what the runner gives a worker task.
 type Env struct {
 	// Dir is a fresh, empty working directory that belongs to this task
-	// alone; the runner removes it afterwards.
+	// alone; the runner removes it afterwards. When Prepare is set, Dir
+	// does not exist until a task has called it.
 	Dir string
 	// Log receives the task's log. Processes write to it directly (it is
 	// a real file, so no copying goroutine can hold up the end of a task
 	// whose background processes keep their output open); the runner
-	// streams it to the server by following the file.
+	// streams it to the server by following the file. When Prepare is
+	// set, Log is nil until a task has called it.
 	Log *os.File
+	// Prepare, when not nil, makes Dir and opens Log. A task that uses
+	// either asks for them first (Env.prepare); one that uses neither,
+	// such as noop, never does. Making two inodes per task was most of a
+	// runner's CPU per noop on an ext4 volume (docs/benchmarks.md#claims);
+	// a command pays it as before.
+	Prepare func() (*os.File, error)
 	// Backends are the backends this runner offers.
 	Backends []string
 	// BaseEnv is the environment scripts start from (PATH, LANG, …).
@@ -113,6 +121,20 @@ const (
 // Failures lists every Failure, for metrics that show each from the start.
 func Failures() []Failure {
 	return []Failure{FailureScript, FailureTimeout, FailureCanceled, FailureSystem, FailureUpload}
+}
+
+// prepare makes the working directory and opens the log, once, for a
+// task that is about to use them.
+func (e *Env) prepare() error {
+	if e.Log != nil || e.Prepare == nil {
+		return nil
+	}
+	f, err := e.Prepare()
+	if err != nil {
+		return err
+	}
+	e.Log = f
+	return nil
 }
 
 func (o *Outcome) set(k string, v any) {
