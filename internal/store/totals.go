@@ -347,10 +347,50 @@ type ledgerRead struct {
 	family, labels []byte
 	value          int64
 	key            []byte
+	// the label sets of the ledger's rows as the last read returned
+	// them (rowOrder), the position in it where the next row is
+	// expected, and — once a row was not where expected — the sets of
+	// this read's rows so far, which become the next read's order
+	last     *rowOrder
+	next     int
+	rows     int
+	diverged bool
+	sets     []labelSet
 }
 
 func (s *SQL) newLedgerRead(lg ledger) *ledgerRead {
-	return &ledgerRead{s: s, lg: lg, pending: map[string]int64{}, out: make([]Total, 0, s.totalsHint.Load())}
+	return &ledgerRead{s: s, lg: lg, pending: map[string]int64{}, out: make([]Total, 0, s.totalsHint.Load()),
+		last: s.labels.order(lg.table)}
+}
+
+// set returns the label set of the row just scanned (lr.key): the one
+// the last read had at the expected position when its key is the same —
+// a ledger's rows come back in the same order until a fold moves some,
+// and comparing a key costs less than hashing it — or else the label
+// cache's.
+func (lr *ledgerRead) set() (labelSet, error) {
+	var set labelSet
+	if lr.next < len(lr.last.sets) && lr.last.sets[lr.next].key == string(lr.key) {
+		set = lr.last.sets[lr.next]
+		lr.next++
+	} else {
+		var err error
+		if set, err = lr.s.labels.get(lr.key); err != nil {
+			return set, err
+		}
+		if !lr.diverged {
+			lr.diverged = true
+			lr.sets = append(make([]labelSet, 0, max(len(lr.last.sets), 64)), lr.last.sets[:lr.rows]...)
+		}
+		if i, ok := lr.last.index[set.n]; ok {
+			lr.next = i + 1 // the rows after a moved one follow in the old order
+		}
+	}
+	if lr.diverged {
+		lr.sets = append(lr.sets, set)
+	}
+	lr.rows++
+	return set, nil
 }
 
 // reads are the queries of the ledger: the journal's unfolded changes,
@@ -378,7 +418,7 @@ func (lr *ledgerRead) reads() []read {
 					delete(lr.pending, string(lr.key))
 				}
 			}
-			set, err := lr.s.labels.get(lr.key)
+			set, err := lr.set()
 			if err != nil {
 				return fmt.Errorf("%s %s %s: %w", lr.lg.table, lr.family, lr.labels, err)
 			}
@@ -391,6 +431,12 @@ func (lr *ledgerRead) reads() []read {
 // totals returns what the reads read, grouped by family: the ledger's
 // totals, then the label sets that only the journal has yet.
 func (lr *ledgerRead) totals() ([]Total, error) {
+	switch {
+	case lr.diverged:
+		lr.s.labels.setOrder(lr.lg.table, lr.sets)
+	case lr.rows < len(lr.last.sets): // the last rows went
+		lr.s.labels.setOrder(lr.lg.table, lr.last.sets[:lr.rows])
+	}
 	keys := make([]string, 0, len(lr.pending))
 	for k := range lr.pending {
 		keys = append(keys, k)
@@ -455,6 +501,9 @@ type labelCache struct {
 	sets     map[string]labelSet // by family NUL stored labels
 	labels   map[string]Labels   // by stored labels, shared by families
 	families map[string]string   // one string per family name
+	// orders are the label sets of each ledger table's rows in the
+	// order the last read of the table returned them (ledgerRead.set)
+	orders map[string]*rowOrder
 }
 
 // labelSet is a family and a decoded label set, numbered.
@@ -462,6 +511,39 @@ type labelSet struct {
 	family string
 	labels Labels
 	n      uint32
+	key    string // family NUL stored labels
+}
+
+// rowOrder is the label sets of a ledger table's rows in the order one
+// read returned them, and where each set is in it. Read-only once made.
+type rowOrder struct {
+	sets  []labelSet
+	index map[uint32]int
+}
+
+// order returns the last order recorded for table (an empty one at
+// first).
+func (c *labelCache) order(table string) *rowOrder {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if o := c.orders[table]; o != nil {
+		return o
+	}
+	return &rowOrder{}
+}
+
+// setOrder records the order of table's rows that a read returned.
+func (c *labelCache) setOrder(table string, sets []labelSet) {
+	o := &rowOrder{sets: sets, index: make(map[uint32]int, len(sets))}
+	for i, set := range sets {
+		o.index[set.n] = i
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.orders == nil {
+		c.orders = map[string]*rowOrder{}
+	}
+	c.orders[table] = o
 }
 
 // get returns the label set of a stored key, family NUL labels; the
@@ -497,8 +579,9 @@ func (c *labelCache) get(key []byte) (labelSet, error) {
 		f = string(family)
 		c.families[f] = f
 	}
-	set = labelSet{family: f, labels: l, n: uint32(len(c.sets) + 1)}
-	c.sets[string(key)] = set
+	k := string(key)
+	set = labelSet{family: f, labels: l, n: uint32(len(c.sets) + 1), key: k}
+	c.sets[k] = set
 	return set, nil
 }
 
