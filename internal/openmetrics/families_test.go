@@ -367,10 +367,12 @@ artifact_file_counts_sum{category="c",scope="debian"} 0
 artifact_file_counts_count{category="c",scope="debian"} 0`,
 		},
 		{
-			name: "tokens_last_seen: never-used tokens are not observed", family: "tokens_last_seen",
+			// the store counts them (store.TestTokenAges): one used 30 s
+			// ago, one 2 h ago
+			name: "tokens_last_seen: the store's counts, cumulated", family: "tokens_last_seen",
 			snap: func() *store.Snapshot {
 				s := snapshot()
-				s.TokenLastSeen = []time.Time{*at(30 * time.Second), {}, *at(2 * time.Hour)}
+				s.TokenLastSeen = store.AgeHistogram{Counts: []int64{1, 0, 1, 0, 0, 0, 0, 0}, Sum: 7230}
 				return s
 			}(),
 			want: `tokens_last_seen_bucket{le="60"} 1

@@ -365,7 +365,7 @@ func smallSnapshot() *store.Snapshot {
 			{Family: "work_requests", Value: 2, Labels: store.Labels{"task_type": "Worker", "task_name": "sbuild", "scope_id": "1",
 				"status": "pending", "host_architecture": "amd64", "backend": "unshare"}},
 		},
-		TokenLastSeen: []time.Time{time.Date(2026, 3, 1, 11, 0, 0, 0, time.UTC)},
+		TokenLastSeen: store.AgeHistogram{Counts: []int64{0, 1, 0, 0, 0, 0, 0, 0}, Sum: 3600}, // used an hour ago
 	}
 }
 

@@ -59,6 +59,9 @@ type SQL struct {
 	totalsHint atomic.Int64
 	// hints are the sizes of the last snapshot's other lists.
 	hints atomic.Pointer[snapshotHints]
+	// snapshotMu lets one parallel snapshot at a time take its
+	// connections (snapshotConns).
+	snapshotMu sync.Mutex
 	// journalPrepared is SQLite's prepared journal insert (journalStmt).
 	stmtMu          sync.Mutex
 	journalPrepared *sql.Stmt
