@@ -95,3 +95,25 @@ func ExampleCheck() {
 	// "name" appears twice in its object; give each key once
 	// data.k
 }
+
+// BenchmarkCheck checks a document of the size and shape of a runner's
+// messages (a work request with its data), which every runner and the
+// server check for each one they receive.
+func BenchmarkCheck(b *testing.B) {
+	doc := []byte(`{"type": "work", "id": 7, "data": {"work_request": {"id": 123456, "task_type": "Worker",
+		"task_name": "command", "workspace_id": 3, "status": "running", "priority_base": 0, "priority_adjustment": 0,
+		"created_at": "2026-12-01T21:00:00.123456Z", "started_at": "2026-12-01T21:00:01.5Z",
+		"data": {"host_architecture": "amd64", "backend": "auto", "script": "make -j4 && make check",
+		"env": {"CC": "gcc", "CFLAGS": "-O2 -g"}, "outputs": [{"path": "out/result.txt", "category": "e2e:result"}],
+		"timeout": 3600}, "dependencies": [123450, 123451], "worker_id": 9}}}`)
+	if err := strictjson.Check(doc); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(doc)))
+	for b.Loop() {
+		if err := strictjson.Check(doc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
