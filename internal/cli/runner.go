@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -81,6 +82,12 @@ command line is visible to every local user (ps): give the token with
 			// tasks run under kiln's guard, which is this executable
 			if exe, err := os.Executable(); err == nil {
 				cfg.TaskGuard = exe
+			}
+			if os.Getenv("GOMAXPROCS") == "" {
+				// a runner waits on its server and its tasks' processes;
+				// more threads than the tasks it runs at once only spin
+				// looking for work (docs/benchmarks.md#claims)
+				runtime.GOMAXPROCS(min(runtime.NumCPU(), cfg.Concurrent))
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()

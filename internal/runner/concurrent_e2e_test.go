@@ -97,6 +97,7 @@ func TestE2EConcurrentRunner(t *testing.T) {
 	bigDir := filepath.Join(t.TempDir(), "big")
 	big := s.runner(t, "big", s.workerToken(t, "big"), bigDir, "--concurrent", "3", "--metrics-server", "127.0.0.1:0")
 	bigMetrics := metricsAddress(t, big)
+	checkGOMAXPROCS(t, string(testpeers.ScrapeText(t, bigMetrics+"/metrics")), 3)
 	names := func() map[int64]string { return s.workers(t) }
 
 	round := func(name string, want int, n int) []int64 {

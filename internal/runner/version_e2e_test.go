@@ -1,6 +1,7 @@
 package runner_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -108,6 +109,9 @@ func TestVersionInfoOfAReleaseBuild(t *testing.T) {
 	if !strings.HasSuffix(line, "} 1") {
 		t.Errorf("version info value: %s", line)
 	}
+	// a runner of one task at a time runs one goroutine at a time
+	// (cli's runner command): more threads only spun looking for work
+	checkGOMAXPROCS(t, text, 1)
 	testpeers.CheckMetrics(t, []byte(text))
 
 	out, err := exec.Command(bin, "version").Output()
@@ -130,4 +134,24 @@ func TestVersionInfoOfAReleaseBuild(t *testing.T) {
 	if _, err := http.Get(base + "/metrics"); err == nil {
 		t.Error("the metrics listener still answers after the runner stopped")
 	}
+}
+
+// checkGOMAXPROCS: a runner started without GOMAXPROCS in its
+// environment runs with as many threads as tasks at once, at most the
+// machine's CPUs, as its go_sched_gomaxprocs_threads says.
+func checkGOMAXPROCS(t *testing.T, metrics string, concurrent int) {
+	t.Helper()
+	if os.Getenv("GOMAXPROCS") != "" {
+		return // the runner inherits the test's setting
+	}
+	want := fmt.Sprintf("go_sched_gomaxprocs_threads %d", min(runtime.NumCPU(), concurrent))
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, "go_sched_gomaxprocs_threads ") {
+			if l != want {
+				t.Errorf("%s, want %s", l, want)
+			}
+			return
+		}
+	}
+	t.Errorf("no go_sched_gomaxprocs_threads in the runner's metrics")
 }
