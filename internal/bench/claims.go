@@ -95,7 +95,11 @@ type ClaimsRow struct {
 	// ServerCPU and RunnerCPU are the medians of CPU time per completed
 	// request (user + system, runners summed).
 	ServerCPU, RunnerCPU time.Duration
-	Rates                []float64
+	// DatabaseCPU is the median of the CPU time per completed request of
+	// the PostgreSQL processes serving the farm's database (0 on SQLite,
+	// whose work is the server's own).
+	DatabaseCPU time.Duration
+	Rates       []float64
 }
 
 // unmatchedArch is the architecture of the backlog: no runner of the
@@ -196,6 +200,7 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 	rows := map[trialKey]*ClaimsRow{}
 	serverCPU := map[trialKey][]time.Duration{}
 	runnerCPU := map[trialKey][]time.Duration{}
+	databaseCPU := map[trialKey][]time.Duration{}
 	var tps []float64
 	for round := 1; round <= cfg.Rounds; round++ {
 		if pgbenchURL != "" {
@@ -212,8 +217,8 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 				if err != nil {
 					return nil, fmt.Errorf("%s queue, %d runners: %w", f.name, n, err)
 				}
-				logf("round %d: %s, %d runners: %.0f noops/s, CPU per noop: server %s, runners %s", round, f.name, n,
-					t.rate, t.serverCPU.Round(time.Microsecond), t.runnerCPU.Round(time.Microsecond))
+				logf("round %d: %s, %d runners: %.0f noops/s, CPU per noop: server %s, runners %s, database %s", round, f.name, n,
+					t.rate, t.serverCPU.Round(time.Microsecond), t.runnerCPU.Round(time.Microsecond), t.databaseCPU.Round(time.Microsecond))
 				k := trialKey{fi, n}
 				if rows[k] == nil {
 					rows[k] = &ClaimsRow{Build: f.build, Queue: f.queue, Backlog: f.backlog, Runners: n}
@@ -221,6 +226,7 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 				rows[k].Rates = append(rows[k].Rates, t.rate)
 				serverCPU[k] = append(serverCPU[k], t.serverCPU)
 				runnerCPU[k] = append(runnerCPU[k], t.runnerCPU)
+				databaseCPU[k] = append(databaseCPU[k], t.databaseCPU)
 			}
 		}
 	}
@@ -241,7 +247,7 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 			k := trialKey{fi, n}
 			r := rows[k]
 			r.Rate = medianFloat(r.Rates)
-			r.ServerCPU, r.RunnerCPU = median(serverCPU[k]), median(runnerCPU[k])
+			r.ServerCPU, r.RunnerCPU, r.DatabaseCPU = median(serverCPU[k]), median(runnerCPU[k]), median(databaseCPU[k])
 			res.Rows = append(res.Rows, *r)
 		}
 	}
@@ -268,8 +274,11 @@ type claimFarm struct {
 	workspace int64
 	tokens    []string
 	server    *exec.Cmd
-	apiURL    string
-	metrics   string
+	// db measures the CPU of PostgreSQL's processes on the farm's
+	// database; nil on SQLite
+	db      *cpuMeter
+	apiURL  string
+	metrics string
 	// submitted counts the noops submitted so far; est is the last
 	// measured rate per runner count, to size the next trial's queue.
 	submitted int64
@@ -286,6 +295,9 @@ func (f *claimFarm) prepare(ctx context.Context, postgres string, runners int) e
 	if postgres != "" {
 		var err error
 		if f.dsn, err = recreateDatabase(ctx, postgres, "kiln_bench_claims_"+f.name); err != nil {
+			return err
+		}
+		if f.db, err = newServerMeter(ctx, f.dsn); err != nil {
 			return err
 		}
 	}
@@ -446,12 +458,15 @@ func (f *claimFarm) close() {
 	if f.server != nil && f.server.Process != nil {
 		stopProcess(f.server, 15*time.Second)
 	}
+	if f.db != nil {
+		f.db.db.Close()
+	}
 }
 
 // trialResult is one measurement.
 type trialResult struct {
-	rate                 float64
-	serverCPU, runnerCPU time.Duration
+	rate                              float64
+	serverCPU, runnerCPU, databaseCPU time.Duration
 }
 
 // errQueueDry is a trial whose queue emptied before its window ended: its
@@ -545,6 +560,7 @@ func (f *claimFarm) trialOnce(ctx context.Context, n int, window time.Duration, 
 	if err != nil {
 		return nil, err
 	}
+	db0 := f.db.read(ctx)
 	c0, err := f.completed(ctx)
 	if err != nil {
 		return nil, err
@@ -576,6 +592,7 @@ func (f *claimFarm) trialOnce(ctx context.Context, n int, window time.Duration, 
 	if err != nil {
 		return nil, err
 	}
+	dbCPU := f.db.serverSince(ctx, db0)
 	elapsed := time.Since(t0)
 	profiles.Wait()
 	if err, ok := profileErr.Load().(error); ok {
@@ -596,6 +613,7 @@ func (f *claimFarm) trialOnce(ctx context.Context, n int, window time.Duration, 
 		runnersCPU += cpu1[i] - cpu0[i]
 	}
 	t.runnerCPU = runnersCPU / time.Duration(count)
+	t.databaseCPU = dbCPU / time.Duration(count)
 	f.est[n] = t.rate
 	return t, nil
 }
@@ -818,8 +836,8 @@ func ClaimsTable(w io.Writer, r *ClaimsResult) {
 	if r.PgbenchTPS > 0 {
 		fmt.Fprintf(w, "pgbench -N -c 8 -j 2 -T 8 (median): %.0f TPS\n\n", r.PgbenchTPS)
 	}
-	fmt.Fprintln(w, "| build | queue | runners | noops/s (median) | runs | vs pgbench TPS | CPU per noop: server | runners | total |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| build | queue | runners | noops/s (median) | runs | vs pgbench TPS | CPU per noop: server | runners | total | database |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
 	row := map[string]ClaimsRow{}
 	var builds []string
 	for _, c := range r.Rows {
@@ -835,8 +853,12 @@ func ClaimsTable(w io.Writer, r *ClaimsResult) {
 		for i, v := range c.Rates {
 			runs[i] = fmt.Sprintf("%.0f", v)
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s |\n", c.Build, queue, c.Runners, c.Rate, strings.Join(runs, ", "), vs,
-			ms(c.ServerCPU), ms(c.RunnerCPU), ms(c.ServerCPU+c.RunnerCPU))
+		db := "–"
+		if c.DatabaseCPU > 0 {
+			db = ms(c.DatabaseCPU)
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s |\n", c.Build, queue, c.Runners, c.Rate, strings.Join(runs, ", "), vs,
+			ms(c.ServerCPU), ms(c.RunnerCPU), ms(c.ServerCPU+c.RunnerCPU), db)
 		if !slices.Contains(builds, c.Build) {
 			builds = append(builds, c.Build)
 		}
@@ -853,6 +875,11 @@ func ClaimsTable(w io.Writer, r *ClaimsResult) {
 		for i := 1; i < len(ns); i++ {
 			x, y := row[fmt.Sprintf("%s/empty/%d", b, ns[i-1])], row[fmt.Sprintf("%s/empty/%d", b, ns[i])]
 			fmt.Fprintf(w, "%s: scaling %d → %d runners: %.2f×.\n", b, x.Runners, y.Runners, y.Rate/x.Rate)
+			x, ok1 := row[fmt.Sprintf("%s/backlog/%d", b, ns[i-1])]
+			y, ok2 := row[fmt.Sprintf("%s/backlog/%d", b, ns[i])]
+			if ok1 && ok2 {
+				fmt.Fprintf(w, "%s: scaling %d → %d runners behind the backlog: %.2f×.\n", b, x.Runners, y.Runners, y.Rate/x.Rate)
+			}
 		}
 		for _, n := range ns {
 			e, ok1 := row[fmt.Sprintf("%s/empty/%d", b, n)]
