@@ -346,21 +346,12 @@ func (s *SQL) readGroups(ctx context.Context, groups ...[]read) error {
 		}
 	}()
 	var id string
-	err = conns[0].Raw(func(dc any) error {
-		c := dc.(*stdlib.Conn).Conn()
-		b := &pgx.Batch{}
-		b.Queue(beginSnapshot)
-		b.Queue("SELECT pg_export_snapshot()").QueryRow(func(r pgx.Row) error { return r.Scan(&id) })
-		err := c.SendBatch(ctx, b).Close()
-		if err != nil {
-			rollback(ctx, c, &err)
-		}
-		return err
-	})
-	if err != nil {
+	export := read{query: "SELECT pg_export_snapshot()", dest: scan(&id), row: func() error { return nil }}
+	if err := readBatch(ctx, conns[0], []string{beginSnapshot}, []read{export}, nil); err != nil {
 		return err
 	}
 	if !snapshotID.MatchString(id) {
+		conns[0].ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		return fmt.Errorf("unexpected snapshot identifier %q", id)
 	}
 	errs := make([]error, len(groups))

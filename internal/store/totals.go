@@ -353,7 +353,7 @@ type ledgerRead struct {
 	// this read's rows so far, which become the next read's order
 	last     *rowOrder
 	next     int
-	rows     int
+	count    int // the ledger's rows read so far
 	diverged bool
 	sets     []labelSet
 }
@@ -380,7 +380,7 @@ func (lr *ledgerRead) set() (labelSet, error) {
 		}
 		if !lr.diverged {
 			lr.diverged = true
-			lr.sets = append(make([]labelSet, 0, max(len(lr.last.sets), 64)), lr.last.sets[:lr.rows]...)
+			lr.sets = append(make([]labelSet, 0, max(len(lr.last.sets), 64)), lr.last.sets[:lr.count]...)
 		}
 		if i, ok := lr.last.index[set.n]; ok {
 			lr.next = i + 1 // the rows after a moved one follow in the old order
@@ -389,7 +389,7 @@ func (lr *ledgerRead) set() (labelSet, error) {
 	if lr.diverged {
 		lr.sets = append(lr.sets, set)
 	}
-	lr.rows++
+	lr.count++
 	return set, nil
 }
 
@@ -434,8 +434,8 @@ func (lr *ledgerRead) totals() ([]Total, error) {
 	switch {
 	case lr.diverged:
 		lr.s.labels.setOrder(lr.lg.table, lr.sets)
-	case lr.rows < len(lr.last.sets): // the last rows went
-		lr.s.labels.setOrder(lr.lg.table, lr.last.sets[:lr.rows])
+	case lr.count < len(lr.last.sets): // the last rows went
+		lr.s.labels.setOrder(lr.lg.table, lr.last.sets[:lr.count])
 	}
 	keys := make([]string, 0, len(lr.pending))
 	for k := range lr.pending {
