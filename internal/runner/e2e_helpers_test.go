@@ -124,11 +124,19 @@ type server struct {
 // listens.
 func startServer(t *testing.T, name string, args ...string) *server {
 	t.Helper()
+	return launchServer(t, name, env("KILN_BOOTSTRAP_TOKEN="+adminToken), append([]string{"--log-level", "debug"}, args...)...)
+}
+
+// launchServer starts `kiln server` on a loopback port and a data
+// directory of its own, with environment environ and the further flags
+// args, and waits until it listens.
+func launchServer(t *testing.T, name string, environ []string, args ...string) *server {
+	t.Helper()
 	dataDir := filepath.Join(t.TempDir(), "data")
 	lines := make(chan string, 64)
-	all := append([]string{"server", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "debug"}, args...)
-	p := start(t, name, env("KILN_BOOTSTRAP_TOKEN="+adminToken), lines, all...)
-	deadline := time.After(30 * time.Second)
+	all := append([]string{"server", "--listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)
+	p := start(t, name, environ, lines, all...)
+	deadline := time.After(60 * time.Second)
 	for {
 		select {
 		case line := <-lines:

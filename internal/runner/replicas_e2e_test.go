@@ -225,23 +225,8 @@ func TestE2EReplicas(t *testing.T) {
 // heartbeat timeout.
 func startReplica(t *testing.T, name, dsn string, secrets []string) *server {
 	t.Helper()
-	dataDir := filepath.Join(t.TempDir(), "data")
-	lines := make(chan string, 64)
-	p := start(t, name, env(append([]string{"KILN_BOOTSTRAP_TOKEN=" + adminToken}, secrets...)...), lines,
-		"server", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--database", dsn, "--heartbeat-timeout", "10s")
-	deadline := time.After(60 * time.Second)
-	for {
-		select {
-		case line := <-lines:
-			if u, ok := strings.CutPrefix(line, "kiln server listening on "); ok {
-				return &server{proc: p, url: strings.TrimSpace(u), dataDir: dataDir}
-			}
-		case <-p.done:
-			t.Fatalf("%s exited: %s", name, p.out.String())
-		case <-deadline:
-			t.Fatalf("%s did not start: %s", name, p.out.String())
-		}
-	}
+	return launchServer(t, name, env(append([]string{"KILN_BOOTSTRAP_TOKEN=" + adminToken}, secrets...)...),
+		"--database", dsn, "--heartbeat-timeout", "10s")
 }
 
 // connectedRunners counts the external workers marked connected.

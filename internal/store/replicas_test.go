@@ -51,6 +51,25 @@ func together(n int, fn func(i int)) {
 	wg.Wait()
 }
 
+// claimThenSucceedTogether has each worker of ws claim a request on s,
+// then completes them all at the same moment with success, worker i's on
+// replica rs[i].
+func claimThenSucceedTogether(t *testing.T, s *store.SQL, rs []*store.SQL, ws []*model.Worker) {
+	t.Helper()
+	ctx := context.Background()
+	held := make([]int64, len(ws))
+	for i, w := range ws {
+		wr, err := s.ClaimWorkRequest(ctx, w.ID)
+		must(t, err)
+		held[i] = wr.ID
+	}
+	together(len(ws), func(i int) {
+		if _, err := rs[i].CompleteWorkRequest(ctx, held[i], ws[i].ID, store.Completion{Result: model.ResultSuccess}); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
 // connectWorkers creates n enabled amd64 workers, connected.
 func connectWorkers(t *testing.T, s *store.SQL, prefix string, n int) []*model.Worker {
 	t.Helper()
@@ -87,17 +106,7 @@ func TestSiblingsFinishingTogetherSettleTheirWorkflow(t *testing.T) {
 				steps[i] = store.WorkflowStep{Request: amd64Step()}
 			}
 			must(t, f.s.SubmitWorkflow(ctx, root, steps))
-			held := make([]int64, replicas)
-			for i, w := range ws {
-				wr, err := f.s.ClaimWorkRequest(ctx, w.ID)
-				must(t, err)
-				held[i] = wr.ID
-			}
-			together(replicas, func(i int) {
-				if _, err := rs[i].CompleteWorkRequest(ctx, held[i], ws[i].ID, store.Completion{Result: model.ResultSuccess}); err != nil {
-					t.Error(err)
-				}
-			})
+			claimThenSucceedTogether(t, f.s, rs, ws)
 			got, err := f.s.WorkRequests().Get(ctx, root.ID, nil)
 			must(t, err)
 			if got.Status != model.StatusCompleted || got.Result != model.ResultSuccess {
@@ -122,17 +131,7 @@ func TestDependenciesFinishingTogetherReleaseTheirDependent(t *testing.T) {
 				deps[i] = f.worker(t, "amd64").ID
 			}
 			dependent := f.worker(t, "arm64", deps...)
-			held := make([]int64, replicas)
-			for i, w := range ws {
-				wr, err := f.s.ClaimWorkRequest(ctx, w.ID)
-				must(t, err)
-				held[i] = wr.ID
-			}
-			together(replicas, func(i int) {
-				if _, err := rs[i].CompleteWorkRequest(ctx, held[i], ws[i].ID, store.Completion{Result: model.ResultSuccess}); err != nil {
-					t.Error(err)
-				}
-			})
+			claimThenSucceedTogether(t, f.s, rs, ws)
 			got, err := f.s.WorkRequests().Get(ctx, dependent.ID, nil)
 			must(t, err)
 			if got.Status != model.StatusPending {
