@@ -105,11 +105,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	if cfg.Runs < 1 {
 		cfg.Runs = 5
 	}
-	logf := func(format string, args ...any) {
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, format+"\n", args...)
-		}
-	}
+	logf := lineLogger(cfg.Log)
 	var farms []*farm
 	defer func() {
 		for _, f := range farms {
@@ -487,5 +483,15 @@ func Table(w io.Writer, rs []Result) {
 		fmt.Fprintf(w, "%s: the uncached scrape grows %.2f× from the %s to the %s farm (series %+.1f %%); the reference queries %.1f×.\n",
 			small.Database, float64(large.Scrape)/float64(small.Scrape), small.Farm, large.Farm,
 			100*float64(large.Series-small.Series)/float64(small.Series), float64(large.Reference)/float64(small.Reference))
+	}
+}
+
+// lineLogger returns a printf that writes one line to w, or nothing when
+// w is nil: the progress lines every benchmark prints.
+func lineLogger(w io.Writer) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		if w != nil {
+			fmt.Fprintf(w, format+"\n", args...)
+		}
 	}
 }

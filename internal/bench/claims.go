@@ -130,11 +130,7 @@ func RunClaims(ctx context.Context, cfg ClaimsConfig) (*ClaimsResult, error) {
 		}
 		cfg.Kiln = exe
 	}
-	logf := func(format string, args ...any) {
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, format+"\n", args...)
-		}
-	}
+	logf := lineLogger(cfg.Log)
 	maxRunners := 0
 	for _, n := range cfg.Runners {
 		maxRunners = max(maxRunners, n)

@@ -107,11 +107,7 @@ func RunDashboard(ctx context.Context, cfg DashboardConfig) ([]PageResult, error
 	if cfg.Runs < 5 {
 		cfg.Runs = 5
 	}
-	logf := func(format string, args ...any) {
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, format+"\n", args...)
-		}
-	}
+	logf := lineLogger(cfg.Log)
 	sizes := []seed.Sizes{cfg.Small, cfg.Large}
 	farms := make([]*benchFarm, len(sizes))
 	defer func() {

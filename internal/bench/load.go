@@ -74,11 +74,7 @@ type sideStats struct {
 // clients (as Prometheus asks: OpenMetrics, keep-alive, gzip when the row
 // says so).
 func RunLoad(ctx context.Context, cfg LoadConfig) ([]LoadRow, error) {
-	logf := func(format string, args ...any) {
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, format+"\n", args...)
-		}
-	}
+	logf := lineLogger(cfg.Log)
 	raiseFileLimit()
 	dir, err := os.MkdirTemp("", "kiln-bench-load-")
 	if err != nil {

@@ -95,11 +95,7 @@ func RunWakeup(ctx context.Context, cfg WakeupConfig) (*WakeupResult, error) {
 		}
 		cfg.Kiln = exe
 	}
-	logf := func(format string, args ...any) {
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, format+"\n", args...)
-		}
-	}
+	logf := lineLogger(cfg.Log)
 	tmp, err := os.MkdirTemp("", "kiln-bench-wakeup-")
 	if err != nil {
 		return nil, err

@@ -121,11 +121,7 @@ func RunWrites(ctx context.Context, cfg WriteConfig) ([]WriteResult, error) {
 	if cfg.FoldInterval <= 0 {
 		cfg.FoldInterval = time.Second
 	}
-	logf := func(format string, args ...any) {
-		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, format+"\n", args...)
-		}
-	}
+	logf := lineLogger(cfg.Log)
 	type target struct {
 		name string
 		dsn  string
