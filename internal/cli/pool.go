@@ -303,14 +303,7 @@ idle longer than --idle-timeout.
 			if err := s.c.Do(s.ctx, http.MethodGet, pools.path(id), nil, &raw); err != nil {
 				return err
 			}
-			if s.p.json {
-				return s.p.raw(raw)
-			}
-			obj, err := decodeObject(raw)
-			if err != nil {
-				return err
-			}
-			return s.p.record(append(pools.cols(s.n), poolDetails...), obj)
+			return printObject(s, raw, append(pools.cols(s.n), poolDetails...))
 		}),
 	}
 

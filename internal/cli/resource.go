@@ -141,6 +141,12 @@ func (r *resource) show(s *session, id string) error {
 
 // print shows an object the server returned: its JSON, or its fields.
 func (r *resource) print(s *session, raw json.RawMessage) error {
+	return printObject(s, raw, r.cols(s.n))
+}
+
+// printObject shows an object the server returned: its JSON, or the
+// fields cols.
+func printObject(s *session, raw json.RawMessage, cols []column) error {
 	if s.p.json {
 		return s.p.raw(raw)
 	}
@@ -148,7 +154,7 @@ func (r *resource) print(s *session, raw json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	return s.p.record(r.cols(s.n), o)
+	return s.p.record(cols, o)
 }
 
 // list prints every object of the collection that matches q, across pages.
