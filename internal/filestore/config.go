@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"path/filepath"
 	"reflect"
@@ -174,12 +175,7 @@ func decodeStrict(raw json.RawMessage, dst any) error {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		i, ok := fields[k]
 		switch {
 		case !ok && looksSecret(k):

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -77,17 +78,8 @@ func decodeSettings(raw json.RawMessage, fields map[string]any) error {
 	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
 		return settingError("", "must be a JSON object")
 	}
-	names := make([]string, 0, len(fields))
-	for k := range fields {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	names := slices.Sorted(maps.Keys(fields))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		dst, ok := fields[k]
 		if !ok {
 			return settingError(k, "unknown setting; this provider accepts %s", strings.Join(names, ", "))
